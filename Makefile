@@ -1,0 +1,29 @@
+# set-backend — `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help build test bench run lint fmt clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+build: ## Build everything (nginx from the nginx-src crate, the module, the writer)
+	$(CARGO) build --workspace
+
+test: ## Run every test: unit, property, loom, multi-process, end to end with real nginx
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace -- --test-threads=2
+	RUSTFLAGS="--cfg loom" $(CARGO) test -p shm-layout --release --test loom --target-dir target/loom
+
+bench: ## Run the criterion benchmarks (see BENCHMARKS.md)
+	$(CARGO) bench -p set-backend-benches
+
+lint: ## rustfmt and clippy, warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+clean: ## Remove build outputs
+	$(CARGO) clean

@@ -1,0 +1,68 @@
+//! The only unsafe code of the table: turning a file mapping into `&[AtomicU64]`.
+//!
+//! Readers and the writer touch the shared file exclusively through 8-byte atomic loads and
+//! stores (see `docs/FORMAT.md`, "Memory model"). Plain reads of bytes another process may be
+//! writing would be undefined behaviour, and `memmap2::Mmap` hands out exactly such a `&[u8]`,
+//! so the mapping is kept as a raw pointer (`MmapRaw`) and exposed only as a slice of atomics,
+//! whose interior mutability makes concurrent access through a shared reference sound.
+
+use std::fs::File;
+use std::io;
+
+use crate::sync::AtomicU64;
+
+/// A shared mapping of a whole table file, viewed as words.
+pub(crate) struct Mapping {
+    map: memmap2::MmapRaw,
+    words: usize,
+}
+
+impl Mapping {
+    /// Maps `file` read-only (`PROT_READ`, `MAP_SHARED`): what nginx workers do.
+    pub(crate) fn read_only(file: &File) -> io::Result<Mapping> {
+        let map = memmap2::MmapOptions::new().map_raw_read_only(file)?;
+        Ok(Self::new(map))
+    }
+
+    /// Maps `file` read-write and shared: only the writer does this.
+    pub(crate) fn read_write(file: &File) -> io::Result<Mapping> {
+        let map = memmap2::MmapOptions::new().map_raw(file)?;
+        Ok(Self::new(map))
+    }
+
+    fn new(map: memmap2::MmapRaw) -> Mapping {
+        // mmap returns page-aligned memory, so the start is 8-byte aligned; a trailing partial
+        // word is simply not part of the view.
+        debug_assert_eq!(map.as_ptr() as usize % std::mem::align_of::<u64>(), 0);
+        let words = map.len() / 8;
+        Mapping { map, words }
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The whole mapping as atomic words.
+    pub(crate) fn words(&self) -> &[AtomicU64] {
+        if self.words == 0 {
+            return &[];
+        }
+        // SAFETY: the pointer is page-aligned (so aligned for AtomicU64) and valid for
+        // `self.words * 8 <= len` bytes for as long as `self.map` lives, which the returned
+        // borrow cannot outlive. The memory is shared with other processes, which is sound for
+        // `AtomicU64` (interior mutability, no `&mut` ever exists), as long as every access is
+        // an 8-byte aligned atomic one: the writer and readers of this crate access the file
+        // only through this slice. Atomic loads from a PROT_READ mapping are allowed for
+        // 8-byte atomics (no read-modify-write is ever issued on a read-only mapping). The
+        // file is never truncated while mapped (the writer never shrinks a published file),
+        // so the pages stay backed.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const AtomicU64, self.words) }
+    }
+
+    /// Flushes dirty pages to the file (msync), for the writer before it publishes.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+}
+

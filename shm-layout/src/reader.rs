@@ -1,0 +1,379 @@
+//! The read side: open a table file read-only, validate its header, and answer lookups.
+
+use crate::format::*;
+use crate::host::{Backend, Host};
+use crate::raw::Mapping;
+use crate::seqlock::{self, Geometry, Meta, Read};
+pub use crate::seqlock::{Lookup, Value};
+use crate::sync::{load, AtomicU64};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+/// A table file mapped read-only. Cheap to query from any thread; the mapping stays valid
+/// until the value is dropped, even after the writer has replaced the file.
+pub struct Table {
+    map: Mapping,
+    geo: Geometry,
+    /// Word index of the first slot.
+    index_at: usize,
+    /// Word index of the first arena word.
+    arena_at: usize,
+    arena_words: usize,
+    generation: u64,
+    /// Device and inode of the opened file, to notice a replacement by `stat`.
+    file_id: (u64, u64),
+}
+
+/// Why a table file could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    Io(io::Error),
+    /// The file is shorter than its header says (or than a header).
+    Truncated { len: u64, expected: u64 },
+    BadMagic,
+    Version { expected: u32, got: u32 },
+    /// Written on a machine of the other byte order.
+    Endianness,
+    Checksum,
+    /// A header field is out of range; names the field.
+    BadHeader(&'static str),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Io(e) => write!(f, "{e}"),
+            OpenError::Truncated { len, expected } => {
+                write!(f, "file is truncated: {len} bytes, expected {expected}")
+            }
+            OpenError::BadMagic => f.write_str("not a set-backend table (bad magic)"),
+            OpenError::Version { expected, got } => {
+                write!(f, "unsupported table format version {got} (this build reads {expected})")
+            }
+            OpenError::Endianness => f.write_str("table was written with the other byte order"),
+            OpenError::Checksum => f.write_str("table header checksum mismatch"),
+            OpenError::BadHeader(field) => write!(f, "table header field {field} is invalid"),
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> Self {
+        OpenError::Io(e)
+    }
+}
+
+/// Counters of a table, from its header (informational; the writer keeps them current).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    pub generation: u64,
+    pub capacity: u64,
+    pub entries: u64,
+    pub tombstones: u64,
+    pub arena_len: u64,
+    pub arena_used: u64,
+    pub file_len: u64,
+}
+
+/// What a deep check found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    pub slot: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "slot {}: {}", self.slot, self.reason)
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+impl Table {
+    /// Opens and validates the table at `path`: magic, version, byte order, checksum, and
+    /// every size and offset against the file's real length.
+    pub fn open(path: impl AsRef<Path>) -> Result<Table, OpenError> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        let len = meta.len();
+        if len < HEADER_LEN as u64 {
+            return Err(OpenError::Truncated { len, expected: HEADER_LEN as u64 });
+        }
+        let map = Mapping::read_only(&file)?;
+        use std::os::unix::fs::MetadataExt;
+        Self::validate(map, len, (meta.dev(), meta.ino()))
+    }
+
+    fn validate(map: Mapping, len: u64, file_id: (u64, u64)) -> Result<Table, OpenError> {
+        let words = map.words();
+        let h = |off: usize| load(words, off).unwrap_or(0);
+        if h(H_MAGIC).to_le_bytes() != MAGIC {
+            return Err(OpenError::BadMagic);
+        }
+        let v = h(H_VERSION);
+        let (version, endian) = (v as u32, (v >> 32) as u32);
+        if endian != ENDIAN_MARK {
+            return Err(if endian.swap_bytes() == ENDIAN_MARK {
+                OpenError::Endianness
+            } else {
+                OpenError::BadHeader("endianness marker")
+            });
+        }
+        if version != FORMAT_VERSION {
+            return Err(OpenError::Version { expected: FORMAT_VERSION, got: version });
+        }
+        if header_checksum(words) != h(H_CHECKSUM) {
+            return Err(OpenError::Checksum);
+        }
+        if h(H_HEADER_LEN) != HEADER_LEN as u64 {
+            return Err(OpenError::BadHeader("header_len"));
+        }
+        if h(H_HASH_ID) != HASH_SIPHASH13 {
+            return Err(OpenError::BadHeader("hash_id"));
+        }
+        let capacity = h(H_CAPACITY);
+        if capacity == 0 || !capacity.is_power_of_two() || capacity > 1 << 40 {
+            return Err(OpenError::BadHeader("capacity"));
+        }
+        let max_probe = h(H_MAX_PROBE);
+        if max_probe == 0 || max_probe > capacity {
+            return Err(OpenError::BadHeader("max_probe"));
+        }
+        if h(H_INDEX_OFFSET) != HEADER_LEN as u64 {
+            return Err(OpenError::BadHeader("index_offset"));
+        }
+        let arena_offset = h(H_ARENA_OFFSET);
+        if Some(arena_offset) != capacity.checked_mul(8).and_then(|b| b.checked_add(HEADER_LEN as u64))
+        {
+            return Err(OpenError::BadHeader("arena_offset"));
+        }
+        let arena_len = h(H_ARENA_LEN);
+        if arena_len % 8 != 0 || arena_len / 8 > SLOT_OFFSET_MASK {
+            return Err(OpenError::BadHeader("arena_len"));
+        }
+        let file_len = h(H_FILE_LEN);
+        if Some(file_len) != arena_offset.checked_add(arena_len) {
+            return Err(OpenError::BadHeader("file_len"));
+        }
+        if len < file_len || (map.len() as u64) < file_len {
+            return Err(OpenError::Truncated { len, expected: file_len });
+        }
+        let generation = h(H_GENERATION);
+        Ok(Table {
+            geo: Geometry {
+                k0: h(H_HASH_K0),
+                k1: h(H_HASH_K1),
+                capacity: capacity as usize,
+                max_probe: max_probe as usize,
+            },
+            index_at: HEADER_LEN / 8,
+            arena_at: arena_offset as usize / 8,
+            arena_words: arena_len as usize / 8,
+            generation,
+            file_id,
+            map,
+        })
+    }
+
+    fn index(&self) -> &[AtomicU64] {
+        let w = self.map.words();
+        w.get(self.index_at..self.index_at + self.geo.capacity).unwrap_or(&[])
+    }
+
+    fn arena(&self) -> &[AtomicU64] {
+        let w = self.map.words();
+        w.get(self.arena_at..self.arena_at + self.arena_words).unwrap_or(&[])
+    }
+
+    /// Looks up a host already in canonical form (as nginx's `$host` is). Allocates nothing and
+    /// makes no syscalls.
+    #[inline]
+    pub fn lookup(&self, host: &[u8]) -> Lookup {
+        seqlock::lookup(&self.geo, self.index(), self.arena(), host)
+    }
+
+    /// True once the writer has published a newer generation at the same path: the caller
+    /// should open the path again. One relaxed load.
+    #[inline]
+    pub fn is_superseded(&self) -> bool {
+        load(self.map.words(), H_SUPERSEDED).unwrap_or(1) != 0
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The writer's last heartbeat, in milliseconds since the Unix epoch (0 if never).
+    pub fn heartbeat_ms(&self) -> u64 {
+        load(self.map.words(), H_HEARTBEAT_MS).unwrap_or(0)
+    }
+
+    /// `(st_dev, st_ino)` of the opened file; a different pair at the path means it was
+    /// replaced (the slow check for a writer that died before setting `superseded`).
+    pub fn file_id(&self) -> (u64, u64) {
+        self.file_id
+    }
+
+    pub fn stats(&self) -> Stats {
+        stats_of(self.map.words())
+    }
+
+    /// Every live entry, in slot order (allocates; for tools, not the request path).
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let _ = self.scan(|_, key, value| {
+            out.push((key, value.as_str().to_owned()));
+            Ok(())
+        });
+        out
+    }
+
+    /// A deep check of every slot and record: offsets, lengths, hashes, tags, probe distances,
+    /// that keys and backends are valid, that no key appears twice, and that the counters
+    /// match. For tools and tests; it walks the whole file.
+    pub fn verify(&self) -> Result<Stats, VerifyError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut live = 0u64;
+        let mut tombs = 0u64;
+        let index = self.index();
+        for (slot, w) in index.iter().enumerate() {
+            match u64::from_le(w.load(crate::sync::Ordering::Relaxed)) {
+                SLOT_EMPTY => {}
+                SLOT_TOMBSTONE => tombs += 1,
+                _ => live += 1,
+            }
+            let _ = slot;
+        }
+        self.scan(|slot, key, value| {
+            let err = |reason: String| VerifyError { slot: slot as u64, reason };
+            let host = Host::parse(&key).map_err(|e| err(format!("key {key:?}: {e}")))?;
+            if host.as_str() != key {
+                return Err(err(format!("key {key:?} is not in canonical form")));
+            }
+            let backend = Backend::parse(value.as_str())
+                .map_err(|e| err(format!("backend {:?}: {e}", value.as_str())))?;
+            if backend.as_str() != value.as_str() || backend.addr() != value.addr() {
+                return Err(err(format!("backend {:?} is not canonical", value.as_str())));
+            }
+            if !seen.insert(key.clone()) {
+                return Err(err(format!("key {key:?} appears twice")));
+            }
+            Ok(())
+        })?;
+        let stats = self.stats();
+        if stats.entries != live || stats.tombstones != tombs {
+            return Err(VerifyError {
+                slot: 0,
+                reason: format!(
+                    "header counts {} entries and {} tombstones, index has {live} and {tombs}",
+                    stats.entries, stats.tombstones
+                ),
+            });
+        }
+        Ok(stats)
+    }
+
+    /// Visits every live slot with its key and value, checking the record against its slot.
+    fn scan(
+        &self,
+        mut f: impl FnMut(usize, String, &Value) -> Result<(), VerifyError>,
+    ) -> Result<(), VerifyError> {
+        let index = self.index();
+        let arena = self.arena();
+        let mask = self.geo.capacity - 1;
+        for slot in 0..index.len() {
+            let err = |reason: &str| VerifyError { slot: slot as u64, reason: reason.to_owned() };
+            let mut attempts = 0;
+            loop {
+                let w = u64::from_le(index[slot].load(crate::sync::Ordering::Relaxed));
+                if w == SLOT_EMPTY || w == SLOT_TOMBSTONE {
+                    break;
+                }
+                let rec = (w & SLOT_OFFSET_MASK) as usize;
+                let (Some(meta), Some(hash)) = (
+                    arena.get(rec + 1).map(|w| u64::from_le(w.load(crate::sync::Ordering::Relaxed))),
+                    arena.get(rec + 2).map(|w| u64::from_le(w.load(crate::sync::Ordering::Relaxed))),
+                ) else {
+                    return Err(err("record offset outside the arena"));
+                };
+                let Some(m) = Meta::decode(rec, meta, hash, arena.len()) else {
+                    return Err(err("record lengths out of range"));
+                };
+                let key: Vec<u8> = (0..m.key_len)
+                    .map(|i| {
+                        let w = u64::from_le(arena[m.key_at + i / 8].load(crate::sync::Ordering::Relaxed));
+                        w.to_le_bytes()[i % 8]
+                    })
+                    .collect();
+                if seqlock::chunk(&key, 0) == 0 && key.is_empty() {
+                    return Err(err("empty key"));
+                }
+                let h = hash_key(self.geo.k0, self.geo.k1, &key);
+                if h != m.hash {
+                    return Err(err("stored hash does not match the key"));
+                }
+                if tag_of(h) != w >> TAG_SHIFT {
+                    return Err(err("slot tag does not match the key's hash"));
+                }
+                let home = h as usize & mask;
+                let dist = slot.wrapping_sub(home) & mask;
+                if dist >= self.geo.max_probe {
+                    return Err(err("entry lies beyond max_probe from its home slot"));
+                }
+                let mut value = Value::empty();
+                match seqlock::read_record(index, slot, w, arena, &key, h, &mut value) {
+                    Read::Stable(true) => {
+                        for d in 0..dist {
+                            let s = (home + d) & mask;
+                            if u64::from_le(index[s].load(crate::sync::Ordering::Relaxed)) == SLOT_EMPTY {
+                                return Err(err("empty slot inside the entry's probe chain"));
+                            }
+                        }
+                        let key = String::from_utf8(key).map_err(|_| err("key is not UTF-8"))?;
+                        f(slot, key, &value)?;
+                        break;
+                    }
+                    Read::Stable(false) | Read::Corrupt => {
+                        return Err(err("record does not match its slot"))
+                    }
+                    Read::Retry(_) => {
+                        attempts += 1;
+                        if attempts >= seqlock::MAX_ATTEMPTS {
+                            return Err(err("record kept changing"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The header counters of a table's words.
+pub(crate) fn stats_of(words: &[AtomicU64]) -> Stats {
+    let h = |off: usize| load(words, off).unwrap_or(0);
+    Stats {
+        generation: h(H_GENERATION),
+        capacity: h(H_CAPACITY),
+        entries: h(H_ENTRIES),
+        tombstones: h(H_TOMBSTONES),
+        arena_len: h(H_ARENA_LEN),
+        arena_used: h(H_ARENA_USED),
+        file_len: h(H_FILE_LEN),
+    }
+}
+
+/// The checksum of the static header fields: SipHash-1-3, key (0, 0), over bytes
+/// `0..STATIC_HEADER_LEN`.
+pub(crate) fn header_checksum(words: &[AtomicU64]) -> u64 {
+    let mut bytes = [0u8; STATIC_HEADER_LEN];
+    for (i, chunk) in bytes.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&load(words, i * 8).unwrap_or(0).to_le_bytes());
+    }
+    hash_key(0, 0, &bytes)
+}

@@ -1,0 +1,388 @@
+//! The read/write protocol on the shared words: how one writer publishes records and how any
+//! number of readers, in other processes, find and copy them without locks.
+//!
+//! The index is an open-addressing table of slot words (linear probing). A slot is empty (0),
+//! a tombstone (1), or `tag << 48 | record_offset / 8`. Records live in the arena; the first
+//! word of each is a sequence number, odd while the writer is filling it.
+//!
+//! The writer never changes a record that a slot points to. An update writes a complete new
+//! record elsewhere and then stores the slot word (a single atomic store, so readers see the
+//! old record or the new one, never a mix). The old record then goes to the writer's free list
+//! and may be rewritten later, which is why readers still need the sequence check:
+//!
+//! ```text
+//! writer, record R not yet reachable:          reader:
+//!   R.seq.store(s + 1, Relaxed)   // odd         w1 = slot.load(Relaxed); fence(Acquire)
+//!   fence(Release)                                s1 = R.seq.load(Relaxed); fence(Acquire)
+//!   R.words[i].store(x, Relaxed)                  copy R.words[i] (Relaxed loads)
+//!   R.seq.store(s + 2, Release)                   fence(Acquire)
+//!   slot.store(tag | off, Release)                s2 = R.seq.load(Relaxed); w2 = slot.load(Relaxed)
+//!                                                 accept iff s1 == s2 (even) && w1 == w2
+//! ```
+//!
+//! The release fence keeps the data stores after the odd sequence number, so a reader that saw
+//! any new data word also sees `s2 != s1`. The slot re-check catches a record that was freed
+//! and reused for another key between the reader's slot load and its sequence load: without it
+//! the reader would copy a stable but unrelated record and report a false miss.
+//!
+//! Entries never move and deletes leave tombstones, so a key that is present for the whole of
+//! a lookup is always found: no empty slot ever appears inside its probe chain.
+//!
+//! Everything a reader loads is bounds-checked against the slices it was given, and every loop
+//! is bounded (`max_probe` slots, `MAX_ATTEMPTS` unstable reads), so whatever the file holds, a
+//! lookup ends with a hit, a miss, `Busy` or `Corrupt`.
+
+use crate::format::*;
+use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
+use crate::sync::{fence, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// How many unstable reads a lookup tolerates before it answers `Busy`. A reader only sees an
+/// unstable record when the writer reused it during the read, so this is never reached in
+/// practice; it bounds the work a lookup does against a hostile or wedged file.
+pub(crate) const MAX_ATTEMPTS: u32 = 64;
+
+/// Bytes of the value buffer: the longest backend, rounded up to whole words.
+pub(crate) const VALUE_BUF: usize = words_for(MAX_BACKEND_LEN) * 8;
+
+/// A backend copied out of the table: its text and, for IP literals, its parsed address.
+/// Fixed-size, so a lookup allocates nothing.
+#[derive(Clone)]
+pub struct Value {
+    len: u16,
+    addr_kind: u8,
+    port: u16,
+    ip: [u8; 16],
+    bytes: [u8; VALUE_BUF],
+}
+
+impl Value {
+    pub(crate) const fn empty() -> Value {
+        Value { len: 0, addr_kind: ADDR_NONE, port: 0, ip: [0; 16], bytes: [0; VALUE_BUF] }
+    }
+
+    /// The backend as stored (`10.0.0.7:3000`, `name:80`, `[::1]:8080`).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// The backend as text; the writer only stores ASCII, so this is lossless for a valid file.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The pre-parsed socket address, when the backend is an IP literal.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self.addr_kind {
+            ADDR_V4 => {
+                let ip = Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]);
+                Some(SocketAddr::new(IpAddr::V4(ip), self.port))
+            }
+            ADDR_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(self.ip)), self.port)),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Value").field("backend", &self.as_str()).field("addr", &self.addr()).finish()
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        self.as_bytes() == other.as_bytes() && self.addr() == other.addr()
+    }
+}
+
+/// The answer of a lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Hit(Value),
+    Miss,
+    /// The record kept changing under the reader; try again later.
+    Busy,
+    /// A record the probe reached is stable but malformed: the file is damaged.
+    Corrupt,
+}
+
+/// What reading one record produced.
+pub(crate) enum Read {
+    /// A consistent copy; `true` when its key is the one looked for (value copied out).
+    Stable(bool),
+    /// Consistent but malformed.
+    Corrupt,
+    /// Changed during the read; the slot now holds this word.
+    Retry(u64),
+}
+
+/// The parts of a record header, decoded and bounds-checked against the arena.
+pub(crate) struct Meta {
+    pub key_len: usize,
+    pub val_len: usize,
+    pub addr_kind: u8,
+    pub port: u16,
+    pub hash: u64,
+    /// Word index (in the arena) of the first address word, then key, then value.
+    pub addr_at: usize,
+    pub key_at: usize,
+    pub val_at: usize,
+    /// Total words of the record, seq included.
+    pub words: usize,
+}
+
+impl Meta {
+    /// Decodes `meta` and `hash` of the record at word `rec` and checks that the whole record
+    /// fits in `arena_words` words. `None` if any field is out of range.
+    pub(crate) fn decode(rec: usize, meta: u64, hash: u64, arena_words: usize) -> Option<Meta> {
+        let key_len = ((meta >> META_KEY_LEN_SHIFT) & 0xffff) as usize;
+        let val_len = ((meta >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
+        let addr_kind = ((meta >> META_ADDR_KIND_SHIFT) & 0xff) as u8;
+        let reserved = (meta >> 40) & 0xff;
+        let port = (meta >> META_PORT_SHIFT) as u16;
+        if key_len == 0 || key_len > MAX_HOST_LEN || val_len == 0 || val_len > MAX_BACKEND_LEN {
+            return None;
+        }
+        if !matches!(addr_kind, ADDR_NONE | ADDR_V4 | ADDR_V6) || reserved != 0 {
+            return None;
+        }
+        let addr_at = rec.checked_add(RECORD_FIXED_WORDS)?;
+        let key_at = addr_at + addr_words(addr_kind);
+        let val_at = key_at + words_for(key_len);
+        let end = val_at + words_for(val_len);
+        if end > arena_words {
+            return None;
+        }
+        Some(Meta {
+            key_len,
+            val_len,
+            addr_kind,
+            port,
+            hash,
+            addr_at,
+            key_at,
+            val_at,
+            words: end - rec,
+        })
+    }
+}
+
+/// The word holding bytes `8 * i .. 8 * i + 8` of `bytes`, zero-padded: how keys and values are
+/// laid out in a record.
+#[inline]
+pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
+    let start = i * 8;
+    let end = (start + 8).min(bytes.len());
+    let mut buf = [0u8; 8];
+    buf[..end - start].copy_from_slice(&bytes[start..end]);
+    u64::from_le_bytes(buf)
+}
+
+#[inline]
+fn load(w: &AtomicU64) -> u64 {
+    u64::from_le(w.load(Ordering::Relaxed))
+}
+
+/// Reads the record the slot word `w1` (already loaded from `index[slot]`) points to, compares
+/// its key with `key` and, on a match, copies the value into `out`.
+pub(crate) fn read_record(
+    index: &[AtomicU64],
+    slot: usize,
+    w1: u64,
+    arena: &[AtomicU64],
+    key: &[u8],
+    hash: u64,
+    out: &mut Value,
+) -> Read {
+    fence(Ordering::Acquire);
+    let rec = (w1 & SLOT_OFFSET_MASK) as usize;
+    let recheck = |stable: Read| -> Read {
+        let w2 = index.get(slot).map(load).unwrap_or(0);
+        if w2 == w1 {
+            stable
+        } else {
+            Read::Retry(w2)
+        }
+    };
+    let Some(seq) = arena.get(rec) else {
+        return recheck(Read::Corrupt);
+    };
+    let s1 = load(seq);
+    fence(Ordering::Acquire);
+    if s1 & 1 == 1 {
+        let w2 = index.get(slot).map(load).unwrap_or(0);
+        return Read::Retry(w2);
+    }
+    let meta = arena.get(rec + 1).map(load);
+    let stored_hash = arena.get(rec + 2).map(load);
+    let mut corrupt = false;
+    let mut eq = false;
+    match (meta, stored_hash) {
+        (Some(meta), Some(stored_hash)) => match Meta::decode(rec, meta, stored_hash, arena.len()) {
+            Some(m) => {
+                if m.hash == hash && m.key_len == key.len() {
+                    eq = (0..words_for(m.key_len)).all(|i| load(&arena[m.key_at + i]) == chunk(key, i));
+                }
+                if eq {
+                    for i in 0..words_for(m.val_len) {
+                        let w = load(&arena[m.val_at + i]).to_le_bytes();
+                        out.bytes[i * 8..i * 8 + 8].copy_from_slice(&w);
+                    }
+                    out.len = m.val_len as u16;
+                    out.addr_kind = m.addr_kind;
+                    out.port = m.port;
+                    for i in 0..addr_words(m.addr_kind) {
+                        let w = load(&arena[m.addr_at + i]).to_le_bytes();
+                        out.ip[i * 8..i * 8 + 8].copy_from_slice(&w);
+                    }
+                }
+            }
+            None => corrupt = true,
+        },
+        _ => corrupt = true,
+    }
+    fence(Ordering::Acquire);
+    let s2 = load(seq);
+    let w2 = index.get(slot).map(load).unwrap_or(0);
+    if s1 != s2 || w1 != w2 {
+        return Read::Retry(w2);
+    }
+    if corrupt {
+        Read::Corrupt
+    } else {
+        Read::Stable(eq)
+    }
+}
+
+/// The geometry of a validated table: what a lookup needs besides the words.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    pub k0: u64,
+    pub k1: u64,
+    /// Power of two; `index.len() == capacity`.
+    pub capacity: usize,
+    pub max_probe: usize,
+}
+
+/// Looks `key` up. Allocates nothing, makes no syscalls, and ends within `max_probe` slots and
+/// `MAX_ATTEMPTS` unstable reads whatever `index` and `arena` contain.
+pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key: &[u8]) -> Lookup {
+    if key.is_empty() || key.len() > MAX_HOST_LEN || index.len() != g.capacity {
+        return Lookup::Miss;
+    }
+    let hash = hash_key(g.k0, g.k1, key);
+    let tag = tag_of(hash);
+    let mask = g.capacity - 1;
+    let home = hash as usize & mask;
+    let mut out = Value::empty();
+    let mut attempts = 0u32;
+    let mut i = 0usize;
+    let mut w = load(&index[home]);
+    while i < g.max_probe {
+        let slot = (home + i) & mask;
+        if w == SLOT_EMPTY {
+            return Lookup::Miss;
+        }
+        if w != SLOT_TOMBSTONE && (w >> TAG_SHIFT) == tag {
+            match read_record(index, slot, w, arena, key, hash, &mut out) {
+                Read::Stable(true) => return Lookup::Hit(out),
+                Read::Stable(false) => {}
+                Read::Corrupt => return Lookup::Corrupt,
+                Read::Retry(w2) => {
+                    attempts += 1;
+                    if attempts >= MAX_ATTEMPTS {
+                        return Lookup::Busy;
+                    }
+                    std::hint::spin_loop();
+                    w = w2;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+        w = load(&index[(home + i) & mask]);
+    }
+    Lookup::Miss
+}
+
+/// Writer side: fills the unreachable record at word `rec` with `data` (every word after the
+/// sequence number) under the sequence protocol. The caller publishes it afterwards with
+/// [`publish`].
+pub(crate) fn write_record(arena: &[AtomicU64], rec: usize, data: &[u64]) {
+    let seq = &arena[rec];
+    // The writer is the only one storing this word, so its own relaxed load is exact.
+    let s = load(seq) & !1;
+    seq.store((s + 1).to_le(), Ordering::Relaxed);
+    fence(Ordering::Release);
+    for (i, &w) in data.iter().enumerate() {
+        arena[rec + 1 + i].store(w.to_le(), Ordering::Relaxed);
+    }
+    seq.store((s + 2).to_le(), Ordering::Release);
+}
+
+/// Writer side: makes a slot point at a fully written record, or empties it into a tombstone.
+pub(crate) fn publish(index: &[AtomicU64], slot: usize, word: u64) {
+    index[slot].store(word.to_le(), Ordering::Release);
+}
+
+/// The slot word for a record at arena word `rec` with key hash `hash`.
+pub(crate) fn slot_word(hash: u64, rec: usize) -> u64 {
+    (tag_of(hash) << TAG_SHIFT) | (rec as u64 & SLOT_OFFSET_MASK)
+}
+
+/// Encodes a record's words after the sequence number: meta, hash, address, key, value.
+pub(crate) fn encode(
+    buf: &mut Vec<u64>,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    addr: Option<SocketAddr>,
+) {
+    buf.clear();
+    let (kind, port, ip): (u8, u16, [u8; 16]) = match addr {
+        Some(SocketAddr::V4(a)) => {
+            let mut ip = [0u8; 16];
+            ip[..4].copy_from_slice(&a.ip().octets());
+            (ADDR_V4, a.port(), ip)
+        }
+        Some(SocketAddr::V6(a)) => (ADDR_V6, a.port(), a.ip().octets()),
+        None => (ADDR_NONE, 0, [0; 16]),
+    };
+    let meta = (key.len() as u64) << META_KEY_LEN_SHIFT
+        | (value.len() as u64) << META_VAL_LEN_SHIFT
+        | (kind as u64) << META_ADDR_KIND_SHIFT
+        | (port as u64) << META_PORT_SHIFT;
+    buf.push(meta);
+    buf.push(hash);
+    for i in 0..addr_words(kind) {
+        buf.push(chunk(&ip, i));
+    }
+    for i in 0..words_for(key.len()) {
+        buf.push(chunk(key, i));
+    }
+    for i in 0..words_for(value.len()) {
+        buf.push(chunk(value, i));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_pads_with_zeroes() {
+        assert_eq!(chunk(b"abc", 0), u64::from_le_bytes(*b"abc\0\0\0\0\0"));
+        assert_eq!(chunk(b"abcdefghij", 1), u64::from_le_bytes(*b"ij\0\0\0\0\0\0"));
+    }
+
+    #[test]
+    fn meta_decode_rejects_out_of_bounds() {
+        let meta = 10u64 | 12 << 16;
+        assert!(Meta::decode(0, meta, 0, 3 + 2 + 2).is_some());
+        assert!(Meta::decode(0, meta, 0, 3 + 2 + 1).is_none());
+        assert!(Meta::decode(usize::MAX - 1, meta, 0, usize::MAX).is_none());
+        assert!(Meta::decode(0, 0, 0, 100).is_none());
+        assert!(Meta::decode(0, meta | 9 << 32, 0, 100).is_none());
+    }
+}

@@ -1,0 +1,24 @@
+//! Atomics used on the shared file: std's, or loom's when the protocol is model-checked
+//! (`RUSTFLAGS="--cfg loom"`).
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// Reads a little-endian `u64` at byte offset `off` of `words`, if in bounds and aligned.
+#[inline]
+pub(crate) fn load(words: &[AtomicU64], off: usize) -> Option<u64> {
+    if off % 8 != 0 {
+        return None;
+    }
+    words.get(off / 8).map(|w| u64::from_le(w.load(Ordering::Relaxed)))
+}
+
+/// Stores a little-endian `u64` at byte offset `off` (writer side; offsets are its own).
+#[inline]
+pub(crate) fn store(words: &[AtomicU64], off: usize, v: u64, order: Ordering) {
+    debug_assert_eq!(off % 8, 0);
+    words[off / 8].store(v.to_le(), order)
+}

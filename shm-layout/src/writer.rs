@@ -1,0 +1,586 @@
+//! The write side: the single process that owns a table file.
+//!
+//! A table is built complete in `<path>.<generation>.tmp`, flushed, and renamed over `<path>`;
+//! only then is the previous file marked `superseded`, which tells every reader to map the path
+//! again. After that, upserts and deletes change the published file in place, one record and
+//! one slot word at a time (see `seqlock`). When the index gets too full, a probe chain too
+//! long, or the arena runs out, the writer builds the next generation the same way. A published
+//! file is never truncated or shrunk: readers would die of SIGBUS.
+//!
+//! An exclusive lock on `<path>.lock` keeps a second writer away for the life of a
+//! [`TableWriter`].
+
+use crate::format::*;
+use crate::host::{Backend, Host};
+use crate::raw::Mapping;
+use crate::reader::{stats_of, Stats, Table};
+use crate::seqlock::{self, Geometry, Lookup, Meta};
+use crate::sync::{load, store, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How the writer builds tables.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// The smallest index (slots) to create; rounded up to a power of two.
+    pub min_capacity: u64,
+    /// The probe limit written into every table this writer creates.
+    pub max_probe: u64,
+    /// Permission bits of the table file: readable by the nginx workers, writable by none of them.
+    pub mode: u32,
+    /// The SipHash key; random unless given (tests pin it to build identical files).
+    pub hash_key: Option<(u64, u64)>,
+    /// fsync each new generation before publishing it (on by default; off only for tests that
+    /// build many throwaway tables).
+    pub sync: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            min_capacity: 1024,
+            max_probe: DEFAULT_MAX_PROBE,
+            mode: 0o644,
+            hash_key: None,
+            sync: true,
+        }
+    }
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Inserted,
+    Updated,
+    /// The same backend was already stored; nothing was written.
+    Unchanged,
+}
+
+/// Why a write failed. The table is unchanged when one is returned.
+#[derive(Debug)]
+pub enum WriteError {
+    Io(io::Error),
+    /// Another process holds `<path>.lock`.
+    Locked(PathBuf),
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::Io(e) => write!(f, "{e}"),
+            WriteError::Locked(p) => {
+                write!(f, "another writer holds {}", p.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl From<io::Error> for WriteError {
+    fn from(e: io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+/// One mapped table file and its geometry.
+struct Layout {
+    map: Mapping,
+    file: File,
+    /// Where this file is right now: the temporary name until it is published.
+    path: PathBuf,
+    geo: Geometry,
+    index_at: usize,
+    arena_at: usize,
+    arena_words: usize,
+    generation: u64,
+}
+
+impl Layout {
+    fn words(&self) -> &[AtomicU64] {
+        self.map.words()
+    }
+    fn index(&self) -> &[AtomicU64] {
+        &self.words()[self.index_at..self.index_at + self.geo.capacity]
+    }
+    fn arena(&self) -> &[AtomicU64] {
+        &self.words()[self.arena_at..self.arena_at + self.arena_words]
+    }
+    fn slot(&self, i: usize) -> u64 {
+        u64::from_le(self.index()[i].load(Ordering::Relaxed))
+    }
+    fn arena_word(&self, i: usize) -> u64 {
+        u64::from_le(self.arena()[i].load(Ordering::Relaxed))
+    }
+    /// The decoded header of the record at arena word `rec` (the writer's own data).
+    fn meta(&self, rec: usize) -> Meta {
+        Meta::decode(rec, self.arena_word(rec + 1), self.arena_word(rec + 2), self.arena_words)
+            .expect("the writer only publishes well-formed records")
+    }
+
+    /// Creates a new file of the given geometry at `path` (unpublished), header written.
+    fn create(
+        path: PathBuf,
+        capacity: usize,
+        arena_words: usize,
+        generation: u64,
+        (k0, k1): (u64, u64),
+        opts: &WriterOptions,
+    ) -> io::Result<Layout> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(opts.mode)
+            .open(&path)?;
+        file.set_permissions(fs::Permissions::from_mode(opts.mode))?;
+        let arena_offset = HEADER_LEN + capacity * 8;
+        let file_len = arena_offset + arena_words * 8;
+        file.set_len(file_len as u64)?;
+        let map = Mapping::read_write(&file)?;
+        let w = map.words();
+        let created = now_ms();
+        for (off, v) in [
+            (H_MAGIC, u64::from_le_bytes(MAGIC)),
+            (H_VERSION, FORMAT_VERSION as u64 | (ENDIAN_MARK as u64) << 32),
+            (H_HEADER_LEN, HEADER_LEN as u64),
+            (H_HASH_ID, HASH_SIPHASH13),
+            (H_HASH_K0, k0),
+            (H_HASH_K1, k1),
+            (H_CAPACITY, capacity as u64),
+            (H_MAX_PROBE, opts.max_probe.min(capacity as u64)),
+            (H_INDEX_OFFSET, HEADER_LEN as u64),
+            (H_ARENA_OFFSET, arena_offset as u64),
+            (H_ARENA_LEN, (arena_words * 8) as u64),
+            (H_FILE_LEN, file_len as u64),
+            (H_GENERATION, generation),
+            (H_CREATED_MS, created),
+        ] {
+            store(w, off, v, Ordering::Relaxed);
+        }
+        store(w, H_CHECKSUM, crate::reader::header_checksum(w), Ordering::Relaxed);
+        Ok(Layout {
+            geo: Geometry {
+                k0,
+                k1,
+                capacity,
+                max_probe: opts.max_probe.min(capacity as u64) as usize,
+            },
+            index_at: HEADER_LEN / 8,
+            arena_at: arena_offset / 8,
+            arena_words,
+            generation,
+            map,
+            file,
+            path,
+        })
+    }
+
+    fn set_counter(&self, off: usize, v: u64) {
+        store(self.words(), off, v, Ordering::Relaxed);
+    }
+}
+
+/// Where a key is, or where it would go.
+enum Probe {
+    Found { slot: usize, rec: usize },
+    /// Not present; the first reusable slot within `max_probe`, if any.
+    Vacant(Option<usize>),
+}
+
+/// The single writer of a table file.
+pub struct TableWriter {
+    /// The published path readers open.
+    path: PathBuf,
+    t: Layout,
+    /// Next never-used arena word.
+    bump: usize,
+    /// Freed records by size in words; reused only for records of exactly that size, so record
+    /// boundaries (and the sequence word's position) never move.
+    free: HashMap<usize, Vec<usize>>,
+    /// Words held by freed records.
+    free_words: usize,
+    entries: u64,
+    tombstones: u64,
+    /// False while the first generation is being filled under its temporary name.
+    published: bool,
+    opts: WriterOptions,
+    /// Scratch for encoding records.
+    buf: Vec<u64>,
+    /// Held for the writer's life; dropping it releases the lock.
+    _lock: File,
+}
+
+impl TableWriter {
+    /// Builds a table holding `entries` (a later duplicate host wins) and publishes it at
+    /// `path` as the generation after the file already there, if any; the previous file is
+    /// then marked superseded so readers move over.
+    pub fn create(
+        path: impl AsRef<Path>,
+        entries: impl IntoIterator<Item = (Host, Backend)>,
+        opts: WriterOptions,
+    ) -> Result<TableWriter, WriteError> {
+        let path = path.as_ref().to_path_buf();
+        let lock_path = sibling(&path, ".lock");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(WriteError::Locked(lock_path)),
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
+        let (previous, previous_map) = open_previous(&path);
+        let generation = previous + 1;
+        let key = opts.hash_key.unwrap_or_else(random_key);
+        let capacity = capacity_for(entries.len() as u64, opts.min_capacity);
+        let need: usize = entries
+            .iter()
+            .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr().is_some()))
+            .sum();
+        let tmp = sibling(&path, &format!(".{generation}.tmp"));
+        let t = Layout::create(tmp, capacity, arena_for(need), generation, key, &opts)?;
+        let mut w = TableWriter {
+            path,
+            t,
+            bump: 0,
+            free: HashMap::new(),
+            free_words: 0,
+            entries: 0,
+            tombstones: 0,
+            published: false,
+            opts,
+            buf: Vec::new(),
+            _lock: lock,
+        };
+        for (host, backend) in &entries {
+            w.upsert(host, backend)?;
+        }
+        w.publish_current(previous_map.as_ref())?;
+        w.published = true;
+        Ok(w)
+    }
+
+    /// Inserts or replaces the backend of `host`. O(1); grows the table into a new generation
+    /// when it must.
+    pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
+        let key = host.as_str().as_bytes();
+        let hash = hash_key(self.t.geo.k0, self.t.geo.k1, key);
+        let mut buf = std::mem::take(&mut self.buf);
+        seqlock::encode(&mut buf, hash, key, backend.as_str().as_bytes(), backend.addr());
+        let r = self.upsert_encoded(key, hash, &buf);
+        self.buf = buf;
+        r
+    }
+
+    fn upsert_encoded(&mut self, key: &[u8], hash: u64, data: &[u64]) -> Result<Upserted, WriteError> {
+        let words = 1 + data.len();
+        loop {
+            match self.probe(key, hash) {
+                Probe::Found { slot, rec } => {
+                    let old = self.t.meta(rec);
+                    if (0..data.len()).all(|i| self.t.arena_word(rec + 1 + i) == data[i])
+                        && old.words == words
+                    {
+                        return Ok(Upserted::Unchanged);
+                    }
+                    let Some(new) = self.alloc(words) else {
+                        self.rebuild(0, words)?;
+                        continue;
+                    };
+                    seqlock::write_record(self.t.arena(), new, data);
+                    seqlock::publish(self.t.index(), slot, seqlock::slot_word(hash, new));
+                    self.release(rec, old.words);
+                    self.sync_counters();
+                    return Ok(Upserted::Updated);
+                }
+                Probe::Vacant(slot) => {
+                    let reuses_tombstone = slot.is_some_and(|s| self.t.slot(s) == SLOT_TOMBSTONE);
+                    let over_load = !reuses_tombstone
+                        && (self.entries + self.tombstones + 1) * 4 > self.t.geo.capacity as u64 * 3;
+                    let Some(slot) = slot.filter(|_| !over_load) else {
+                        self.rebuild(1, words)?;
+                        continue;
+                    };
+                    let Some(new) = self.alloc(words) else {
+                        self.rebuild(1, words)?;
+                        continue;
+                    };
+                    seqlock::write_record(self.t.arena(), new, data);
+                    seqlock::publish(self.t.index(), slot, seqlock::slot_word(hash, new));
+                    self.entries += 1;
+                    if reuses_tombstone {
+                        self.tombstones -= 1;
+                    }
+                    self.sync_counters();
+                    return Ok(Upserted::Inserted);
+                }
+            }
+        }
+    }
+
+    /// Removes `host`; returns whether it was present. The slot becomes a tombstone.
+    pub fn delete(&mut self, host: &Host) -> Result<bool, WriteError> {
+        let key = host.as_str().as_bytes();
+        let hash = hash_key(self.t.geo.k0, self.t.geo.k1, key);
+        match self.probe(key, hash) {
+            Probe::Found { slot, rec } => {
+                let words = self.t.meta(rec).words;
+                seqlock::publish(self.t.index(), slot, SLOT_TOMBSTONE);
+                self.release(rec, words);
+                self.entries -= 1;
+                self.tombstones += 1;
+                self.sync_counters();
+                Ok(true)
+            }
+            Probe::Vacant(_) => Ok(false),
+        }
+    }
+
+    /// The backend stored for `host`, read the way a reader would.
+    pub fn get(&self, host: &Host) -> Option<crate::Value> {
+        match seqlock::lookup(&self.t.geo, self.t.index(), self.t.arena(), host.as_str().as_bytes())
+        {
+            Lookup::Hit(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds the table into a new generation now (dropping tombstones and freed records).
+    pub fn compact(&mut self) -> Result<(), WriteError> {
+        self.rebuild(0, 0)
+    }
+
+    /// Stores the current time in the heartbeat word.
+    pub fn heartbeat(&self) {
+        store(self.t.words(), H_HEARTBEAT_MS, now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.entries
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.t.generation
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> Stats {
+        stats_of(self.t.words())
+    }
+
+    fn probe(&self, key: &[u8], hash: u64) -> Probe {
+        let mask = self.t.geo.capacity - 1;
+        let home = hash as usize & mask;
+        let tag = tag_of(hash);
+        let mut reusable = None;
+        for i in 0..self.t.geo.max_probe {
+            let slot = (home + i) & mask;
+            let w = self.t.slot(slot);
+            if w == SLOT_EMPTY {
+                return Probe::Vacant(reusable.or(Some(slot)));
+            }
+            if w == SLOT_TOMBSTONE {
+                reusable = reusable.or(Some(slot));
+                continue;
+            }
+            if w >> TAG_SHIFT == tag {
+                let rec = (w & SLOT_OFFSET_MASK) as usize;
+                let m = self.t.meta(rec);
+                if m.hash == hash
+                    && m.key_len == key.len()
+                    && (0..words_for(key.len()))
+                        .all(|i| self.t.arena_word(m.key_at + i) == seqlock::chunk(key, i))
+                {
+                    return Probe::Found { slot, rec };
+                }
+            }
+        }
+        Probe::Vacant(reusable)
+    }
+
+    fn alloc(&mut self, words: usize) -> Option<usize> {
+        if let Some(rec) = self.free.get_mut(&words).and_then(Vec::pop) {
+            self.free_words -= words;
+            return Some(rec);
+        }
+        if self.bump + words <= self.t.arena_words {
+            let rec = self.bump;
+            self.bump += words;
+            return Some(rec);
+        }
+        None
+    }
+
+    fn release(&mut self, rec: usize, words: usize) {
+        self.free.entry(words).or_default().push(rec);
+        self.free_words += words;
+    }
+
+    fn sync_counters(&self) {
+        self.t.set_counter(H_ENTRIES, self.entries);
+        self.t.set_counter(H_TOMBSTONES, self.tombstones);
+        self.t.set_counter(H_ARENA_USED, ((self.bump - self.free_words) * 8) as u64);
+    }
+
+    /// Builds the next generation with room for `extra_entries` more entries and a record of
+    /// `extra_words`, copies every live record into it, and publishes it (or, before the first
+    /// publication, just switches to it).
+    fn rebuild(&mut self, extra_entries: u64, extra_words: usize) -> Result<(), WriteError> {
+        let live_words = self.bump - self.free_words;
+        let mut capacity = capacity_for(self.entries + extra_entries, self.opts.min_capacity)
+            .max(if extra_entries > 0 && self.tombstones < self.entries / 4 {
+                self.t.geo.capacity * 2
+            } else {
+                0
+            });
+        loop {
+            let generation = self.t.generation + 1;
+            let tmp = sibling(&self.path, &format!(".{generation}.tmp"));
+            let next = Layout::create(
+                tmp,
+                capacity,
+                arena_for(live_words + extra_words),
+                generation,
+                (self.t.geo.k0, self.t.geo.k1),
+                &self.opts,
+            )?;
+            match self.copy_into(&next) {
+                Some(bump) => {
+                    let old = std::mem::replace(&mut self.t, next);
+                    self.bump = bump;
+                    self.free.clear();
+                    self.free_words = 0;
+                    self.tombstones = 0;
+                    self.sync_counters();
+                    if self.published {
+                        self.publish_current(Some(&old.map))?;
+                    } else {
+                        let _ = fs::remove_file(&old.path);
+                    }
+                    return Ok(());
+                }
+                None => {
+                    // A probe chain would exceed max_probe: try a larger index.
+                    let _ = fs::remove_file(&next.path);
+                    capacity *= 2;
+                }
+            }
+        }
+    }
+
+    /// Copies every live record of the current table into `next` (same hash key). Returns the
+    /// arena words used, or `None` if an entry could not be placed within `max_probe`.
+    fn copy_into(&self, next: &Layout) -> Option<usize> {
+        let mask = next.geo.capacity - 1;
+        let mut bump = 0;
+        for s in 0..self.t.geo.capacity {
+            let w = self.t.slot(s);
+            if w == SLOT_EMPTY || w == SLOT_TOMBSTONE {
+                continue;
+            }
+            let rec = (w & SLOT_OFFSET_MASK) as usize;
+            let m = self.t.meta(rec);
+            let home = m.hash as usize & mask;
+            let slot = (0..next.geo.max_probe)
+                .map(|i| (home + i) & mask)
+                .find(|&slot| next.slot(slot) == SLOT_EMPTY)?;
+            let data: Vec<u64> = (1..m.words).map(|i| self.t.arena_word(rec + i)).collect();
+            seqlock::write_record(next.arena(), bump, &data);
+            seqlock::publish(next.index(), slot, seqlock::slot_word(m.hash, bump));
+            bump += m.words;
+        }
+        Some(bump)
+    }
+
+    /// Makes the current layout the file at `self.path`: flush, fsync, rename, fsync the
+    /// directory, then mark the previous file (if any) superseded.
+    fn publish_current(&mut self, old: Option<&Mapping>) -> Result<(), WriteError> {
+        if self.opts.sync {
+            self.t.map.flush()?;
+            self.t.file.sync_all()?;
+        }
+        fs::rename(&self.t.path, &self.path)?;
+        self.t.path = self.path.clone();
+        if self.opts.sync {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+        }
+        if let Some(old) = old {
+            store(old.words(), H_SUPERSEDED, 1, Ordering::Release);
+        }
+        self.heartbeat();
+        Ok(())
+    }
+}
+
+/// The generation of the valid table at `path` (0 if none) and a writable mapping of it, to
+/// mark it superseded once the next generation has been renamed over it.
+fn open_previous(path: &Path) -> (u64, Option<Mapping>) {
+    let Ok(table) = Table::open(path) else {
+        return (0, None);
+    };
+    let map = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .and_then(|f| Mapping::read_write(&f))
+        .ok()
+        .filter(|m| load(m.words(), H_GENERATION) == Some(table.generation()));
+    (table.generation(), map)
+}
+
+/// Index slots for `entries`, at most two-thirds full, a power of two.
+fn capacity_for(entries: u64, min: u64) -> usize {
+    let want = (entries + entries / 2 + 1).max(min).max(MIN_CAPACITY);
+    want.next_power_of_two() as usize
+}
+
+/// Arena words for `need` words of records: a quarter more for updates, plus some slack.
+fn arena_for(need: usize) -> usize {
+    need + need / 4 + 4096
+}
+
+/// Words of a record with a key and value of these lengths.
+fn record_words(key_len: usize, val_len: usize, ip: bool) -> usize {
+    1 + 2 + if ip { 2 } else { 0 } + words_for(key_len) + words_for(val_len)
+}
+
+/// `<path><suffix>` in the same directory (so a rename is atomic).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh 128-bit SipHash key from the kernel.
+fn random_key() -> (u64, u64) {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    if let Err(e) = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        panic!("cannot read /dev/urandom for the table's hash key: {e}");
+    }
+    (
+        u64::from_le_bytes(b[..8].try_into().unwrap()),
+        u64::from_le_bytes(b[8..].try_into().unwrap()),
+    )
+}

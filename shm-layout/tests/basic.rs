@@ -1,0 +1,102 @@
+//! Writer + reader round trips on real files.
+
+use shm_layout::{Backend, Host, Lookup, Table, TableWriter, Upserted, WriterOptions};
+
+fn h(s: &str) -> Host {
+    Host::parse(s).unwrap()
+}
+fn b(s: &str) -> Backend {
+    Backend::parse(s).unwrap()
+}
+
+fn hit(t: &Table, host: &str) -> Option<String> {
+    match t.lookup(host.as_bytes()) {
+        Lookup::Hit(v) => Some(v.as_str().to_owned()),
+        Lookup::Miss => None,
+        other => panic!("{host}: {other:?}"),
+    }
+}
+
+#[test]
+fn create_upsert_delete_are_seen_by_a_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let mut w = TableWriter::create(
+        &path,
+        [(h("a.example"), b("10.0.0.1:80")), (h("B.example."), b("backend.local:8080"))],
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let t = Table::open(&path).unwrap();
+    assert_eq!(t.generation(), 1);
+    assert_eq!(hit(&t, "a.example").as_deref(), Some("10.0.0.1:80"));
+    assert_eq!(hit(&t, "b.example").as_deref(), Some("backend.local:8080"));
+    assert_eq!(hit(&t, "c.example"), None);
+    match t.lookup(b"a.example") {
+        Lookup::Hit(v) => assert_eq!(v.addr(), Some("10.0.0.1:80".parse().unwrap())),
+        other => panic!("{other:?}"),
+    }
+
+    assert_eq!(w.upsert(&h("c.example"), &b("[::1]:9000")).unwrap(), Upserted::Inserted);
+    assert_eq!(w.upsert(&h("a.example"), &b("10.0.0.2:80")).unwrap(), Upserted::Updated);
+    assert_eq!(w.upsert(&h("a.example"), &b("10.0.0.2:80")).unwrap(), Upserted::Unchanged);
+    assert_eq!(hit(&t, "a.example").as_deref(), Some("10.0.0.2:80"));
+    assert_eq!(hit(&t, "c.example").as_deref(), Some("[::1]:9000"));
+    assert!(w.delete(&h("b.example")).unwrap());
+    assert!(!w.delete(&h("b.example")).unwrap());
+    assert_eq!(hit(&t, "b.example"), None);
+    let stats = t.verify().unwrap();
+    assert_eq!((stats.entries, stats.tombstones), (2, 1));
+    assert!(!t.is_superseded());
+}
+
+#[test]
+fn growth_publishes_a_new_generation_and_supersedes_the_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let opts = WriterOptions { min_capacity: 64, ..WriterOptions::default() };
+    let mut w = TableWriter::create(&path, [], opts).unwrap();
+    let first = Table::open(&path).unwrap();
+    for i in 0..5000 {
+        w.upsert(&h(&format!("host-{i}.example")), &b(&format!("10.0.{}.{}:80", i / 256, i % 256)))
+            .unwrap();
+    }
+    assert!(first.is_superseded());
+    let t = Table::open(&path).unwrap();
+    assert!(t.generation() > 1);
+    assert!(!t.is_superseded());
+    for i in 0..5000 {
+        let want = format!("10.0.{}.{}:80", i / 256, i % 256);
+        assert_eq!(hit(&t, &format!("host-{i}.example")).as_deref(), Some(want.as_str()));
+    }
+    assert_eq!(t.verify().unwrap().entries, 5000);
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["table", "table.lock"]);
+}
+
+#[test]
+fn a_second_writer_is_refused_and_a_restart_bumps_the_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let w = TableWriter::create(&path, [(h("a.example"), b("10.0.0.1:80"))], Default::default())
+        .unwrap();
+    let old = Table::open(&path).unwrap();
+    assert!(matches!(
+        TableWriter::create(&path, [], Default::default()),
+        Err(shm_layout::WriteError::Locked(_))
+    ));
+    drop(w);
+    let w2 = TableWriter::create(&path, [(h("a.example"), b("10.0.0.9:80"))], Default::default())
+        .unwrap();
+    assert_eq!(w2.generation(), 2);
+    assert!(old.is_superseded());
+    assert_eq!(hit(&old, "a.example").as_deref(), Some("10.0.0.1:80"));
+    let new = Table::open(&path).unwrap();
+    assert_eq!(hit(&new, "a.example").as_deref(), Some("10.0.0.9:80"));
+}

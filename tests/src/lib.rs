@@ -1,0 +1,1 @@
+//! The process harness for the end-to-end tests.
