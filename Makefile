@@ -13,7 +13,7 @@ build: ## Build everything (nginx from the nginx-src crate, the module, the writ
 test: ## Run every test: unit, property, loom, multi-process, end to end with real nginx
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace -- --test-threads=2
-	RUSTFLAGS="--cfg loom" $(CARGO) test -p shm-layout --release --test loom --target-dir target/loom
+	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test -p shm-layout --lib --release --target-dir target/loom -- loom
 
 bench: ## Run the criterion benchmarks (see BENCHMARKS.md)
 	$(CARGO) bench -p set-backend-benches

@@ -5,7 +5,8 @@
 pub const MAGIC: [u8; 8] = *b"SBTABLE\0";
 /// Bumped on any incompatible change; readers reject every other value.
 pub const FORMAT_VERSION: u32 = 1;
-/// Written as a native `u32`; reads back as this value only on a little-endian machine.
+/// The high half of the version word. Like every word it is stored little-endian; a file
+/// written by a big-endian writer storing native words reads back as its byte swap.
 pub const ENDIAN_MARK: u32 = 0x0A0B_0C0D;
 /// SipHash-1-3 keyed with the header's 128-bit key, over the key bytes.
 pub const HASH_SIPHASH13: u64 = 1;
@@ -63,16 +64,22 @@ pub const ADDR_V4: u8 = 4;
 /// Two address words: the sixteen IPv6 octets, in network order.
 pub const ADDR_V6: u8 = 6;
 
-/// Default and bounds chosen by the writer; a reader accepts any `max_probe` in
-/// `1..=capacity`.
+/// The writer's default probe limit.
 pub const DEFAULT_MAX_PROBE: u64 = 128;
+/// The largest `max_probe` a reader accepts (it also must not exceed `capacity`): the bound on
+/// the slots one lookup may visit, whatever the file says.
+pub const MAX_PROBE_LIMIT: usize = 4096;
 /// The smallest index the writer makes.
 pub const MIN_CAPACITY: u64 = 64;
 
 const _: () = assert!(H_ARENA_USED + 8 <= HEADER_LEN);
-const _: () = assert!(H_SUPERSEDED % 64 == 0 && H_HEARTBEAT_MS % 64 == 0 && H_ENTRIES % 64 == 0);
+const _: () = assert!(
+    H_SUPERSEDED.is_multiple_of(64)
+        && H_HEARTBEAT_MS.is_multiple_of(64)
+        && H_ENTRIES.is_multiple_of(64)
+);
 const _: () = assert!(STATIC_HEADER_LEN <= H_SUPERSEDED);
-const _: () = assert!(HEADER_LEN % 8 == 0);
+const _: () = assert!(HEADER_LEN.is_multiple_of(8));
 
 /// The number of address words for an address kind.
 pub const fn addr_words(kind: u8) -> usize {

@@ -27,7 +27,9 @@ pub struct Host(String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostError {
     Empty,
-    TooLong { len: usize },
+    TooLong {
+        len: usize,
+    },
     /// A label is empty (`a..b`) or longer than 63 bytes.
     BadLabel,
     /// A character that cannot appear in a host name.
@@ -76,8 +78,7 @@ impl Host {
         // Strip a port, as nginx does for the Host header.
         let name = match input.rsplit_once(':') {
             Some((name, port)) => {
-                if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit())
-                {
+                if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(HostError::BadPort);
                 }
                 name
@@ -166,7 +167,9 @@ pub struct Backend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendError {
     Empty,
-    TooLong { len: usize },
+    TooLong {
+        len: usize,
+    },
     /// `http://…`, `user@…`, a path, a query, whitespace, control characters: anything that
     /// would change the meaning of `proxy_pass http://$backend$request_uri`.
     Forbidden(char),
@@ -181,7 +184,10 @@ impl fmt::Display for BackendError {
         match self {
             BackendError::Empty => f.write_str("backend is empty"),
             BackendError::TooLong { len } => {
-                write!(f, "backend is {len} bytes long, the limit is {MAX_BACKEND_LEN}")
+                write!(
+                    f,
+                    "backend is {len} bytes long, the limit is {MAX_BACKEND_LEN}"
+                )
             }
             BackendError::Forbidden(c) => write!(
                 f,
@@ -249,9 +255,15 @@ impl Backend {
         Ok(match host {
             HostPart::Ip(ip) => {
                 let addr = SocketAddr::new(ip, port);
-                Backend { text: addr.to_string(), addr: Some(addr) }
+                Backend {
+                    text: addr.to_string(),
+                    addr: Some(addr),
+                }
             }
-            HostPart::Name(name) => Backend { text: format!("{name}:{port}"), addr: None },
+            HostPart::Name(name) => Backend {
+                text: format!("{name}:{port}"),
+                addr: None,
+            },
         })
     }
 

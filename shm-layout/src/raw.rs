@@ -65,4 +65,3 @@ impl Mapping {
         self.map.flush()
     }
 }
-

@@ -4,7 +4,7 @@ use crate::format::*;
 use crate::host::{Backend, Host};
 use crate::raw::Mapping;
 use crate::seqlock::{self, Geometry, Meta, Read};
-pub use crate::seqlock::{Lookup, Value};
+use crate::seqlock::{Lookup, Value};
 use crate::sync::{load, AtomicU64};
 use std::fmt;
 use std::fs::File;
@@ -31,9 +31,15 @@ pub struct Table {
 pub enum OpenError {
     Io(io::Error),
     /// The file is shorter than its header says (or than a header).
-    Truncated { len: u64, expected: u64 },
+    Truncated {
+        len: u64,
+        expected: u64,
+    },
     BadMagic,
-    Version { expected: u32, got: u32 },
+    Version {
+        expected: u32,
+        got: u32,
+    },
     /// Written on a machine of the other byte order.
     Endianness,
     Checksum,
@@ -50,7 +56,10 @@ impl fmt::Display for OpenError {
             }
             OpenError::BadMagic => f.write_str("not a set-backend table (bad magic)"),
             OpenError::Version { expected, got } => {
-                write!(f, "unsupported table format version {got} (this build reads {expected})")
+                write!(
+                    f,
+                    "unsupported table format version {got} (this build reads {expected})"
+                )
             }
             OpenError::Endianness => f.write_str("table was written with the other byte order"),
             OpenError::Checksum => f.write_str("table header checksum mismatch"),
@@ -102,7 +111,10 @@ impl Table {
         let meta = file.metadata()?;
         let len = meta.len();
         if len < HEADER_LEN as u64 {
-            return Err(OpenError::Truncated { len, expected: HEADER_LEN as u64 });
+            return Err(OpenError::Truncated {
+                len,
+                expected: HEADER_LEN as u64,
+            });
         }
         let map = Mapping::read_only(&file)?;
         use std::os::unix::fs::MetadataExt;
@@ -125,7 +137,10 @@ impl Table {
             });
         }
         if version != FORMAT_VERSION {
-            return Err(OpenError::Version { expected: FORMAT_VERSION, got: version });
+            return Err(OpenError::Version {
+                expected: FORMAT_VERSION,
+                got: version,
+            });
         }
         if header_checksum(words) != h(H_CHECKSUM) {
             return Err(OpenError::Checksum);
@@ -141,14 +156,17 @@ impl Table {
             return Err(OpenError::BadHeader("capacity"));
         }
         let max_probe = h(H_MAX_PROBE);
-        if max_probe == 0 || max_probe > capacity {
+        if max_probe == 0 || max_probe > capacity || max_probe > MAX_PROBE_LIMIT as u64 {
             return Err(OpenError::BadHeader("max_probe"));
         }
         if h(H_INDEX_OFFSET) != HEADER_LEN as u64 {
             return Err(OpenError::BadHeader("index_offset"));
         }
         let arena_offset = h(H_ARENA_OFFSET);
-        if Some(arena_offset) != capacity.checked_mul(8).and_then(|b| b.checked_add(HEADER_LEN as u64))
+        if Some(arena_offset)
+            != capacity
+                .checked_mul(8)
+                .and_then(|b| b.checked_add(HEADER_LEN as u64))
         {
             return Err(OpenError::BadHeader("arena_offset"));
         }
@@ -161,7 +179,10 @@ impl Table {
             return Err(OpenError::BadHeader("file_len"));
         }
         if len < file_len || (map.len() as u64) < file_len {
-            return Err(OpenError::Truncated { len, expected: file_len });
+            return Err(OpenError::Truncated {
+                len,
+                expected: file_len,
+            });
         }
         let generation = h(H_GENERATION);
         Ok(Table {
@@ -182,12 +203,14 @@ impl Table {
 
     fn index(&self) -> &[AtomicU64] {
         let w = self.map.words();
-        w.get(self.index_at..self.index_at + self.geo.capacity).unwrap_or(&[])
+        w.get(self.index_at..self.index_at + self.geo.capacity)
+            .unwrap_or(&[])
     }
 
     fn arena(&self) -> &[AtomicU64] {
         let w = self.map.words();
-        w.get(self.arena_at..self.arena_at + self.arena_words).unwrap_or(&[])
+        w.get(self.arena_at..self.arena_at + self.arena_words)
+            .unwrap_or(&[])
     }
 
     /// Looks up a host already in canonical form (as nginx's `$host` is). Allocates nothing and
@@ -237,20 +260,23 @@ impl Table {
     /// that keys and backends are valid, that no key appears twice, and that the counters
     /// match. For tools and tests; it walks the whole file.
     pub fn verify(&self) -> Result<Stats, VerifyError> {
+        let before = self.stats();
         let mut seen = std::collections::HashSet::new();
         let mut live = 0u64;
         let mut tombs = 0u64;
         let index = self.index();
-        for (slot, w) in index.iter().enumerate() {
-            match u64::from_le(w.load(crate::sync::Ordering::Relaxed)) {
+        for w in index {
+            match word(w) {
                 SLOT_EMPTY => {}
                 SLOT_TOMBSTONE => tombs += 1,
                 _ => live += 1,
             }
-            let _ = slot;
         }
         self.scan(|slot, key, value| {
-            let err = |reason: String| VerifyError { slot: slot as u64, reason };
+            let err = |reason: String| VerifyError {
+                slot: slot as u64,
+                reason,
+            };
             let host = Host::parse(&key).map_err(|e| err(format!("key {key:?}: {e}")))?;
             if host.as_str() != key {
                 return Err(err(format!("key {key:?} is not in canonical form")));
@@ -258,7 +284,10 @@ impl Table {
             let backend = Backend::parse(value.as_str())
                 .map_err(|e| err(format!("backend {:?}: {e}", value.as_str())))?;
             if backend.as_str() != value.as_str() || backend.addr() != value.addr() {
-                return Err(err(format!("backend {:?} is not canonical", value.as_str())));
+                return Err(err(format!(
+                    "backend {:?} is not canonical",
+                    value.as_str()
+                )));
             }
             if !seen.insert(key.clone()) {
                 return Err(err(format!("key {key:?} appears twice")));
@@ -266,7 +295,10 @@ impl Table {
             Ok(())
         })?;
         let stats = self.stats();
-        if stats.entries != live || stats.tombstones != tombs {
+        // The counters are exact only while the writer is idle: compare them only if they did
+        // not move during the walk.
+        let settled = self.stats() == before;
+        if settled && (stats.entries != live || stats.tombstones != tombs) {
             return Err(VerifyError {
                 slot: 0,
                 reason: format!(
@@ -285,66 +317,37 @@ impl Table {
     ) -> Result<(), VerifyError> {
         let index = self.index();
         let arena = self.arena();
-        let mask = self.geo.capacity - 1;
         for slot in 0..index.len() {
-            let err = |reason: &str| VerifyError { slot: slot as u64, reason: reason.to_owned() };
+            let err = |reason: &str| VerifyError {
+                slot: slot as u64,
+                reason: reason.to_owned(),
+            };
             let mut attempts = 0;
             loop {
-                let w = u64::from_le(index[slot].load(crate::sync::Ordering::Relaxed));
+                let w = word(&index[slot]);
                 if w == SLOT_EMPTY || w == SLOT_TOMBSTONE {
                     break;
                 }
                 let rec = (w & SLOT_OFFSET_MASK) as usize;
-                let (Some(meta), Some(hash)) = (
-                    arena.get(rec + 1).map(|w| u64::from_le(w.load(crate::sync::Ordering::Relaxed))),
-                    arena.get(rec + 2).map(|w| u64::from_le(w.load(crate::sync::Ordering::Relaxed))),
-                ) else {
-                    return Err(err("record offset outside the arena"));
+                let s1 = arena.get(rec).map(word);
+                // A finding only counts if the record and its slot did not change meanwhile (the
+                // writer may be reusing the record); otherwise read the slot again.
+                let changed = || {
+                    s1.is_some_and(|s| s & 1 == 1)
+                        || arena.get(rec).map(word) != s1
+                        || word(&index[slot]) != w
                 };
-                let Some(m) = Meta::decode(rec, meta, hash, arena.len()) else {
-                    return Err(err("record lengths out of range"));
-                };
-                let key: Vec<u8> = (0..m.key_len)
-                    .map(|i| {
-                        let w = u64::from_le(arena[m.key_at + i / 8].load(crate::sync::Ordering::Relaxed));
-                        w.to_le_bytes()[i % 8]
-                    })
-                    .collect();
-                if seqlock::chunk(&key, 0) == 0 && key.is_empty() {
-                    return Err(err("empty key"));
-                }
-                let h = hash_key(self.geo.k0, self.geo.k1, &key);
-                if h != m.hash {
-                    return Err(err("stored hash does not match the key"));
-                }
-                if tag_of(h) != w >> TAG_SHIFT {
-                    return Err(err("slot tag does not match the key's hash"));
-                }
-                let home = h as usize & mask;
-                let dist = slot.wrapping_sub(home) & mask;
-                if dist >= self.geo.max_probe {
-                    return Err(err("entry lies beyond max_probe from its home slot"));
-                }
-                let mut value = Value::empty();
-                match seqlock::read_record(index, slot, w, arena, &key, h, &mut value) {
-                    Read::Stable(true) => {
-                        for d in 0..dist {
-                            let s = (home + d) & mask;
-                            if u64::from_le(index[s].load(crate::sync::Ordering::Relaxed)) == SLOT_EMPTY {
-                                return Err(err("empty slot inside the entry's probe chain"));
-                            }
-                        }
+                match self.check_slot(slot, w, rec, index, arena) {
+                    Ok((key, value)) => {
                         let key = String::from_utf8(key).map_err(|_| err("key is not UTF-8"))?;
                         f(slot, key, &value)?;
                         break;
                     }
-                    Read::Stable(false) | Read::Corrupt => {
-                        return Err(err("record does not match its slot"))
-                    }
-                    Read::Retry(_) => {
+                    Err(reason) if !changed() => return Err(err(reason)),
+                    Err(reason) => {
                         attempts += 1;
                         if attempts >= seqlock::MAX_ATTEMPTS {
-                            return Err(err("record kept changing"));
+                            return Err(err(reason));
                         }
                     }
                 }
@@ -352,6 +355,53 @@ impl Table {
         }
         Ok(())
     }
+
+    /// Checks the live slot `slot` (holding `w`, pointing at record `rec`) and returns its key
+    /// and value.
+    fn check_slot(
+        &self,
+        slot: usize,
+        w: u64,
+        rec: usize,
+        index: &[AtomicU64],
+        arena: &[AtomicU64],
+    ) -> Result<(Vec<u8>, Value), &'static str> {
+        let mask = self.geo.capacity - 1;
+        let (Some(meta), Some(hash)) = (arena.get(rec + 1).map(word), arena.get(rec + 2).map(word))
+        else {
+            return Err("record offset outside the arena");
+        };
+        let m = Meta::decode(rec, meta, hash, arena.len()).ok_or("record lengths out of range")?;
+        let key: Vec<u8> = (0..m.key_len)
+            .map(|i| word(&arena[m.key_at + i / 8]).to_le_bytes()[i % 8])
+            .collect();
+        let h = hash_key(self.geo.k0, self.geo.k1, &key);
+        if h != m.hash {
+            return Err("stored hash does not match the key");
+        }
+        if tag_of(h) != w >> TAG_SHIFT {
+            return Err("slot tag does not match the key's hash");
+        }
+        let home = h as usize & mask;
+        let dist = slot.wrapping_sub(home) & mask;
+        if dist >= self.geo.max_probe {
+            return Err("entry lies beyond max_probe from its home slot");
+        }
+        if (0..dist).any(|d| word(&index[(home + d) & mask]) == SLOT_EMPTY) {
+            return Err("empty slot inside the entry's probe chain");
+        }
+        let mut value = Value::empty();
+        match seqlock::read_record(index, slot, w, arena, &key, h, &mut value) {
+            Read::Stable(true) => Ok((key, value)),
+            Read::Stable(false) | Read::Corrupt => Err("record does not match its slot"),
+            Read::Retry(_) => Err("record kept changing"),
+        }
+    }
+}
+
+/// One relaxed little-endian load.
+fn word(w: &AtomicU64) -> u64 {
+    u64::from_le(w.load(crate::sync::Ordering::Relaxed))
 }
 
 /// The header counters of a table's words.

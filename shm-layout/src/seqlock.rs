@@ -58,7 +58,13 @@ pub struct Value {
 
 impl Value {
     pub(crate) const fn empty() -> Value {
-        Value { len: 0, addr_kind: ADDR_NONE, port: 0, ip: [0; 16], bytes: [0; VALUE_BUF] }
+        Value {
+            len: 0,
+            addr_kind: ADDR_NONE,
+            port: 0,
+            ip: [0; 16],
+            bytes: [0; VALUE_BUF],
+        }
     }
 
     /// The backend as stored (`10.0.0.7:3000`, `name:80`, `[::1]:8080`).
@@ -78,7 +84,10 @@ impl Value {
                 let ip = Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]);
                 Some(SocketAddr::new(IpAddr::V4(ip), self.port))
             }
-            ADDR_V6 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(self.ip)), self.port)),
+            ADDR_V6 => Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(self.ip)),
+                self.port,
+            )),
             _ => None,
         }
     }
@@ -86,7 +95,10 @@ impl Value {
 
 impl std::fmt::Debug for Value {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Value").field("backend", &self.as_str()).field("addr", &self.addr()).finish()
+        f.debug_struct("Value")
+            .field("backend", &self.as_str())
+            .field("addr", &self.addr())
+            .finish()
     }
 }
 
@@ -96,8 +108,9 @@ impl PartialEq for Value {
     }
 }
 
-/// The answer of a lookup.
+/// The answer of a lookup. The value travels inline (no allocation on the request path).
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     Hit(Value),
     Miss,
@@ -219,27 +232,30 @@ pub(crate) fn read_record(
     let mut corrupt = false;
     let mut eq = false;
     match (meta, stored_hash) {
-        (Some(meta), Some(stored_hash)) => match Meta::decode(rec, meta, stored_hash, arena.len()) {
-            Some(m) => {
-                if m.hash == hash && m.key_len == key.len() {
-                    eq = (0..words_for(m.key_len)).all(|i| load(&arena[m.key_at + i]) == chunk(key, i));
-                }
-                if eq {
-                    for i in 0..words_for(m.val_len) {
-                        let w = load(&arena[m.val_at + i]).to_le_bytes();
-                        out.bytes[i * 8..i * 8 + 8].copy_from_slice(&w);
+        (Some(meta), Some(stored_hash)) => {
+            match Meta::decode(rec, meta, stored_hash, arena.len()) {
+                Some(m) => {
+                    if m.hash == hash && m.key_len == key.len() {
+                        eq = (0..words_for(m.key_len))
+                            .all(|i| load(&arena[m.key_at + i]) == chunk(key, i));
                     }
-                    out.len = m.val_len as u16;
-                    out.addr_kind = m.addr_kind;
-                    out.port = m.port;
-                    for i in 0..addr_words(m.addr_kind) {
-                        let w = load(&arena[m.addr_at + i]).to_le_bytes();
-                        out.ip[i * 8..i * 8 + 8].copy_from_slice(&w);
+                    if eq {
+                        for i in 0..words_for(m.val_len) {
+                            let w = load(&arena[m.val_at + i]).to_le_bytes();
+                            out.bytes[i * 8..i * 8 + 8].copy_from_slice(&w);
+                        }
+                        out.len = m.val_len as u16;
+                        out.addr_kind = m.addr_kind;
+                        out.port = m.port;
+                        for i in 0..addr_words(m.addr_kind) {
+                            let w = load(&arena[m.addr_at + i]).to_le_bytes();
+                            out.ip[i * 8..i * 8 + 8].copy_from_slice(&w);
+                        }
                     }
                 }
+                None => corrupt = true,
             }
-            None => corrupt = true,
-        },
+        }
         _ => corrupt = true,
     }
     fence(Ordering::Acquire);
@@ -254,6 +270,21 @@ pub(crate) fn read_record(
         Read::Stable(eq)
     }
 }
+
+/// The bytes a canonical backend consists of (`Backend::parse` output): a value with any other
+/// byte is damage, and is never handed to nginx.
+static BACKEND_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, b'.' | b'-' | b'_' | b':' | b'[' | b']');
+        b += 1;
+    }
+    t
+};
 
 /// The geometry of a validated table: what a lookup needs besides the words.
 #[derive(Clone, Copy, Debug)]
@@ -286,7 +317,11 @@ pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key
         }
         if w != SLOT_TOMBSTONE && (w >> TAG_SHIFT) == tag {
             match read_record(index, slot, w, arena, key, hash, &mut out) {
-                Read::Stable(true) => return Lookup::Hit(out),
+                Read::Stable(true) if out.as_bytes().iter().all(|&b| BACKEND_BYTE[b as usize]) => {
+                    return Lookup::Hit(out)
+                }
+                // A stable record whose value no writer could have stored.
+                Read::Stable(true) => return Lookup::Corrupt,
                 Read::Stable(false) => {}
                 Read::Corrupt => return Lookup::Corrupt,
                 Read::Retry(w2) => {
@@ -373,7 +408,10 @@ mod tests {
     #[test]
     fn chunk_pads_with_zeroes() {
         assert_eq!(chunk(b"abc", 0), u64::from_le_bytes(*b"abc\0\0\0\0\0"));
-        assert_eq!(chunk(b"abcdefghij", 1), u64::from_le_bytes(*b"ij\0\0\0\0\0\0"));
+        assert_eq!(
+            chunk(b"abcdefghij", 1),
+            u64::from_le_bytes(*b"ij\0\0\0\0\0\0")
+        );
     }
 
     #[test]
@@ -384,5 +422,108 @@ mod tests {
         assert!(Meta::decode(usize::MAX - 1, meta, 0, usize::MAX).is_none());
         assert!(Meta::decode(0, 0, 0, 100).is_none());
         assert!(Meta::decode(0, meta | 9 << 32, 0, 100).is_none());
+    }
+}
+
+/// Model checks of the protocol with loom: `RUSTFLAGS="--cfg loom" cargo test -p shm-layout
+/// --lib --release` (`make test` runs it).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    const K: (u64, u64) = (7, 11);
+    const CAP: usize = 4;
+
+    fn geometry() -> Geometry {
+        Geometry {
+            k0: K.0,
+            k1: K.1,
+            capacity: CAP,
+            max_probe: CAP,
+        }
+    }
+
+    fn words(n: usize) -> Arc<Vec<AtomicU64>> {
+        Arc::new((0..n).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn record(key: &[u8], value: &[u8]) -> (u64, Vec<u64>) {
+        let hash = hash_key(K.0, K.1, key);
+        let mut data = Vec::new();
+        encode(&mut data, hash, key, value, None);
+        (hash, data)
+    }
+
+    /// Probes like the writer does: the slot holding `key`'s tag, or the first empty one.
+    fn slot_for(index: &[AtomicU64], hash: u64) -> usize {
+        let home = hash as usize & (CAP - 1);
+        (0..CAP)
+            .map(|i| (home + i) & (CAP - 1))
+            .find(|&s| {
+                let w = load(&index[s]);
+                w == SLOT_EMPTY || w >> TAG_SHIFT == tag_of(hash)
+            })
+            .unwrap()
+    }
+
+    const A: &[u8] = b"AAAAAAAAAAAAAAAA-a";
+    const B: &[u8] = b"BBBBBBBBBBBBBBBB-b";
+    const C: &[u8] = b"CCCCCCCCCCCCCCCC-c";
+
+    /// A key present for the whole lookup is always found, with one of its values and never a
+    /// mix of two, while the writer updates it and reuses its old record for another key.
+    #[test]
+    fn update_and_reuse_never_tear_or_lose_a_present_key() {
+        loom::model(|| {
+            let index = words(CAP);
+            let arena = words(64);
+            let (h1, a) = record(b"one.example", A);
+            let rec_a = 0;
+            let rec_b = 1 + a.len();
+            write_record(&arena, rec_a, &a);
+            let s1 = slot_for(&index, h1);
+            publish(&index, s1, slot_word(h1, rec_a));
+
+            let (wi, wa) = (index.clone(), arena.clone());
+            let writer = loom::thread::spawn(move || {
+                let (_, b) = record(b"one.example", B);
+                write_record(&wa, rec_b, &b);
+                publish(&wi, s1, slot_word(h1, rec_b));
+                // Record A is free now: reuse it (same size) for another key.
+                let (h2, c) = record(b"two.example", C);
+                write_record(&wa, rec_a, &c);
+                let s2 = slot_for(&wi, h2);
+                publish(&wi, s2, slot_word(h2, rec_a));
+            });
+            match lookup(&geometry(), &index, &arena, b"one.example") {
+                Lookup::Hit(v) => assert!(v.as_bytes() == A || v.as_bytes() == B, "{v:?}"),
+                Lookup::Busy => {}
+                other => panic!("present key answered {other:?}"),
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// A reader racing the first publication sees nothing or the whole record.
+    #[test]
+    fn insert_is_all_or_nothing() {
+        loom::model(|| {
+            let index = words(CAP);
+            let arena = words(32);
+            let (wi, wa) = (index.clone(), arena.clone());
+            let writer = loom::thread::spawn(move || {
+                let (h, a) = record(b"new.example", A);
+                write_record(&wa, 0, &a);
+                let s = slot_for(&wi, h);
+                publish(&wi, s, slot_word(h, 0));
+            });
+            match lookup(&geometry(), &index, &arena, b"new.example") {
+                Lookup::Hit(v) => assert_eq!(v.as_bytes(), A),
+                Lookup::Miss | Lookup::Busy => {}
+                Lookup::Corrupt => panic!("torn record reported corrupt"),
+            }
+            writer.join().unwrap();
+        });
     }
 }

@@ -10,10 +10,12 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU64, Ordering};
 /// Reads a little-endian `u64` at byte offset `off` of `words`, if in bounds and aligned.
 #[inline]
 pub(crate) fn load(words: &[AtomicU64], off: usize) -> Option<u64> {
-    if off % 8 != 0 {
+    if !off.is_multiple_of(8) {
         return None;
     }
-    words.get(off / 8).map(|w| u64::from_le(w.load(Ordering::Relaxed)))
+    words
+        .get(off / 8)
+        .map(|w| u64::from_le(w.load(Ordering::Relaxed)))
 }
 
 /// Stores a little-endian `u64` at byte offset `off` (writer side; offsets are its own).

@@ -118,8 +118,13 @@ impl Layout {
     }
     /// The decoded header of the record at arena word `rec` (the writer's own data).
     fn meta(&self, rec: usize) -> Meta {
-        Meta::decode(rec, self.arena_word(rec + 1), self.arena_word(rec + 2), self.arena_words)
-            .expect("the writer only publishes well-formed records")
+        Meta::decode(
+            rec,
+            self.arena_word(rec + 1),
+            self.arena_word(rec + 2),
+            self.arena_words,
+        )
+        .expect("the writer only publishes well-formed records")
     }
 
     /// Creates a new file of the given geometry at `path` (unpublished), header written.
@@ -145,15 +150,19 @@ impl Layout {
         let map = Mapping::read_write(&file)?;
         let w = map.words();
         let created = now_ms();
+        let max_probe = (opts.max_probe as usize).clamp(1, capacity.min(MAX_PROBE_LIMIT));
         for (off, v) in [
             (H_MAGIC, u64::from_le_bytes(MAGIC)),
-            (H_VERSION, FORMAT_VERSION as u64 | (ENDIAN_MARK as u64) << 32),
+            (
+                H_VERSION,
+                FORMAT_VERSION as u64 | (ENDIAN_MARK as u64) << 32,
+            ),
             (H_HEADER_LEN, HEADER_LEN as u64),
             (H_HASH_ID, HASH_SIPHASH13),
             (H_HASH_K0, k0),
             (H_HASH_K1, k1),
             (H_CAPACITY, capacity as u64),
-            (H_MAX_PROBE, opts.max_probe.min(capacity as u64)),
+            (H_MAX_PROBE, max_probe as u64),
             (H_INDEX_OFFSET, HEADER_LEN as u64),
             (H_ARENA_OFFSET, arena_offset as u64),
             (H_ARENA_LEN, (arena_words * 8) as u64),
@@ -163,13 +172,18 @@ impl Layout {
         ] {
             store(w, off, v, Ordering::Relaxed);
         }
-        store(w, H_CHECKSUM, crate::reader::header_checksum(w), Ordering::Relaxed);
+        store(
+            w,
+            H_CHECKSUM,
+            crate::reader::header_checksum(w),
+            Ordering::Relaxed,
+        );
         Ok(Layout {
             geo: Geometry {
                 k0,
                 k1,
                 capacity,
-                max_probe: opts.max_probe.min(capacity as u64) as usize,
+                max_probe,
             },
             index_at: HEADER_LEN / 8,
             arena_at: arena_offset / 8,
@@ -188,7 +202,10 @@ impl Layout {
 
 /// Where a key is, or where it would go.
 enum Probe {
-    Found { slot: usize, rec: usize },
+    Found {
+        slot: usize,
+        rec: usize,
+    },
     /// Not present; the first reusable slot within `max_probe`, if any.
     Vacant(Option<usize>),
 }
@@ -227,12 +244,17 @@ impl TableWriter {
     ) -> Result<TableWriter, WriteError> {
         let path = path.as_ref().to_path_buf();
         let lock_path = sibling(&path, ".lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(WriteError::Locked(lock_path)),
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
+        remove_stale_tmp(&path);
         let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
         let (previous, previous_map) = open_previous(&path);
         let generation = previous + 1;
@@ -240,7 +262,7 @@ impl TableWriter {
         let capacity = capacity_for(entries.len() as u64, opts.min_capacity);
         let need: usize = entries
             .iter()
-            .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr().is_some()))
+            .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr()))
             .sum();
         let tmp = sibling(&path, &format!(".{generation}.tmp"));
         let t = Layout::create(tmp, capacity, arena_for(need), generation, key, &opts)?;
@@ -257,11 +279,21 @@ impl TableWriter {
             buf: Vec::new(),
             _lock: lock,
         };
-        for (host, backend) in &entries {
-            w.upsert(host, backend)?;
+        let built = entries
+            .iter()
+            .try_for_each(|(host, backend)| w.upsert(host, backend).map(drop));
+        if let Err(e) = built.and_then(|()| Ok(publish(&mut w.t, &w.path, w.opts.sync)?)) {
+            let _ = fs::remove_file(&w.t.path);
+            return Err(e);
         }
-        w.publish_current(previous_map.as_ref())?;
         w.published = true;
+        if let Some(previous) = previous_map {
+            store(previous.words(), H_SUPERSEDED, 1, Ordering::Release);
+        }
+        w.heartbeat();
+        if w.opts.sync {
+            sync_dir(&w.path)?;
+        }
         Ok(w)
     }
 
@@ -271,13 +303,24 @@ impl TableWriter {
         let key = host.as_str().as_bytes();
         let hash = hash_key(self.t.geo.k0, self.t.geo.k1, key);
         let mut buf = std::mem::take(&mut self.buf);
-        seqlock::encode(&mut buf, hash, key, backend.as_str().as_bytes(), backend.addr());
+        seqlock::encode(
+            &mut buf,
+            hash,
+            key,
+            backend.as_str().as_bytes(),
+            backend.addr(),
+        );
         let r = self.upsert_encoded(key, hash, &buf);
         self.buf = buf;
         r
     }
 
-    fn upsert_encoded(&mut self, key: &[u8], hash: u64, data: &[u64]) -> Result<Upserted, WriteError> {
+    fn upsert_encoded(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        data: &[u64],
+    ) -> Result<Upserted, WriteError> {
         let words = 1 + data.len();
         loop {
             match self.probe(key, hash) {
@@ -301,7 +344,8 @@ impl TableWriter {
                 Probe::Vacant(slot) => {
                     let reuses_tombstone = slot.is_some_and(|s| self.t.slot(s) == SLOT_TOMBSTONE);
                     let over_load = !reuses_tombstone
-                        && (self.entries + self.tombstones + 1) * 4 > self.t.geo.capacity as u64 * 3;
+                        && (self.entries + self.tombstones + 1) * 4
+                            > self.t.geo.capacity as u64 * 3;
                     let Some(slot) = slot.filter(|_| !over_load) else {
                         self.rebuild(1, words)?;
                         continue;
@@ -343,8 +387,12 @@ impl TableWriter {
 
     /// The backend stored for `host`, read the way a reader would.
     pub fn get(&self, host: &Host) -> Option<crate::Value> {
-        match seqlock::lookup(&self.t.geo, self.t.index(), self.t.arena(), host.as_str().as_bytes())
-        {
+        match seqlock::lookup(
+            &self.t.geo,
+            self.t.index(),
+            self.t.arena(),
+            host.as_str().as_bytes(),
+        ) {
             Lookup::Hit(v) => Some(v),
             _ => None,
         }
@@ -431,7 +479,8 @@ impl TableWriter {
     fn sync_counters(&self) {
         self.t.set_counter(H_ENTRIES, self.entries);
         self.t.set_counter(H_TOMBSTONES, self.tombstones);
-        self.t.set_counter(H_ARENA_USED, ((self.bump - self.free_words) * 8) as u64);
+        self.t
+            .set_counter(H_ARENA_USED, ((self.bump - self.free_words) * 8) as u64);
     }
 
     /// Builds the next generation with room for `extra_entries` more entries and a record of
@@ -439,16 +488,17 @@ impl TableWriter {
     /// publication, just switches to it).
     fn rebuild(&mut self, extra_entries: u64, extra_words: usize) -> Result<(), WriteError> {
         let live_words = self.bump - self.free_words;
-        let mut capacity = capacity_for(self.entries + extra_entries, self.opts.min_capacity)
-            .max(if extra_entries > 0 && self.tombstones < self.entries / 4 {
+        let mut capacity = capacity_for(self.entries + extra_entries, self.opts.min_capacity).max(
+            if extra_entries > 0 && self.tombstones < self.entries / 4 {
                 self.t.geo.capacity * 2
             } else {
                 0
-            });
+            },
+        );
         loop {
             let generation = self.t.generation + 1;
             let tmp = sibling(&self.path, &format!(".{generation}.tmp"));
-            let next = Layout::create(
+            let mut next = Layout::create(
                 tmp,
                 capacity,
                 arena_for(live_words + extra_words),
@@ -456,27 +506,38 @@ impl TableWriter {
                 (self.t.geo.k0, self.t.geo.k1),
                 &self.opts,
             )?;
-            match self.copy_into(&next) {
-                Some(bump) => {
-                    let old = std::mem::replace(&mut self.t, next);
-                    self.bump = bump;
-                    self.free.clear();
-                    self.free_words = 0;
-                    self.tombstones = 0;
-                    self.sync_counters();
-                    if self.published {
-                        self.publish_current(Some(&old.map))?;
-                    } else {
-                        let _ = fs::remove_file(&old.path);
-                    }
-                    return Ok(());
-                }
-                None => {
-                    // A probe chain would exceed max_probe: try a larger index.
+            let Some(bump) = self.copy_into(&next) else {
+                // A probe chain would exceed max_probe: try a larger index.
+                let _ = fs::remove_file(&next.path);
+                capacity *= 2;
+                continue;
+            };
+            next.set_counter(H_ENTRIES, self.entries);
+            next.set_counter(H_TOMBSTONES, 0);
+            next.set_counter(H_ARENA_USED, (bump * 8) as u64);
+            if self.published {
+                // Until the rename succeeds nothing has changed: on failure the current table
+                // stays the published one and the writer keeps using it.
+                if let Err(e) = publish(&mut next, &self.path, self.opts.sync) {
                     let _ = fs::remove_file(&next.path);
-                    capacity *= 2;
+                    return Err(e.into());
                 }
             }
+            let old = std::mem::replace(&mut self.t, next);
+            self.bump = bump;
+            self.free.clear();
+            self.free_words = 0;
+            self.tombstones = 0;
+            if self.published {
+                store(old.words(), H_SUPERSEDED, 1, Ordering::Release);
+                self.heartbeat();
+                if self.opts.sync {
+                    sync_dir(&self.path)?;
+                }
+            } else {
+                let _ = fs::remove_file(&old.path);
+            }
+            return Ok(());
         }
     }
 
@@ -485,6 +546,7 @@ impl TableWriter {
     fn copy_into(&self, next: &Layout) -> Option<usize> {
         let mask = next.geo.capacity - 1;
         let mut bump = 0;
+        let mut data = Vec::new();
         for s in 0..self.t.geo.capacity {
             let w = self.t.slot(s);
             if w == SLOT_EMPTY || w == SLOT_TOMBSTONE {
@@ -496,33 +558,61 @@ impl TableWriter {
             let slot = (0..next.geo.max_probe)
                 .map(|i| (home + i) & mask)
                 .find(|&slot| next.slot(slot) == SLOT_EMPTY)?;
-            let data: Vec<u64> = (1..m.words).map(|i| self.t.arena_word(rec + i)).collect();
+            data.clear();
+            data.extend((1..m.words).map(|i| self.t.arena_word(rec + i)));
             seqlock::write_record(next.arena(), bump, &data);
             seqlock::publish(next.index(), slot, seqlock::slot_word(m.hash, bump));
             bump += m.words;
         }
         Some(bump)
     }
+}
 
-    /// Makes the current layout the file at `self.path`: flush, fsync, rename, fsync the
-    /// directory, then mark the previous file (if any) superseded.
-    fn publish_current(&mut self, old: Option<&Mapping>) -> Result<(), WriteError> {
-        if self.opts.sync {
-            self.t.map.flush()?;
-            self.t.file.sync_all()?;
+/// Makes `t` the file at `path`: flush and fsync it (when `sync`), then rename it over `path`.
+/// Once this returns `Ok`, readers opening `path` get `t`.
+fn publish(t: &mut Layout, path: &Path, sync: bool) -> io::Result<()> {
+    if sync {
+        t.map.flush()?;
+        t.file.sync_all()?;
+    }
+    fs::rename(&t.path, path)?;
+    t.path = path.to_path_buf();
+    Ok(())
+}
+
+/// fsyncs the directory holding `path`, so that a rename into it survives a machine crash.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => File::open(".")?.sync_all(),
+    }
+}
+
+/// Removes `<path>.<n>.tmp` files left by a writer that died while building a generation.
+/// Called with the lock held, so no other writer is building one.
+fn remove_stale_tmp(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let f = e.file_name();
+        let Some(f) = f.to_str() else { continue };
+        let stale = f
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if stale {
+            let _ = fs::remove_file(e.path());
         }
-        fs::rename(&self.t.path, &self.path)?;
-        self.t.path = self.path.clone();
-        if self.opts.sync {
-            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
-        }
-        if let Some(old) = old {
-            store(old.words(), H_SUPERSEDED, 1, Ordering::Release);
-        }
-        self.heartbeat();
-        Ok(())
     }
 }
 
@@ -542,7 +632,8 @@ fn open_previous(path: &Path) -> (u64, Option<Mapping>) {
     (table.generation(), map)
 }
 
-/// Index slots for `entries`, at most two-thirds full, a power of two.
+/// Index slots for `entries`, a power of two at least 1.5 times `entries` (the writer grows the
+/// index again when entries and tombstones pass three quarters of it).
 fn capacity_for(entries: u64, min: u64) -> usize {
     let want = (entries + entries / 2 + 1).max(min).max(MIN_CAPACITY);
     want.next_power_of_two() as usize
@@ -554,8 +645,13 @@ fn arena_for(need: usize) -> usize {
 }
 
 /// Words of a record with a key and value of these lengths.
-fn record_words(key_len: usize, val_len: usize, ip: bool) -> usize {
-    1 + 2 + if ip { 2 } else { 0 } + words_for(key_len) + words_for(val_len)
+fn record_words(key_len: usize, val_len: usize, addr: Option<std::net::SocketAddr>) -> usize {
+    let addr = match addr {
+        Some(std::net::SocketAddr::V4(_)) => addr_words(ADDR_V4),
+        Some(std::net::SocketAddr::V6(_)) => addr_words(ADDR_V6),
+        None => 0,
+    };
+    RECORD_FIXED_WORDS + addr + words_for(key_len) + words_for(val_len)
 }
 
 /// `<path><suffix>` in the same directory (so a rename is atomic).

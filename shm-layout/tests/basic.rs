@@ -23,7 +23,10 @@ fn create_upsert_delete_are_seen_by_a_reader() {
     let path = dir.path().join("table");
     let mut w = TableWriter::create(
         &path,
-        [(h("a.example"), b("10.0.0.1:80")), (h("B.example."), b("backend.local:8080"))],
+        [
+            (h("a.example"), b("10.0.0.1:80")),
+            (h("B.example."), b("backend.local:8080")),
+        ],
         WriterOptions::default(),
     )
     .unwrap();
@@ -37,9 +40,18 @@ fn create_upsert_delete_are_seen_by_a_reader() {
         other => panic!("{other:?}"),
     }
 
-    assert_eq!(w.upsert(&h("c.example"), &b("[::1]:9000")).unwrap(), Upserted::Inserted);
-    assert_eq!(w.upsert(&h("a.example"), &b("10.0.0.2:80")).unwrap(), Upserted::Updated);
-    assert_eq!(w.upsert(&h("a.example"), &b("10.0.0.2:80")).unwrap(), Upserted::Unchanged);
+    assert_eq!(
+        w.upsert(&h("c.example"), &b("[::1]:9000")).unwrap(),
+        Upserted::Inserted
+    );
+    assert_eq!(
+        w.upsert(&h("a.example"), &b("10.0.0.2:80")).unwrap(),
+        Upserted::Updated
+    );
+    assert_eq!(
+        w.upsert(&h("a.example"), &b("10.0.0.2:80")).unwrap(),
+        Upserted::Unchanged
+    );
     assert_eq!(hit(&t, "a.example").as_deref(), Some("10.0.0.2:80"));
     assert_eq!(hit(&t, "c.example").as_deref(), Some("[::1]:9000"));
     assert!(w.delete(&h("b.example")).unwrap());
@@ -54,12 +66,18 @@ fn create_upsert_delete_are_seen_by_a_reader() {
 fn growth_publishes_a_new_generation_and_supersedes_the_old() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("table");
-    let opts = WriterOptions { min_capacity: 64, ..WriterOptions::default() };
+    let opts = WriterOptions {
+        min_capacity: 64,
+        ..WriterOptions::default()
+    };
     let mut w = TableWriter::create(&path, [], opts).unwrap();
     let first = Table::open(&path).unwrap();
     for i in 0..5000 {
-        w.upsert(&h(&format!("host-{i}.example")), &b(&format!("10.0.{}.{}:80", i / 256, i % 256)))
-            .unwrap();
+        w.upsert(
+            &h(&format!("host-{i}.example")),
+            &b(&format!("10.0.{}.{}:80", i / 256, i % 256)),
+        )
+        .unwrap();
     }
     assert!(first.is_superseded());
     let t = Table::open(&path).unwrap();
@@ -67,7 +85,10 @@ fn growth_publishes_a_new_generation_and_supersedes_the_old() {
     assert!(!t.is_superseded());
     for i in 0..5000 {
         let want = format!("10.0.{}.{}:80", i / 256, i % 256);
-        assert_eq!(hit(&t, &format!("host-{i}.example")).as_deref(), Some(want.as_str()));
+        assert_eq!(
+            hit(&t, &format!("host-{i}.example")).as_deref(),
+            Some(want.as_str())
+        );
     }
     assert_eq!(t.verify().unwrap().entries, 5000);
     // No temporary files are left behind.
@@ -84,19 +105,53 @@ fn growth_publishes_a_new_generation_and_supersedes_the_old() {
 fn a_second_writer_is_refused_and_a_restart_bumps_the_generation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("table");
-    let w = TableWriter::create(&path, [(h("a.example"), b("10.0.0.1:80"))], Default::default())
-        .unwrap();
+    let w = TableWriter::create(
+        &path,
+        [(h("a.example"), b("10.0.0.1:80"))],
+        Default::default(),
+    )
+    .unwrap();
     let old = Table::open(&path).unwrap();
     assert!(matches!(
         TableWriter::create(&path, [], Default::default()),
         Err(shm_layout::WriteError::Locked(_))
     ));
     drop(w);
-    let w2 = TableWriter::create(&path, [(h("a.example"), b("10.0.0.9:80"))], Default::default())
-        .unwrap();
+    let w2 = TableWriter::create(
+        &path,
+        [(h("a.example"), b("10.0.0.9:80"))],
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(w2.generation(), 2);
     assert!(old.is_superseded());
     assert_eq!(hit(&old, "a.example").as_deref(), Some("10.0.0.1:80"));
     let new = Table::open(&path).unwrap();
     assert_eq!(hit(&new, "a.example").as_deref(), Some("10.0.0.9:80"));
+}
+
+#[test]
+fn odd_options_and_leftovers_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    // A temporary file left by a writer that died while building a generation.
+    std::fs::write(dir.path().join("table.7.tmp"), b"partial").unwrap();
+    std::fs::write(dir.path().join("table.notes"), b"not ours").unwrap();
+    let opts = WriterOptions {
+        max_probe: 0,
+        min_capacity: 0,
+        ..WriterOptions::default()
+    };
+    let mut w = TableWriter::create(&path, [], opts).unwrap();
+    for i in 0..200 {
+        w.upsert(&h(&format!("h{i}.example")), &b("10.0.0.1:80"))
+            .unwrap();
+    }
+    let t = Table::open(&path).unwrap();
+    assert_eq!(t.verify().unwrap().entries, 200);
+    assert!(!dir.path().join("table.7.tmp").exists());
+    assert!(dir.path().join("table.notes").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
 }
