@@ -1,0 +1,143 @@
+//! The API token: where it comes from, and the check every `/entries` request passes.
+//!
+//! No token ships with the daemon. It comes from `API_TOKEN`, else from the token file; if
+//! neither exists, a random one is generated and written to the token file with mode 0600
+//! (the daemon prints where). Requests present it as `Authorization: Bearer <token>`; the
+//! comparison takes the same time wherever the first difference is.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::api::AppState;
+use crate::error::ApiError;
+
+/// The shortest token accepted from the environment or a file.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Where the token in use came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Env,
+    File,
+    /// Generated now and written to the token file.
+    Generated,
+}
+
+/// The token from `env` (the value of `API_TOKEN`), else from `path`, else a new one written
+/// to `path` (mode 0600, parent directories created).
+pub fn resolve_token(env: Option<String>, path: &Path) -> io::Result<(String, TokenSource)> {
+    if let Some(t) = env {
+        return check(t.trim().to_string(), "API_TOKEN").map(|t| (t, TokenSource::Env));
+    }
+    match fs::read_to_string(path) {
+        Ok(t) => {
+            let what = path.display().to_string();
+            return check(t.trim().to_string(), &what).map(|t| (t, TokenSource::File));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+    let token = generate()?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    Ok((token, TokenSource::Generated))
+}
+
+fn check(token: String, what: &str) -> io::Result<String> {
+    if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the token in {what} must be at least {MIN_TOKEN_LEN} characters, \
+                 without whitespace"
+            ),
+        ));
+    }
+    Ok(token)
+}
+
+/// 32 random bytes from the kernel, as 64 hex digits.
+fn generate() -> io::Result<String> {
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// True if `header` is `Bearer <token>` with the right token.
+pub fn bearer_matches(header: Option<&[u8]>, token: &[u8]) -> bool {
+    let Some(h) = header else { return false };
+    if h.len() < 7 || !h[..7].eq_ignore_ascii_case(b"bearer ") {
+        return false;
+    }
+    let presented = h[7..].trim_ascii();
+    // Length is not secret (every generated token has the same); the bytes are.
+    presented.len() == token.len() && bool::from(presented.ct_eq(token))
+}
+
+/// Middleware on every `/entries` route: 401 in the JSON shape unless the token matches.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    if bearer_matches(header, state.token.as_bytes()) {
+        next.run(req).await
+    } else {
+        state.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_is_checked_exactly() {
+        let t = b"0123456789abcdef0123";
+        assert!(bearer_matches(Some(b"Bearer 0123456789abcdef0123"), t));
+        assert!(bearer_matches(Some(b"bearer 0123456789abcdef0123"), t));
+        assert!(!bearer_matches(None, t));
+        assert!(!bearer_matches(Some(b"Bearer 0123456789abcdef012"), t));
+        assert!(!bearer_matches(Some(b"Bearer 0123456789abcdef01234"), t));
+        assert!(!bearer_matches(Some(b"Basic 0123456789abcdef0123"), t));
+        assert!(!bearer_matches(Some(b"0123456789abcdef0123"), t));
+        assert!(!bearer_matches(Some(b"Bearer "), t));
+    }
+
+    #[test]
+    fn a_generated_token_is_private_and_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/token");
+        let (t1, s1) = resolve_token(None, &path).unwrap();
+        assert_eq!(s1, TokenSource::Generated);
+        assert_eq!(t1.len(), 64);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (t2, s2) = resolve_token(None, &path).unwrap();
+        assert_eq!((t2.as_str(), s2), (t1.as_str(), TokenSource::File));
+        let (t3, s3) = resolve_token(Some("from-the-environment".into()), &path).unwrap();
+        assert_eq!(
+            (t3.as_str(), s3),
+            ("from-the-environment", TokenSource::Env)
+        );
+        assert!(resolve_token(Some("short".into()), &path).is_err());
+    }
+}

@@ -1,0 +1,416 @@
+//! The engine: the one thread that writes the store and the table file.
+//!
+//! Request handlers validate their input, then send an [`Op`] here and wait for its outcome.
+//! The thread takes the first queued request, drains whatever else is queued (up to
+//! [`MAX_GROUP`]), applies the whole group in one `redb` write transaction and commits it
+//! (fsync). Only then does it publish each change into the table file (O(1) per change) and
+//! answer the requests. So:
+//!
+//! - a request is acknowledged only after its change is durable, and visible to readers of
+//!   the table before the acknowledgement is sent;
+//! - concurrent requests share one fsync (group commit): under load the cost of a commit is
+//!   spread over every request that arrived while the previous one was running, and a lone
+//!   request never waits for company;
+//! - a group fails or succeeds as a whole; nothing of a failed group is stored or published.
+//!
+//! A replace-all rebuilds the table from the store into a new generation (readers switch to
+//! it atomically). If the table cannot be updated in place (an I/O error while growing it),
+//! the engine rebuilds it from the store too; if that fails, the write is answered with an
+//! error, the health check fails, and the next start rebuilds the table.
+//!
+//! Shutdown: [`EngineHandle::stop`] queues a stop message behind every pending request, so
+//! the thread finishes them, writes a last heartbeat and exits, releasing the table lock.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use shm_layout::{Backend, Host, TableWriter, WriteError, WriterOptions};
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, ENTRIES};
+
+/// The most requests committed together. Large enough to amortize an fsync, small enough
+/// that the first request of a group does not wait long for the last one's work.
+const MAX_GROUP: usize = 512;
+
+/// A validated change, ready to be stored.
+#[derive(Debug)]
+pub enum Op {
+    Upsert(Host, Backend),
+    Delete(Host),
+    /// All of it or none of it; hosts are distinct (checked by the API).
+    Batch {
+        upserts: Vec<(Host, Backend)>,
+        deletes: Vec<Host>,
+    },
+    /// The store afterwards holds exactly these entries.
+    ReplaceAll(Vec<(Host, Backend)>),
+}
+
+/// What a committed [`Op`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    Deleted,
+    Absent,
+    Batch(BatchCounts),
+    Replaced { entries: u64 },
+}
+
+/// What a committed batch did, per kind of change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct BatchCounts {
+    /// Upserts of hosts that were not stored.
+    pub created: u64,
+    /// Upserts of hosts that were stored.
+    pub updated: u64,
+    /// Deletes of stored hosts.
+    pub deleted: u64,
+    /// Deletes of hosts that were not stored (not an error).
+    pub absent: u64,
+}
+
+/// Why an [`Op`] was not acknowledged.
+#[derive(Debug, Clone)]
+pub enum EngineError {
+    /// The store failed; nothing of the request was stored.
+    Store(String),
+    /// Committed but not published, and the table could not be rebuilt.
+    Publish(String),
+    /// The engine has stopped (the daemon is shutting down).
+    Stopped,
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Store(e) => write!(f, "store: {e}"),
+            EngineError::Publish(e) => write!(f, "publish: {e}"),
+            EngineError::Stopped => f.write_str("the writer is shutting down"),
+        }
+    }
+}
+
+/// A queued request.
+enum Msg {
+    Op(Op, oneshot::Sender<Result<Outcome, EngineError>>),
+    Stop,
+}
+
+/// The handlers' side of the engine: cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    /// The engine thread's queue.
+    tx: mpsc::Sender<Msg>,
+}
+
+impl EngineHandle {
+    /// Queues `op` and waits until it is committed and published.
+    pub async fn submit(&self, op: Op) -> Result<Outcome, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Op(op, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    /// Asks the engine to finish what is queued and stop.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+/// The engine thread's state.
+struct Engine {
+    /// The source of truth.
+    store: Store,
+    /// The published table; `None` only while it is being rebuilt (or after a failed rebuild).
+    table: Option<TableWriter>,
+    /// Where the table lives and how to build it, for rebuilds.
+    table_path: std::path::PathBuf,
+    /// Options for every table this engine builds.
+    opts: WriterOptions,
+    /// Counters and histograms for `/metrics`.
+    metrics: Arc<Metrics>,
+    /// How often to refresh the table's heartbeat when idle.
+    heartbeat: Duration,
+}
+
+/// Builds the table from the store (taking the table lock) and starts the engine thread.
+/// Fails if another process holds the table.
+pub fn start(
+    store: Store,
+    table_path: std::path::PathBuf,
+    opts: WriterOptions,
+    metrics: Arc<Metrics>,
+    heartbeat: Duration,
+) -> Result<(EngineHandle, thread::JoinHandle<()>), StartError> {
+    let entries = store.load_all().map_err(StartError::Store)?;
+    let table = TableWriter::create(&table_path, entries, opts.clone()).map_err(|e| match e {
+        WriteError::Locked(p) => StartError::Locked(p),
+        e => StartError::Table(e.to_string()),
+    })?;
+    table.heartbeat();
+    metrics.set_table(&table.stats());
+    let mut engine = Engine {
+        store,
+        table: Some(table),
+        table_path,
+        opts,
+        metrics,
+        heartbeat,
+    };
+    let (tx, rx) = mpsc::channel();
+    let join = thread::Builder::new()
+        .name("set-backend-engine".into())
+        .spawn(move || engine.run(rx))
+        .map_err(|e| StartError::Table(e.to_string()))?;
+    Ok((EngineHandle { tx }, join))
+}
+
+/// Why the engine could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Store(StoreError),
+    /// Another writer holds the table; names its lock file.
+    Locked(std::path::PathBuf),
+    Table(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Store(e) => write!(f, "{e}"),
+            StartError::Locked(p) => write!(
+                f,
+                "another writer is publishing this table (it holds {}); stop it first",
+                p.display()
+            ),
+            StartError::Table(e) => write!(f, "cannot build the table: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Engine {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        let mut group = Vec::new();
+        let mut stopping = false;
+        while !stopping {
+            match rx.recv_timeout(self.heartbeat) {
+                Ok(Msg::Op(op, reply)) => group.push((op, reply)),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.heartbeat();
+                    continue;
+                }
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(Msg::Op(op, reply)) => group.push((op, reply)),
+                    Ok(Msg::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut group);
+        }
+        // Anything queued after the stop message gets a clear refusal.
+        while let Ok(msg) = rx.try_recv() {
+            if let Msg::Op(_, reply) = msg {
+                let _ = reply.send(Err(EngineError::Stopped));
+            }
+        }
+        self.heartbeat();
+        tracing::info!("engine stopped");
+    }
+
+    fn heartbeat(&mut self) {
+        match &self.table {
+            Some(t) => t.heartbeat(),
+            None => self.rebuild_table(),
+        }
+    }
+
+    fn process(&mut self, group: &mut Vec<(Op, oneshot::Sender<Result<Outcome, EngineError>>)>) {
+        let n = group.len() as u64;
+        let result = self.commit(group);
+        let result = result.and_then(|outcomes| {
+            let t0 = Instant::now();
+            self.publish(group)?;
+            self.metrics.publish_seconds.observe(t0.elapsed());
+            Ok(outcomes)
+        });
+        self.metrics.commits.fetch_add(1, Ordering::Relaxed);
+        if n > 1 {
+            self.metrics.grouped_writes.fetch_add(n, Ordering::Relaxed);
+        }
+        match result {
+            Ok(outcomes) => {
+                for ((_, reply), outcome) in group.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = n, "write group failed");
+                for (_, reply) in group.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies the group in one write transaction and commits it.
+    fn commit(
+        &mut self,
+        group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
+    ) -> Result<Vec<Outcome>, EngineError> {
+        let err = |e: &dyn std::fmt::Display| EngineError::Store(e.to_string());
+        let txn = self.store.db().begin_write().map_err(|e| err(&e))?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        {
+            let mut t = txn.open_table(ENTRIES).map_err(|e| err(&e))?;
+            for (op, _) in group {
+                let outcome = match op {
+                    Op::Upsert(h, b) => {
+                        let old = t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))?;
+                        if old.is_some() {
+                            Outcome::Updated
+                        } else {
+                            Outcome::Created
+                        }
+                    }
+                    Op::Delete(h) => {
+                        let old = t.remove(h.as_str()).map_err(|e| err(&e))?;
+                        if old.is_some() {
+                            Outcome::Deleted
+                        } else {
+                            Outcome::Absent
+                        }
+                    }
+                    Op::Batch { upserts, deletes } => {
+                        let mut c = BatchCounts::default();
+                        for h in deletes {
+                            match t.remove(h.as_str()).map_err(|e| err(&e))? {
+                                Some(_) => c.deleted += 1,
+                                None => c.absent += 1,
+                            }
+                        }
+                        for (h, b) in upserts {
+                            match t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))? {
+                                Some(_) => c.updated += 1,
+                                None => c.created += 1,
+                            }
+                        }
+                        Outcome::Batch(c)
+                    }
+                    Op::ReplaceAll(entries) => {
+                        t.retain(|_, _| false).map_err(|e| err(&e))?;
+                        for (h, b) in entries {
+                            t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))?;
+                        }
+                        Outcome::Replaced {
+                            entries: entries.len() as u64,
+                        }
+                    }
+                };
+                outcomes.push(outcome);
+            }
+        }
+        let t0 = Instant::now();
+        txn.commit().map_err(|e| err(&e))?;
+        self.metrics.commit_seconds.observe(t0.elapsed());
+        Ok(outcomes)
+    }
+
+    /// Publishes a committed group into the table, in order.
+    fn publish(
+        &mut self,
+        group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
+    ) -> Result<(), EngineError> {
+        let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
+        if !replaces {
+            if let Some(table) = self.table.as_mut() {
+                match apply(table, group) {
+                    Ok(()) => {
+                        self.metrics.set_table(&table.stats());
+                        return Ok(());
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "cannot update the table in place; rebuilding it from the store"
+                    ),
+                }
+            }
+        }
+        self.rebuild_table();
+        if self.table.is_some() {
+            Ok(())
+        } else {
+            Err(EngineError::Publish(
+                "the table could not be rebuilt; see the log".into(),
+            ))
+        }
+    }
+
+    /// Replaces the table with a new generation built from the store.
+    fn rebuild_table(&mut self) {
+        // The old writer holds the table lock: it must go before the new one is created.
+        self.table = None;
+        let built = self
+            .store
+            .load_all()
+            .map_err(|e| e.to_string())
+            .and_then(|entries| {
+                TableWriter::create(&self.table_path, entries, self.opts.clone())
+                    .map_err(|e| e.to_string())
+            });
+        match built {
+            Ok(t) => {
+                t.heartbeat();
+                self.metrics.set_table(&t.stats());
+                self.metrics.table_in_sync.store(true, Ordering::Relaxed);
+                self.table = Some(t);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot rebuild the table from the store");
+                self.metrics.table_in_sync.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn apply(
+    table: &mut TableWriter,
+    group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
+) -> Result<(), WriteError> {
+    for (op, _) in group {
+        match op {
+            Op::Upsert(h, b) => {
+                table.upsert(h, b)?;
+            }
+            Op::Delete(h) => {
+                table.delete(h)?;
+            }
+            Op::Batch { upserts, deletes } => {
+                for h in deletes {
+                    table.delete(h)?;
+                }
+                for (h, b) in upserts {
+                    table.upsert(h, b)?;
+                }
+            }
+            // A group holding a replace-all is published by a rebuild, never through here.
+            Op::ReplaceAll(_) => {}
+        }
+    }
+    Ok(())
+}

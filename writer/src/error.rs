@@ -1,0 +1,143 @@
+//! The API's one error type and its one JSON shape:
+//! `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! Codes are stable identifiers clients can match on; messages are for people. A 5xx never
+//! carries internal details (those go to the log).
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::engine::EngineError;
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: no `Authorization: Bearer` header, or the wrong token.
+    Unauthorized,
+    /// 400: the host is not a valid host name.
+    InvalidHost(String),
+    /// 400: the backend is not `host:port`, `a.b.c.d:port` or `[v6]:port`.
+    InvalidBackend(String),
+    /// 400: the same host twice in one batch or replace-all.
+    DuplicateHost(String),
+    /// 400: the body is not valid JSON.
+    MalformedJson(String),
+    /// 400: valid JSON of the wrong shape (unknown or missing fields, wrong types).
+    InvalidBody(String),
+    /// 413: the body is larger than the route allows.
+    PayloadTooLarge,
+    /// 415: a body without `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// 404: no such entry.
+    NotFound(String),
+    /// 404: no such route.
+    NoRoute,
+    /// 405: the route exists, the method does not.
+    MethodNotAllowed,
+    /// 503: the daemon is shutting down.
+    Unavailable,
+    /// 500: the store or the table failed; details are logged, not returned.
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidHost(_)
+            | ApiError::InvalidBackend(_)
+            | ApiError::DuplicateHost(_)
+            | ApiError::MalformedJson(_)
+            | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::InvalidHost(_) => "invalid_host",
+            ApiError::InvalidBackend(_) => "invalid_backend",
+            ApiError::DuplicateHost(_) => "duplicate_host",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::NoRoute => "no_route",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthorized => {
+                "missing or invalid token; send Authorization: Bearer <token>".into()
+            }
+            ApiError::InvalidHost(m)
+            | ApiError::InvalidBackend(m)
+            | ApiError::MalformedJson(m)
+            | ApiError::InvalidBody(m) => m.clone(),
+            ApiError::DuplicateHost(h) => format!("host {h:?} appears more than once"),
+            ApiError::PayloadTooLarge => "request body is too large".into(),
+            ApiError::UnsupportedMediaType => {
+                "request body must be JSON with Content-Type: application/json".into()
+            }
+            ApiError::NotFound(h) => format!("no entry for host {h:?}"),
+            ApiError::NoRoute => "no such route; see GET / for the API".into(),
+            ApiError::MethodNotAllowed => {
+                "method not allowed on this route; see GET / for the API".into()
+            }
+            ApiError::Unavailable => "the writer is shutting down; retry shortly".into(),
+            ApiError::Internal => "internal error; the change was not acknowledged".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code(), "message": self.message()}});
+        let mut resp = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        match r {
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+            JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(e.body_text()),
+            JsonRejection::JsonDataError(e) => ApiError::InvalidBody(e.body_text()),
+            r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            r => ApiError::MalformedJson(r.body_text()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::Stopped => ApiError::Unavailable,
+            e => {
+                tracing::error!(error = %e, "write failed");
+                ApiError::Internal
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The set-backend writer daemon: the one process that owns the routing table. It serves the
+//! REST API, stores every entry durably in `redb`, and publishes each change into the table
+//! file that nginx workers read (see `shm-layout`).
+//!
+//! # Layout
+//!
+//! - [`api`]: the axum router, handlers, request/response types and layers.
+//! - [`error`]: [`ApiError`](error::ApiError), the one JSON error shape.
+//! - [`auth`]: the API token (environment, file, or generated) and the bearer check.
+//! - [`engine`]: the thread that commits writes to the store in groups and then publishes
+//!   them into the table; the only writer of both.
+//! - [`store`]: the `redb` store, the source of truth the table is rebuilt from at start.
+//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`docs`]: the HTML page at `/` and the OpenAPI document at `/openapi.json`.
+//! - [`listen`]: binding the unix socket (mode, group) and the optional loopback TCP port.
+//! - [`client`]: a small HTTP client over the socket, used by the CLI, the tests and the
+//!   benchmarks.
+//! - [`cli`]: the command line (`serve`, and the operator commands that talk to a running
+//!   daemon or check a table file).
+//!
+//! # Start and shutdown order
+//!
+//! [`run`] opens the store (its file lock keeps a second daemon off it), builds the table from
+//! the store as a new generation (taking the table lock), starts the engine thread, then
+//! serves every listener. When `shutdown` resolves: the listeners stop accepting; requests in
+//! flight finish (their writes are committed and published); the engine drains its queue,
+//! writes a last heartbeat and exits, releasing the table lock; `run` returns.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod docs;
+pub mod engine;
+pub mod error;
+pub mod listen;
+pub mod metrics;
+pub mod store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shm_layout::WriterOptions;
+
+pub use listen::Listener;
+
+/// Everything [`run`] needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `redb` store, the source of truth.
+    pub store_path: PathBuf,
+    /// The table file nginx maps.
+    pub table_path: PathBuf,
+    /// Permission bits of the table file: readable by nginx workers, writable by none.
+    pub table_mode: u32,
+    /// The token every `/entries` request must present.
+    pub token: String,
+    /// Body limit of batch and replace-all requests.
+    pub max_batch_bytes: usize,
+    /// `DOMAIN`, to show `https://api.$DOMAIN` in the documentation's examples.
+    pub domain: Option<String>,
+    /// How often an idle engine refreshes the table's heartbeat.
+    pub heartbeat: Duration,
+}
+
+impl Config {
+    /// A config with the defaults for everything but the paths and the token.
+    pub fn new(store_path: PathBuf, table_path: PathBuf, token: String) -> Config {
+        Config {
+            store_path,
+            table_path,
+            table_mode: 0o644,
+            token,
+            max_batch_bytes: 64 * 1024 * 1024,
+            domain: None,
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the daemon stopped with an error.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Runs the daemon on already bound `listeners` until `shutdown` resolves, then shuts down
+/// in the order given in the crate docs.
+pub async fn run(
+    config: Config,
+    listeners: Vec<Listener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let store_path = config.store_path.clone();
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_path))
+        .await
+        .map_err(|e| RunError(e.to_string()))?
+        .map_err(|e| RunError(e.to_string()))?;
+    let opts = WriterOptions {
+        mode: config.table_mode,
+        ..WriterOptions::default()
+    };
+    let (engine, engine_thread) = {
+        let (store, path, m, hb) = (
+            store.clone(),
+            config.table_path.clone(),
+            metrics.clone(),
+            config.heartbeat,
+        );
+        tokio::task::spawn_blocking(move || engine::start(store, path, opts, m, hb))
+            .await
+            .map_err(|e| RunError(e.to_string()))?
+            .map_err(|e| RunError(e.to_string()))?
+    };
+    tracing::info!(
+        store = %config.store_path.display(),
+        table = %config.table_path.display(),
+        entries = metrics.entries.load(std::sync::atomic::Ordering::Relaxed),
+        generation = metrics.table_generation.load(std::sync::atomic::Ordering::Relaxed),
+        "table published from the store"
+    );
+    let state = api::AppState {
+        store,
+        engine: engine.clone(),
+        token: Arc::from(config.token.as_str()),
+        metrics,
+        docs_html: Arc::from(docs::html(config.domain.as_deref()).as_str()),
+        max_batch_bytes: config.max_batch_bytes,
+    };
+    let app = api::router(state);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        let app = app.clone();
+        let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        tracing::info!(listener = %l, "listening");
+        servers.spawn(async move {
+            match l {
+                Listener::Unix(u) => axum::serve(u, app).with_graceful_shutdown(stopped).await,
+                Listener::Tcp(t) => axum::serve(t, app).with_graceful_shutdown(stopped).await,
+            }
+        });
+    }
+    drop(app);
+    let mut failure = None;
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutting down: finishing requests in flight"),
+        Some(r) = servers.join_next() => {
+            failure = Some(format!("a listener stopped: {r:?}"));
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(r) = servers.join_next().await {
+        if let Ok(Err(e)) = r {
+            failure.get_or_insert(format!("serving failed: {e}"));
+        }
+    }
+    engine.stop();
+    drop(engine);
+    tokio::task::spawn_blocking(move || engine_thread.join())
+        .await
+        .map_err(|e| RunError(e.to_string()))?
+        .map_err(|_| RunError("the engine thread panicked".into()))?;
+    tracing::info!("stopped");
+    match failure {
+        Some(f) => Err(RunError(f)),
+        None => Ok(()),
+    }
+}
