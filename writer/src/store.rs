@@ -97,7 +97,7 @@ impl Store {
     }
 
     /// How many entries the store holds.
-    pub fn len(&self) -> Result<u64, StoreError> {
+    pub fn count(&self) -> Result<u64, StoreError> {
         let txn = self
             .db
             .begin_read()
