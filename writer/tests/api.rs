@@ -140,6 +140,9 @@ async fn a_write_is_in_the_table_when_it_is_acknowledged() {
     assert_eq!(table_entries(&h.table_path).len(), 200);
 }
 
+/// method, uri, headers, body, expected status, expected error code.
+type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+
 /// Every invalid request: the status, the code, the one error shape, and nothing stored.
 #[tokio::test]
 async fn invalid_requests_are_refused_and_nothing_is_stored() {
@@ -151,7 +154,7 @@ async fn invalid_requests_are_refused_and_nothing_is_stored() {
         r#"{{"host": "a.example", "backend": "{}"}}"#,
         "x".repeat(20_000)
     );
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>, String, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::POST, "/entries.json", vec![("authorization", auth), json_ct], r#"{"host": "bad host", "backend": "10.0.0.1:80"}"#.into(), 400, "invalid_host"),
         (Method::POST, "/entries.json", vec![("authorization", auth), json_ct], r#"{"host": "", "backend": "10.0.0.1:80"}"#.into(), 400, "invalid_host"),
         (Method::POST, "/entries.json", vec![("authorization", auth), json_ct], r#"{"host": "10.0.0.1", "backend": "10.0.0.1:80"}"#.into(), 400, "invalid_host"),
