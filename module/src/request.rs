@@ -1,0 +1,279 @@
+//! The request-time half: one lookup per request (kept in the module's request context), the
+//! variables that expose it, and the precontent phase handler that answers a miss or an
+//! unavailable table as configured.
+//!
+//! The lookup happens the first time anything needs it: the `set_backend` variable (in
+//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, or the phase handler. The phase
+//! handler runs after the rewrite phase, so `set_backend` inside `if` applies too.
+
+use std::ffi::c_void;
+
+use ngx::core::Status;
+use ngx::ffi::{
+    ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_add_variable, ngx_http_discard_request_body,
+    ngx_http_err_page_t, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_pcalloc, ngx_str_t, off_t,
+};
+use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule, Request};
+use ngx::ngx_string;
+
+use crate::worker::{self, Found};
+use crate::{guard, pages, Action, Module};
+
+/// What the lookup of this request's host gave.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Hit,
+    Miss,
+    Unavailable,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The module's request context: the lookup's result, in the request pool.
+#[derive(Clone, Copy)]
+struct Ctx {
+    outcome: Outcome,
+    /// The backend (a copy in the request pool); empty unless `outcome` is `Hit`.
+    backend: ngx_str_t,
+}
+
+/// Registers `$set_backend_status` (preconfiguration).
+pub fn add_variables(cf: &mut ngx_conf_t) -> Status {
+    let mut name = ngx_string!("set_backend_status");
+    // SAFETY: `cf` is the configuration being parsed; nginx copies the name.
+    let var = unsafe { ngx_http_add_variable(cf, &mut name, 0) };
+    // SAFETY: non-null results point into the configuration's variables.
+    match unsafe { var.as_mut() } {
+        Some(var) => {
+            var.get_handler = Some(status_variable);
+            var.data = 0;
+            Status::NGX_OK
+        }
+        None => Status::NGX_ERROR,
+    }
+}
+
+/// The lookup for this request, done once and kept in the request context.
+fn resolve(r: &mut Request) -> Option<Ctx> {
+    let module = Module::module();
+    if let Some(ctx) = r.get_module_ctx::<Ctx>(module) {
+        return Some(*ctx);
+    }
+    // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
+    // `server_name` fallback).
+    let host = r.as_ref().headers_in.server;
+    let found = if host.len == 0 {
+        Found::Miss
+    } else {
+        worker::lookup(host.as_bytes())
+    };
+    let pool = r.pool();
+    let ctx = pool.calloc_type::<Ctx>();
+    if ctx.is_null() {
+        return None;
+    }
+    let value = match found {
+        Found::Hit(v) => {
+            let bytes = v.as_bytes();
+            let data = pool.alloc_unaligned(bytes.len()).cast::<u8>();
+            if data.is_null() {
+                return None;
+            }
+            // SAFETY: `data` was just allocated with `bytes.len()` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
+            Ctx {
+                outcome: Outcome::Hit,
+                backend: ngx_str_t {
+                    len: bytes.len(),
+                    data,
+                },
+            }
+        }
+        Found::Miss => Ctx {
+            outcome: Outcome::Miss,
+            backend: ngx_str_t::default(),
+        },
+        Found::Unavailable => Ctx {
+            outcome: Outcome::Unavailable,
+            backend: ngx_str_t::default(),
+        },
+    };
+    // SAFETY: `ctx` is a fresh, aligned allocation of a `Ctx` in the request pool.
+    unsafe { ctx.write(value) };
+    r.set_module_ctx(ctx.cast::<c_void>(), module);
+    Some(value)
+}
+
+/// Points `v` at `bytes` (which outlive the request).
+fn set_value(v: &mut ngx_http_variable_value_t, bytes: &ngx_str_t) {
+    v.set_len(bytes.len as u32);
+    v.set_valid(1);
+    v.set_no_cacheable(0);
+    v.set_not_found(0);
+    v.data = bytes.data;
+}
+
+/// The variable named in `set_backend $var;`: the backend, or empty.
+pub unsafe extern "C" fn backend_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guard(Status::NGX_ERROR.into(), || {
+        // SAFETY: nginx passes the request and the value to fill.
+        let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
+        match resolve(r) {
+            Some(ctx) => {
+                set_value(v, &ctx.backend);
+                Status::NGX_OK.into()
+            }
+            None => Status::NGX_ERROR.into(),
+        }
+    })
+}
+
+/// `$set_backend_status`: `hit`, `miss` or `unavailable` where `set_backend` applies (or was
+/// evaluated), not found elsewhere.
+unsafe extern "C" fn status_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guard(Status::NGX_ERROR.into(), || {
+        // SAFETY: nginx passes the request and the value to fill.
+        let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
+        let applies = r.get_module_ctx::<Ctx>(Module::module()).is_some()
+            || Module::location_conf(r).is_some_and(|l| l.enabled());
+        if !applies {
+            v.set_not_found(1);
+            return Status::NGX_OK.into();
+        }
+        match resolve(r) {
+            Some(ctx) => {
+                let s = ctx.outcome.as_str();
+                set_value(
+                    v,
+                    &ngx_str_t {
+                        len: s.len(),
+                        data: s.as_ptr().cast_mut(),
+                    },
+                );
+                Status::NGX_OK.into()
+            }
+            None => Status::NGX_ERROR.into(),
+        }
+    })
+}
+
+/// The precontent phase handler: where `set_backend` applies, a miss or an unavailable table
+/// ends the request as `set_backend_miss` / `set_backend_unavailable` say.
+pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    guard(Status::NGX_DECLINED.into(), || {
+        // SAFETY: nginx passes the request being processed.
+        let req = unsafe { Request::from_ngx_http_request(r) };
+        let Some(lcf) = Module::location_conf(req) else {
+            return Status::NGX_DECLINED.into();
+        };
+        // An error page being served for this request (a miss redirected by `error_page`)
+        // must not be refused again.
+        if !lcf.enabled() || req.as_ref().error_page() != 0 {
+            return Status::NGX_DECLINED.into();
+        }
+        let Some(ctx) = resolve(req) else {
+            return ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+        };
+        let action = match ctx.outcome {
+            Outcome::Hit => return Status::NGX_DECLINED.into(),
+            Outcome::Miss => lcf.miss(),
+            Outcome::Unavailable => lcf.unavailable(),
+        };
+        let status = match action {
+            Action::Continue => return Status::NGX_DECLINED.into(),
+            Action::Status(s) => s,
+        };
+        // With an `error_page` for the status, or no page of our own, nginx answers.
+        let page = match pages::page(status) {
+            Some(page) if !has_error_page(req, status) => page,
+            _ => return status as ngx_int_t,
+        };
+        // SAFETY: `r` is the request nginx passed; `send_page` finishes the response.
+        let rc = unsafe { send_page(r, status, page) };
+        // SAFETY: the response is complete; nginx finalizes it (and may free `r`), after
+        // which nothing here touches the request.
+        unsafe { ngx_http_finalize_request(r, rc) };
+        Status::NGX_DONE.into()
+    })
+}
+
+/// True when `error_page` covers `status` in the request's location.
+fn has_error_page(r: &Request, status: u16) -> bool {
+    let Some(clcf) = NgxHttpCoreModule::location_conf(r) else {
+        return false;
+    };
+    // SAFETY: `error_pages` is null or an array of `ngx_http_err_page_t`.
+    let pages = unsafe {
+        clcf.error_pages
+            .as_ref()
+            .map(|a| a.as_slice::<ngx_http_err_page_t>())
+    };
+    pages
+        .unwrap_or(&[])
+        .iter()
+        .any(|p| p.status == status as ngx_int_t)
+}
+
+/// Sends `body` as a complete `text/html` response with `status`; returns what nginx's output
+/// chain returned, for `ngx_http_finalize_request`.
+///
+/// # Safety
+///
+/// `r` must be a request in its precontent phase that has not sent a header.
+unsafe fn send_page(r: *mut ngx_http_request_t, status: u16, body: &'static [u8]) -> ngx_int_t {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let rc = ngx_http_discard_request_body(r);
+        if rc != Status::NGX_OK.into() {
+            return rc;
+        }
+        let out = &mut (*r).headers_out;
+        out.status = status as _;
+        let content_type = ngx_string!("text/html; charset=utf-8");
+        out.content_type_len = content_type.len;
+        out.content_type = content_type;
+        out.content_type_lowcase = std::ptr::null_mut();
+        out.content_length_n = body.len() as off_t;
+
+        let rc = ngx_http_send_header(r);
+        if rc == Status::NGX_ERROR.into() || rc > Status::NGX_OK.into() || (*r).header_only() != 0 {
+            return rc;
+        }
+
+        let b = ngx_pcalloc((*r).pool, std::mem::size_of::<ngx_buf_t>()).cast::<ngx_buf_t>();
+        let Some(buf) = b.as_mut() else {
+            return Status::NGX_ERROR.into();
+        };
+        // Memory buffers are read-only: nginx never writes through these pointers.
+        let start = body.as_ptr().cast_mut();
+        buf.start = start;
+        buf.pos = start;
+        buf.last = start.add(body.len());
+        buf.end = buf.last;
+        buf.set_memory(1);
+        buf.set_last_buf(if r == (*r).main { 1 } else { 0 });
+        buf.set_last_in_chain(1);
+        let mut chain = ngx_chain_t {
+            buf: b,
+            next: std::ptr::null_mut(),
+        };
+        ngx_http_output_filter(r, &mut chain)
+    }
+}

@@ -1,0 +1,632 @@
+//! End to end: real nginx (2 workers) with the module, tables on disk, upstream servers, and the
+//! writer daemon for the API tests. Each test checks `error.log` for `[alert]`, `[crit]` and
+//! `[emerg]` at the end.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use set_backend_tests::*;
+
+/// The usual server: every host routed by `set_backend`, answers tagged with the worker's pid.
+fn routed(table: &Path) -> impl Fn(u16, &Path) -> String + '_ {
+    move |port, _dir| {
+        format!(
+            "set_backend_table {table};
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 location / {{
+                     set_backend $backend;
+                     add_header X-Worker $pid always;
+                     add_header X-Backend $backend always;
+                     proxy_pass http://$backend$request_uri;
+                 }}
+             }}",
+            table = table.display()
+        )
+    }
+}
+
+fn body_is(upstream: &Upstream) -> impl Fn(&Response) -> bool + '_ {
+    move |r| r.status == 200 && r.body.starts_with(&format!("upstream={} ", upstream.name))
+}
+
+#[test]
+fn routes_by_host_whatever_its_case_port_or_trailing_dot() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(
+        &table,
+        &[("site-a.example", &a.addr()), ("site-b.example", &b.addr())],
+    );
+    let n = Nginx::start(routed(&table));
+
+    let r = n.get("site-a.example", "/some/page?x=1");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.body,
+        "upstream=a host=127.0.0.1:".to_string() + &a.port.to_string() + " uri=/some/page?x=1"
+    );
+    assert_eq!(r.header("X-Backend"), Some(a.addr().as_str()));
+    for host in [
+        "SITE-B.example",
+        "site-b.example:8080",
+        "site-b.example.",
+        "Site-B.Example.:80",
+    ] {
+        let r = n.get(host, "/");
+        assert!(body_is(&b)(&r), "{host}: {r:?}");
+    }
+    // An absolute URI in the request line names the host too, as for $host.
+    let r = n.get("site-a.example", "http://site-b.example/abs");
+    assert!(body_is(&b)(&r), "{r:?}");
+
+    let log = n.access_log();
+    assert!(log.contains("site-a.example 200 hit"), "{log}");
+    n.assert_clean_log();
+}
+
+#[test]
+fn unknown_host_gets_the_404_page_and_a_miss_in_the_log() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    let n = Nginx::start(routed(&table));
+
+    let r = n.get("unknown.example", "/");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.header("Content-Type")
+            .unwrap_or("")
+            .starts_with("text/html"),
+        "{r:?}"
+    );
+    assert!(r.body.contains("There isn't a site here."), "{}", r.body);
+    assert_eq!(r.header("X-Worker").map(|w| !w.is_empty()), Some(true));
+
+    // HEAD gets the status and headers only.
+    let h = request(n.port, "HEAD", "unknown.example", "/", &[], None).expect("HEAD");
+    assert_eq!(h.status, 404);
+    assert!(h.body.is_empty());
+
+    // A request without a usable host is a miss as well (HTTP/1.0, no Host header).
+    let r = http10_without_host(n.port);
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+
+    let log = n.access_log();
+    assert!(log.contains("unknown.example 404 miss"), "{log}");
+    n.assert_clean_log();
+}
+
+fn http10_without_host(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn an_update_is_seen_by_every_worker_and_a_delete_gives_404() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let mut w = write_table(&table, &[("moving.example", &a.addr())]);
+    let n = Nginx::start(routed(&table));
+
+    let pids = n.every_worker("moving.example", body_is(&a));
+    assert_eq!(pids.len(), 2);
+
+    upsert(&mut w, "moving.example", &b.addr());
+    // The update is in shared memory: the very next request of each worker sees it.
+    n.every_worker("moving.example", body_is(&b));
+
+    upsert(&mut w, "new.example", &a.addr());
+    n.every_worker("new.example", body_is(&a));
+
+    assert!(w
+        .delete(&Host::parse("moving.example").expect("host"))
+        .expect("delete"));
+    n.every_worker("moving.example", |r| r.status == 404);
+    n.every_worker("new.example", body_is(&a));
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_new_generation_is_remapped_by_every_worker() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let mut w = write_table(&table, &[("first.example", &a.addr())]);
+    let n = Nginx::start(routed(&table));
+    n.every_worker("first.example", body_is(&a));
+
+    // Grow the table well past its first capacity: several new generations.
+    let generation = w.generation();
+    for i in 0..5000 {
+        upsert(&mut w, &format!("host-{i}.example"), &b.addr());
+    }
+    assert!(w.generation() > generation, "the table did not grow");
+    n.every_worker("host-4999.example", body_is(&b));
+    n.every_worker("first.example", body_is(&a));
+
+    // A whole new file at the path (as after a writer restart) is picked up as well.
+    drop(w);
+    let _w2 = write_table(&table, &[("first.example", &b.addr())]);
+    n.wait_every_worker("first.example", body_is(&b));
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_missing_table_gives_503_until_it_appears() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let n = Nginx::start(routed(&table));
+
+    let r = n.get("late.example", "/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        r.body.contains("Routing is temporarily unavailable."),
+        "{}",
+        r.body
+    );
+    // Once per worker, at error level.
+    let log = n.error_log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("set_backend: cannot map table"))
+        .count();
+    assert_eq!(lines, 2, "{log}");
+    assert!(log
+        .lines()
+        .filter(|l| l.contains("cannot map"))
+        .all(|l| l.contains("[error]")));
+
+    let _w = write_table(&table, &[("late.example", &a.addr())]);
+    n.wait_every_worker("late.example", body_is(&a));
+    // Retries are silent: still one line per worker.
+    let log = n.error_log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("set_backend: cannot map table"))
+            .count(),
+        2
+    );
+    assert!(n.access_log().contains("late.example 503 unavailable"));
+    n.assert_clean_log();
+}
+
+#[test]
+fn a_corrupt_table_gives_503_and_never_crashes_a_worker() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    // Garbage of a plausible size, then a valid table with a damaged header.
+    std::fs::write(&table, vec![0x5a; 64 * 1024]).expect("write garbage");
+    let n = Nginx::start(routed(&table));
+    let pids = n.every_worker("any.example", |r| r.status == 503);
+    let log = n.error_log();
+    assert!(log.contains("not a set-backend table"), "{log}");
+
+    std::fs::remove_file(&table).expect("rm");
+    drop(write_table(&table, &[("any.example", &a.addr())]));
+    let mut bytes = std::fs::read(&table).expect("read table");
+    bytes[100] ^= 0xff; // inside the checksummed header
+    let tmp = data.path().join("table.tmp");
+    std::fs::write(&tmp, &bytes).expect("write");
+    std::fs::rename(&tmp, &table).expect("rename");
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(n.get("any.example", "/").status, 503);
+
+    std::fs::remove_file(&table).expect("rm");
+    let _w = write_table(&table, &[("any.example", &a.addr())]);
+    n.wait_every_worker("any.example", body_is(&a));
+    // The same workers: none crashed.
+    let now = n.every_worker("any.example", body_is(&a));
+    assert_eq!(now, pids);
+    assert!(!n.error_log().contains("exited on signal"));
+    n.assert_clean_log();
+}
+
+#[test]
+fn miss_and_unavailable_can_continue_to_a_fallback() {
+    let (a, fallback) = (Upstream::start("a"), Upstream::start("fallback"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    let n = Nginx::start(|port, _| {
+        format!(
+            "set_backend_table {table};
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 add_header X-Worker $pid always;
+                 set_backend_miss continue;
+                 location / {{
+                     set_backend $backend;
+                     if ($backend = '') {{ set $backend {fallback}; }}
+                     proxy_pass http://$backend$request_uri;
+                 }}
+                 location /paged/ {{
+                     set_backend $backend;
+                     set_backend_miss 404;
+                     error_page 404 /__set_backend/404.html;
+                     proxy_pass http://$backend$request_uri;
+                 }}
+                 location /gone/ {{
+                     set_backend_miss 410;
+                     set_backend $backend;
+                     proxy_pass http://$backend$request_uri;
+                 }}
+                 location /__set_backend/ {{
+                     internal;
+                     alias html/;
+                 }}
+             }}",
+            table = table.display(),
+            fallback = fallback.addr()
+        )
+    });
+    assert!(body_is(&a)(&n.get("known.example", "/")));
+    let r = n.get("other.example", "/x");
+    assert!(body_is(&fallback)(&r), "{r:?}");
+
+    // error_page takes over from the built-in page.
+    let r = n.get("other.example", "/paged/");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("There isn't a site here."), "{r:?}");
+    // A status without a built-in page gets nginx's own.
+    let r = n.get("other.example", "/gone/");
+    assert_eq!(r.status, 410);
+    n.assert_clean_log();
+}
+
+#[test]
+fn set_backend_works_in_if_and_stays_out_of_other_servers() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("iffy.example", &a.addr())]);
+    let n = Nginx::start(|port, _| {
+        format!(
+            "set_backend_table {table};
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 add_header X-Worker $pid always;
+                 location / {{
+                     if ($http_x_route) {{
+                         set_backend $routed;
+                     }}
+                     proxy_pass http://$routed$request_uri;
+                 }}
+                 location /status {{
+                     return 200 'status=$set_backend_status';
+                 }}
+             }}
+             server {{
+                 listen 127.0.0.1:{port};
+                 server_name static.example;
+                 location / {{ return 200 'static'; }}
+             }}",
+            table = table.display()
+        )
+    });
+    let r = request(
+        n.port,
+        "GET",
+        "iffy.example",
+        "/",
+        &[("X-Route", "1")],
+        None,
+    )
+    .expect("get");
+    assert!(body_is(&a)(&r), "{r:?}");
+    let r = request(
+        n.port,
+        "GET",
+        "nowhere.example",
+        "/",
+        &[("X-Route", "1")],
+        None,
+    )
+    .expect("get");
+    assert_eq!(r.status, 404);
+    // Outside the `if`, nothing refuses the request: the empty variable fails proxy_pass.
+    let r = n.get("nowhere.example", "/");
+    assert_eq!(r.status, 500, "{r:?}");
+    let r = n.get("iffy.example", "/status");
+    assert_eq!(
+        r.body, "status=",
+        "$set_backend_status is empty where set_backend is not used"
+    );
+    assert_eq!(n.get("static.example", "/").body, "static");
+    n.assert_clean_log();
+}
+
+#[test]
+fn the_sample_error_pages_are_served_through_error_page() {
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let dead = free_port();
+    let _w = write_table(&table, &[("down.example", &format!("127.0.0.1:{dead}"))]);
+    let n = Nginx::start(|port, _| {
+        format!(
+            "set_backend_table {table};
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 error_page 404 /__set_backend/404.html;
+                 error_page 502 /__set_backend/502.html;
+                 error_page 503 /__set_backend/503.html;
+                 error_page 504 /__set_backend/504.html;
+                 location / {{
+                     set_backend $backend;
+                     proxy_pass http://$backend$request_uri;
+                 }}
+                 location /__set_backend/ {{
+                     internal;
+                     alias html/;
+                 }}
+             }}",
+            table = table.display()
+        )
+    });
+    let r = n.get("down.example", "/");
+    assert_eq!(r.status, 502);
+    assert!(r.body.contains("This site is not answering."), "{r:?}");
+    let r = n.get("unknown.example", "/");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("There isn't a site here."), "{r:?}");
+    // A refused connection is logged at error level by nginx, which is expected here.
+    n.assert_clean_log();
+}
+
+#[test]
+fn config_errors_are_reported_with_file_and_line() {
+    let cases = [
+        (
+            "server { listen 127.0.0.1:1; location / { set_backend $a; set_backend $b; } }",
+            "\"set_backend\" directive is duplicate in DIR/nginx.conf:",
+        ),
+        (
+            "server { listen 127.0.0.1:1; location / { set_backend a; } }",
+            "invalid variable name \"a\" in DIR/nginx.conf:",
+        ),
+        (
+            "server { listen 127.0.0.1:1; set_backend_miss 200; }",
+            "invalid value \"200\" in \"set_backend_miss\" directive in DIR/nginx.conf:",
+        ),
+        (
+            "set_backend_unavailable sometimes;",
+            "invalid value \"sometimes\" in \"set_backend_unavailable\" directive in DIR/nginx.conf:",
+        ),
+        (
+            "set_backend_table /a; set_backend_table /b;",
+            "\"set_backend_table\" directive is duplicate in DIR/nginx.conf:",
+        ),
+        (
+            "server { listen 127.0.0.1:1; set_backend_table /a; }",
+            "\"set_backend_table\" directive is not allowed here in DIR/nginx.conf:",
+        ),
+        ("set_backend $x;", "\"set_backend\" directive is not allowed here in DIR/nginx.conf:"),
+        (
+            "server { listen 127.0.0.1:1; set_backend $host; }",
+            "the duplicate \"host\" variable in DIR/nginx.conf:",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (ok, stderr) = nginx_t(body);
+        assert!(!ok, "{body}: accepted");
+        assert!(
+            stderr.contains("[emerg]") && stderr.contains(expected),
+            "{body}:\n{stderr}"
+        );
+    }
+    let (ok, stderr) = nginx_t(
+        "set_backend_table table; set_backend_miss continue;
+         server { listen 127.0.0.1:1; set_backend $b; set_backend_unavailable 502;
+                  location / { set_backend off; } location /x { set_backend $c; } }",
+    );
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn reload_while_requests_flow_fails_none() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("steady.example", &a.addr())]);
+    let n = Nginx::start(routed(&table));
+    n.every_worker("steady.example", body_is(&a));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed, port, name) = (
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                n.port,
+                a.name.clone(),
+            );
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match get(port, "steady.example", "/") {
+                        Ok(r)
+                            if r.status == 200
+                                && r.body.starts_with(&format!("upstream={name} ")) =>
+                        {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        thread::sleep(Duration::from_millis(400));
+        n.reload();
+    }
+    thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().expect("client");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 100, "only {ok} requests");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert!(
+        n.error_log().matches("reconfiguring").count() >= 1,
+        "{}",
+        n.error_log()
+    );
+    n.assert_clean_log();
+}
+
+// ---------------------------------------------------------------------------------------------
+// With the writer daemon
+// ---------------------------------------------------------------------------------------------
+
+/// The `make run` layout: `api.$DOMAIN` proxied to the writer's socket, every other host routed.
+fn with_api(table: &Path, socket: &Path) -> impl Fn(u16, &Path) -> String {
+    let (table, socket) = (table.to_path_buf(), socket.to_path_buf());
+    move |port, _| {
+        format!(
+            "set_backend_table {table};
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 server_name api.test.example;
+                 add_header X-Worker $pid always;
+                 location / {{
+                     proxy_pass http://unix:{socket}:;
+                     proxy_set_header Host $host;
+                 }}
+             }}
+             server {{
+                 listen 127.0.0.1:{port} default_server;
+                 add_header X-Worker $pid always;
+                 location / {{
+                     set_backend $backend;
+                     proxy_pass http://$backend$request_uri;
+                 }}
+             }}",
+            table = table.display(),
+            socket = socket.display()
+        )
+    }
+}
+
+fn writer_or_skip() -> bool {
+    if writer_built() {
+        return true;
+    }
+    eprintln!(
+        "SKIPPED: the writer binary {} is not built (cargo build --workspace)",
+        paths().writer.display()
+    );
+    false
+}
+
+const TOKEN: &str = "e2e-test-token-0123456789";
+
+fn api(n: &Nginx, method: &str, path: &str, body: Option<&str>) -> Response {
+    let auth = format!("Bearer {TOKEN}");
+    request(
+        n.port,
+        method,
+        "api.test.example",
+        path,
+        &[("Authorization", &auth)],
+        body,
+    )
+    .expect("api request")
+}
+
+#[test]
+fn the_api_through_api_domain_adds_lists_and_deletes() {
+    if !writer_or_skip() {
+        return;
+    }
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let w = Writer::start(&data.path().join("writer"), TOKEN);
+    let n = Nginx::start(with_api(&w.table(), &w.socket));
+
+    let body = format!(
+        r#"{{"host": "Blog.Example.COM.", "backend": "{}"}}"#,
+        a.addr()
+    );
+    let r = api(&n, "POST", "/entries.json", Some(&body));
+    assert!(r.status == 201 || r.status == 200, "{r:?}");
+    n.wait_every_worker("blog.example.com", body_is(&a));
+
+    let r = api(&n, "GET", "/entries.json", None);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body.contains("blog.example.com") && r.body.contains(&a.addr()),
+        "{r:?}"
+    );
+    let r = api(&n, "GET", "/entries/blog.example.com.json", None);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Writes need the token.
+    let r = request(
+        n.port,
+        "POST",
+        "api.test.example",
+        "/entries.json",
+        &[],
+        Some(&body),
+    )
+    .expect("post");
+    assert_eq!(r.status, 401, "{r:?}");
+
+    let r = api(&n, "DELETE", "/entries/blog.example.com.json", None);
+    assert!(r.status == 200 || r.status == 204, "{r:?}");
+    n.wait_every_worker("blog.example.com", |r| r.status == 404);
+    n.assert_clean_log();
+}
+
+#[test]
+fn nginx_keeps_serving_while_the_writer_restarts() {
+    if !writer_or_skip() {
+        return;
+    }
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let dir = data.path().join("writer");
+    let mut w = Writer::start(&dir, TOKEN);
+    let n = Nginx::start(with_api(&w.table(), &w.socket));
+    let body = format!(
+        r#"{{"host": "durable.example", "backend": "{}"}}"#,
+        a.addr()
+    );
+    assert!(api(&n, "POST", "/entries.json", Some(&body)).status < 300);
+    n.wait_every_worker("durable.example", body_is(&a));
+
+    w.stop();
+    // The mapping outlives the writer.
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        assert!(body_is(&a)(&n.get("durable.example", "/")));
+    }
+    let w = Writer::start(&dir, TOKEN);
+    n.every_worker("durable.example", body_is(&a));
+    let body = format!(
+        r#"{{"host": "durable.example", "backend": "{}"}}"#,
+        b.addr()
+    );
+    assert!(api(&n, "POST", "/entries.json", Some(&body)).status < 300);
+    n.wait_every_worker("durable.example", body_is(&b));
+    drop(w);
+    n.assert_clean_log();
+}
