@@ -141,7 +141,14 @@ async fn a_write_is_in_the_table_when_it_is_acknowledged() {
 }
 
 /// method, uri, headers, body, expected status, expected error code.
-type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+type Case<'a> = (
+    Method,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    String,
+    u16,
+    &'a str,
+);
 
 /// Every invalid request: the status, the code, the one error shape, and nothing stored.
 #[tokio::test]
