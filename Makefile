@@ -18,6 +18,9 @@ test: ## Run every test: unit, property, loom, multi-process, end to end with re
 bench: ## Run the criterion benchmarks (see BENCHMARKS.md)
 	$(CARGO) bench -p set-backend-benches
 
+run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (PORT, DOMAIN, API_TOKEN)
+	./scripts/run.sh
+
 lint: ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

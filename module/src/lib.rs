@@ -25,7 +25,7 @@ use std::ptr::{addr_of, addr_of_mut};
 use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_push, ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t,
-    ngx_http_add_variable, ngx_http_handler_pt, ngx_http_module_t,
+    ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_handler_pt, ngx_http_module_t,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t, ngx_module_t, ngx_process, ngx_str_t,
     ngx_uint_t, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
     NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
@@ -49,6 +49,9 @@ pub struct MainConf {
     table: ngx_str_t,
     /// True once any `set_backend` appears: only then do workers map the table.
     used: bool,
+    /// Index of `$set_backend_status`, evaluated where `set_backend` applies so that its value
+    /// survives an `error_page` redirect to a location without `set_backend`.
+    pub(crate) status_index: ngx_uint_t,
 }
 
 /// What to do with a request whose host has no usable answer.
@@ -207,6 +210,13 @@ impl HttpModule for Module {
             }
             // SAFETY: `h` is a fresh, aligned element of that array.
             unsafe { h.write(Some(request::precontent_handler)) };
+            let mut name = ngx_string!("set_backend_status");
+            // SAFETY: `cf` is valid; the variable was added in preconfiguration.
+            let index = unsafe { ngx_http_get_variable_index(cf, &mut name) };
+            match (ngx_uint_t::try_from(index), Module::main_conf_mut(cf)) {
+                (Ok(index), Some(mcf)) => mcf.status_index = index,
+                _ => return Status::NGX_ERROR.into(),
+            }
             Status::NGX_OK.into()
         })
     }

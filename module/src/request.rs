@@ -11,10 +11,13 @@ use std::ffi::c_void;
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_add_variable, ngx_http_discard_request_body,
-    ngx_http_err_page_t, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
-    ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_pcalloc, ngx_str_t, off_t,
+    ngx_http_err_page_t, ngx_http_finalize_request, ngx_http_get_indexed_variable,
+    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_http_variable_value_t,
+    ngx_int_t, ngx_pcalloc, ngx_str_t, off_t,
 };
-use ngx::http::{HttpModule, HttpModuleLocationConf, NgxHttpCoreModule, Request};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request,
+};
 use ngx::ngx_string;
 
 use crate::worker::{self, Found};
@@ -191,6 +194,11 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
         let Some(ctx) = resolve(req) else {
             return ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
+        if let Some(mcf) = Module::main_conf(req) {
+            // Caches `$set_backend_status` in the request, where error_page redirects keep it.
+            // SAFETY: the index was obtained from this configuration.
+            unsafe { ngx_http_get_indexed_variable(r, mcf.status_index) };
+        }
         let action = match ctx.outcome {
             Outcome::Hit => return Status::NGX_DECLINED.into(),
             Outcome::Miss => lcf.miss(),

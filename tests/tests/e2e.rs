@@ -381,6 +381,10 @@ fn the_sample_error_pages_are_served_through_error_page() {
     let r = n.get("unknown.example", "/");
     assert_eq!(r.status, 404);
     assert!(r.body.contains("There isn't a site here."), "{r:?}");
+    // The status survives the redirect to the error page's location.
+    let log = n.access_log();
+    assert!(log.contains("unknown.example 404 miss"), "{log}");
+    assert!(log.contains("down.example 502 hit"), "{log}");
     // A refused connection is logged at error level by nginx, which is expected here.
     n.assert_clean_log();
 }
@@ -525,15 +529,13 @@ fn with_api(table: &Path, socket: &Path) -> impl Fn(u16, &Path) -> String {
     }
 }
 
-fn writer_or_skip() -> bool {
-    if writer_built() {
-        return true;
-    }
-    eprintln!(
-        "SKIPPED: the writer binary {} is not built (cargo build --workspace)",
+/// The writer is part of the workspace build; a missing binary fails the test, loudly.
+fn require_writer() {
+    assert!(
+        writer_built(),
+        "the writer binary {} is not built: run `cargo build --workspace` (or `make test`)",
         paths().writer.display()
     );
-    false
 }
 
 const TOKEN: &str = "e2e-test-token-0123456789";
@@ -553,9 +555,7 @@ fn api(n: &Nginx, method: &str, path: &str, body: Option<&str>) -> Response {
 
 #[test]
 fn the_api_through_api_domain_adds_lists_and_deletes() {
-    if !writer_or_skip() {
-        return;
-    }
+    require_writer();
     let a = Upstream::start("a");
     let data = shared_tempdir();
     let w = Writer::start(&data.path().join("writer"), TOKEN);
@@ -598,9 +598,7 @@ fn the_api_through_api_domain_adds_lists_and_deletes() {
 
 #[test]
 fn nginx_keeps_serving_while_the_writer_restarts() {
-    if !writer_or_skip() {
-        return;
-    }
+    require_writer();
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let data = shared_tempdir();
     let dir = data.path().join("writer");
