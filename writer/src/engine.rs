@@ -139,6 +139,38 @@ struct Engine {
     metrics: Arc<Metrics>,
     /// How often to refresh the table's heartbeat when idle.
     heartbeat: Duration,
+    /// Keeps the table's index from growing far past what its entries need.
+    right_size: RightSize,
+}
+
+/// Works around `TableWriter` doubling the index at every rebuild that adds an entry, even
+/// when only the arena ran out (so a table filled one entry at a time ends up with an index
+/// thousands of times larger than its entries need): when the index is more than twice the
+/// size the entries call for, compact it back. At most once per index size, so a table
+/// that really needs the room (long probe chains) is not rebuilt over and over.
+struct RightSize {
+    /// The smallest index the writer builds (`WriterOptions::min_capacity`).
+    min_capacity: u64,
+    /// The index size the last compaction produced; no new compaction until it changes.
+    compacted_at: u64,
+}
+
+impl RightSize {
+    /// The smallest index shm-layout ever builds, whatever `min_capacity` says.
+    const FLOOR: u64 = 64;
+
+    fn check(&mut self, table: &mut TableWriter) -> Result<(), WriteError> {
+        let s = table.stats();
+        let want = (s.entries + s.entries / 2 + 1)
+            .max(self.min_capacity)
+            .max(Self::FLOOR)
+            .next_power_of_two();
+        if s.capacity > 2 * want && s.capacity != self.compacted_at {
+            table.compact()?;
+            self.compacted_at = table.stats().capacity;
+        }
+        Ok(())
+    }
 }
 
 /// Builds the table from the store (taking the table lock) and starts the engine thread.
@@ -157,6 +189,10 @@ pub fn start(
     })?;
     table.heartbeat();
     metrics.set_table(&table.stats());
+    let right_size = RightSize {
+        min_capacity: opts.min_capacity,
+        compacted_at: 0,
+    };
     let mut engine = Engine {
         store,
         table: Some(table),
@@ -164,6 +200,7 @@ pub fn start(
         opts,
         metrics,
         heartbeat,
+        right_size,
     };
     let (tx, rx) = mpsc::channel();
     let join = thread::Builder::new()
@@ -339,7 +376,7 @@ impl Engine {
         let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
         if !replaces {
             if let Some(table) = self.table.as_mut() {
-                match apply(table, group) {
+                match apply(table, group).and_then(|()| self.right_size.check(table)) {
                     Ok(()) => {
                         self.metrics.set_table(&table.stats());
                         return Ok(());
