@@ -1,1 +1,49 @@
-//! Shared helpers for the benchmarks.
+//! Shared helpers for the benchmarks: the same keys and backends for every contender.
+
+use shm_layout::{Backend, Host, TableWriter, WriterOptions};
+use std::path::Path;
+
+/// `site-<i>.example.com`: a realistic 20–26 byte host.
+pub fn host(i: u64) -> String {
+    format!("site-{i}.example.com")
+}
+
+/// `10.<a>.<b>.<c>:<port>`: an IPv4 backend as most deployments store.
+pub fn backend(i: u64) -> String {
+    format!(
+        "10.{}.{}.{}:{}",
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255,
+        3000 + i % 1000
+    )
+}
+
+/// Builds a table of `n` entries at `path` (fsync off: benchmarks measure lookups, not disks).
+pub fn build_table(path: &Path, n: u64) -> TableWriter {
+    let entries = (0..n).map(|i| {
+        (
+            Host::parse(&host(i)).unwrap(),
+            Backend::parse(&backend(i)).unwrap(),
+        )
+    });
+    let opts = WriterOptions {
+        sync: false,
+        ..WriterOptions::default()
+    };
+    TableWriter::create(path, entries, opts).expect("build table")
+}
+
+/// `count` hosts drawn uniformly from `0..n` by a fixed xorshift sequence, so that random
+/// lookups defeat the caches the same way for every contender.
+pub fn random_hosts(n: u64, count: usize) -> Vec<String> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..count)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            host(x % n)
+        })
+        .collect()
+}

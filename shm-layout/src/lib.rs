@@ -31,7 +31,7 @@ pub use format::{FORMAT_VERSION, MAGIC};
 pub use host::{Backend, BackendError, Host, HostError, MAX_BACKEND_LEN, MAX_HOST_LEN};
 #[cfg(not(loom))]
 pub use reader::{OpenError, Stats, Table, VerifyError};
-pub use seqlock::{Lookup, Value};
+pub use seqlock::{Lookup, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{TableWriter, Upserted, WriteError, WriterOptions};
 

@@ -4,7 +4,7 @@ use crate::format::*;
 use crate::host::{Backend, Host};
 use crate::raw::Mapping;
 use crate::seqlock::{self, Geometry, Meta, Read};
-use crate::seqlock::{Lookup, Value};
+use crate::seqlock::{Lookup, Status, Value};
 use crate::sync::{load, AtomicU64};
 use std::fmt;
 use std::fs::File;
@@ -218,6 +218,13 @@ impl Table {
     #[inline]
     pub fn lookup(&self, host: &[u8]) -> Lookup {
         seqlock::lookup(&self.geo, self.index(), self.arena(), host)
+    }
+
+    /// Like [`Table::lookup`], but copies a hit into `out`, a buffer the caller keeps: the
+    /// request path's form (no 300-byte value zeroed and moved per request).
+    #[inline]
+    pub fn lookup_into(&self, host: &[u8], out: &mut Value) -> Status {
+        seqlock::lookup_into(&self.geo, self.index(), self.arena(), host, out)
     }
 
     /// True once the writer has published a newer generation at the same path: the caller

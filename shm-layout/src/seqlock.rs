@@ -57,7 +57,8 @@ pub struct Value {
 }
 
 impl Value {
-    pub(crate) const fn empty() -> Value {
+    /// An empty buffer, to pass to `Table::lookup_into` again and again.
+    pub const fn empty() -> Value {
         Value {
             len: 0,
             addr_kind: ADDR_NONE,
@@ -185,11 +186,25 @@ impl Meta {
 /// laid out in a record.
 #[inline]
 pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
-    let start = i * 8;
+    let start = (i * 8).min(bytes.len());
     let end = (start + 8).min(bytes.len());
-    let mut buf = [0u8; 8];
-    buf[..end - start].copy_from_slice(&bytes[start..end]);
-    u64::from_le_bytes(buf)
+    bytes[start..end]
+        .iter()
+        .rev()
+        .fold(0, |w, &b| w << 8 | b as u64)
+}
+
+/// Whether `words` hold exactly `key`, zero-padded.
+#[inline]
+fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
+    let chunks = key.chunks_exact(8);
+    let rest = chunks.remainder();
+    let full = chunks.len();
+    words.len() == full + usize::from(!rest.is_empty())
+        && chunks
+            .zip(words)
+            .all(|(c, w)| c.try_into().map(u64::from_le_bytes).ok() == Some(load(w)))
+        && (rest.is_empty() || words.get(full).map(load) == Some(chunk(rest, 0)))
 }
 
 #[inline]
@@ -199,6 +214,7 @@ fn load(w: &AtomicU64) -> u64 {
 
 /// Reads the record the slot word `w1` (already loaded from `index[slot]`) points to, compares
 /// its key with `key` and, on a match, copies the value into `out`.
+#[inline(always)]
 pub(crate) fn read_record(
     index: &[AtomicU64],
     slot: usize,
@@ -227,36 +243,31 @@ pub(crate) fn read_record(
         let w2 = index.get(slot).map(load).unwrap_or(0);
         return Read::Retry(w2);
     }
-    let meta = arena.get(rec + 1).map(load);
-    let stored_hash = arena.get(rec + 2).map(load);
-    let mut corrupt = false;
+    let mut corrupt = true;
     let mut eq = false;
-    match (meta, stored_hash) {
-        (Some(meta), Some(stored_hash)) => {
-            match Meta::decode(rec, meta, stored_hash, arena.len()) {
-                Some(m) => {
-                    if m.hash == hash && m.key_len == key.len() {
-                        eq = (0..words_for(m.key_len))
-                            .all(|i| load(&arena[m.key_at + i]) == chunk(key, i));
-                    }
-                    if eq {
-                        for i in 0..words_for(m.val_len) {
-                            let w = load(&arena[m.val_at + i]).to_le_bytes();
-                            out.bytes[i * 8..i * 8 + 8].copy_from_slice(&w);
-                        }
-                        out.len = m.val_len as u16;
-                        out.addr_kind = m.addr_kind;
-                        out.port = m.port;
-                        for i in 0..addr_words(m.addr_kind) {
-                            let w = load(&arena[m.addr_at + i]).to_le_bytes();
-                            out.ip[i * 8..i * 8 + 8].copy_from_slice(&w);
-                        }
-                    }
+    let tail = arena.get(rec..).unwrap_or(&[]);
+    if let (Some(meta), Some(stored_hash)) = (tail.get(1), tail.get(2)) {
+        if let Some(m) = Meta::decode(0, load(meta), load(stored_hash), tail.len()) {
+            // `decode` checked every offset of `m` (relative to `rec`) against `tail`, so
+            // these `get`s always succeed; they only keep the code free of panic paths.
+            let r = tail.get(..m.words).unwrap_or(&[]);
+            let part = |from: usize, to: usize| r.get(from..to).unwrap_or(&[]);
+            corrupt = false;
+            if m.hash == hash && m.key_len == key.len() {
+                eq = key_eq(part(m.key_at, m.val_at), key);
+            }
+            if eq {
+                for (dst, w) in out.bytes.chunks_exact_mut(8).zip(part(m.val_at, m.words)) {
+                    dst.copy_from_slice(&load(w).to_le_bytes());
                 }
-                None => corrupt = true,
+                for (dst, w) in out.ip.chunks_exact_mut(8).zip(part(m.addr_at, m.key_at)) {
+                    dst.copy_from_slice(&load(w).to_le_bytes());
+                }
+                out.len = m.val_len as u16;
+                out.addr_kind = m.addr_kind;
+                out.port = m.port;
             }
         }
-        _ => corrupt = true,
     }
     fence(Ordering::Acquire);
     let s2 = load(seq);
@@ -286,6 +297,12 @@ static BACKEND_BYTE: [bool; 256] = {
     t
 };
 
+/// Whether every byte of `v` can appear in a canonical backend (branch-free over the bytes).
+#[inline]
+fn valid_backend(v: &[u8]) -> bool {
+    v.iter().fold(true, |ok, &b| ok & BACKEND_BYTE[b as usize])
+}
+
 /// The geometry of a validated table: what a lookup needs besides the words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Geometry {
@@ -296,38 +313,51 @@ pub(crate) struct Geometry {
     pub max_probe: usize,
 }
 
-/// Looks `key` up. Allocates nothing, makes no syscalls, and ends within `max_probe` slots and
-/// `MAX_ATTEMPTS` unstable reads whatever `index` and `arena` contain.
-pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key: &[u8]) -> Lookup {
+/// The outcome of [`lookup_into`]: like [`Lookup`], with the value left in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Hit,
+    Miss,
+    Busy,
+    Corrupt,
+}
+
+/// Looks `key` up, copying a hit into `out`. Allocates nothing, makes no syscalls, and ends
+/// within `max_probe` slots and `MAX_ATTEMPTS` unstable reads whatever `index` and `arena`
+/// contain. `out` is meaningful only after `Status::Hit`.
+pub(crate) fn lookup_into(
+    g: &Geometry,
+    index: &[AtomicU64],
+    arena: &[AtomicU64],
+    key: &[u8],
+    out: &mut Value,
+) -> Status {
     if key.is_empty() || key.len() > MAX_HOST_LEN || index.len() != g.capacity {
-        return Lookup::Miss;
+        return Status::Miss;
     }
     let hash = hash_key(g.k0, g.k1, key);
     let tag = tag_of(hash);
     let mask = g.capacity - 1;
     let home = hash as usize & mask;
-    let mut out = Value::empty();
     let mut attempts = 0u32;
     let mut i = 0usize;
     let mut w = load(&index[home]);
     while i < g.max_probe {
         let slot = (home + i) & mask;
         if w == SLOT_EMPTY {
-            return Lookup::Miss;
+            return Status::Miss;
         }
         if w != SLOT_TOMBSTONE && (w >> TAG_SHIFT) == tag {
-            match read_record(index, slot, w, arena, key, hash, &mut out) {
-                Read::Stable(true) if out.as_bytes().iter().all(|&b| BACKEND_BYTE[b as usize]) => {
-                    return Lookup::Hit(out)
-                }
+            match read_record(index, slot, w, arena, key, hash, out) {
+                Read::Stable(true) if valid_backend(out.as_bytes()) => return Status::Hit,
                 // A stable record whose value no writer could have stored.
-                Read::Stable(true) => return Lookup::Corrupt,
+                Read::Stable(true) => return Status::Corrupt,
                 Read::Stable(false) => {}
-                Read::Corrupt => return Lookup::Corrupt,
+                Read::Corrupt => return Status::Corrupt,
                 Read::Retry(w2) => {
                     attempts += 1;
                     if attempts >= MAX_ATTEMPTS {
-                        return Lookup::Busy;
+                        return Status::Busy;
                     }
                     std::hint::spin_loop();
                     w = w2;
@@ -338,7 +368,18 @@ pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key
         i += 1;
         w = load(&index[(home + i) & mask]);
     }
-    Lookup::Miss
+    Status::Miss
+}
+
+/// [`lookup_into`] with the value returned inline.
+pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key: &[u8]) -> Lookup {
+    let mut out = Value::empty();
+    match lookup_into(g, index, arena, key, &mut out) {
+        Status::Hit => Lookup::Hit(out),
+        Status::Miss => Lookup::Miss,
+        Status::Busy => Lookup::Busy,
+        Status::Corrupt => Lookup::Corrupt,
+    }
 }
 
 /// Writer side: fills the unreachable record at word `rec` with `data` (every word after the

@@ -1,0 +1,153 @@
+//! Table lookups against the alternatives, in one run: a `HashMap<String, String>` with the
+//! same keys (the in-process ceiling) and a unix-socket round trip to a lookup server (the
+//! original prototype's design). Tables of 1k and 1M entries; 10M with `SB_BENCH_10M=1`.
+//! Also the writer's in-process update rate.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use set_backend_benches::{backend, build_table, host, random_hosts};
+use shm_layout::{Backend, Host, Lookup, Status, Table, Value};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+fn sizes() -> Vec<u64> {
+    let mut s = vec![1_000, 1_000_000];
+    if std::env::var_os("SB_BENCH_10M").is_some() {
+        s.push(10_000_000);
+    }
+    s
+}
+
+fn found(l: Lookup) -> usize {
+    match l {
+        Lookup::Hit(v) => v.as_bytes().len(),
+        _ => 0,
+    }
+}
+
+/// A line-protocol lookup server on a unix socket: `host\n` → `backend\n` (empty if absent).
+fn socket_server(map: HashMap<String, String>, path: &std::path::Path) -> UnixStream {
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut out = conn.try_clone().unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            let v = map.get(line.trim_end()).map(String::as_str).unwrap_or("");
+            if out.write_all(format!("{v}\n").as_bytes()).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    UnixStream::connect(path).unwrap()
+}
+
+fn lookups(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    for n in sizes() {
+        let path = dir.path().join(format!("table-{n}"));
+        let writer = build_table(&path, n);
+        let table = Table::open(&path).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        eprintln!(
+            "table of {n} entries: file {len} bytes ({:.1} MB), capacity {} slots",
+            len as f64 / 1e6,
+            table.stats().capacity
+        );
+        let map: HashMap<String, String> = (0..n).map(|i| (host(i), backend(i))).collect();
+        let hot = host(n / 2);
+        let missing = "not-there.example.com".to_string();
+        let random = random_hosts(n, 1 << 16);
+
+        let mut g = c.benchmark_group(format!("lookup/{n}"));
+        g.measurement_time(Duration::from_secs(3))
+            .warm_up_time(Duration::from_secs(1));
+        g.bench_function(BenchmarkId::new("hot", "table"), |b| {
+            b.iter(|| found(table.lookup(black_box(hot.as_bytes()))))
+        });
+        let mut out = Value::empty();
+        g.bench_function(BenchmarkId::new("hot", "table-into"), |b| {
+            b.iter(|| table.lookup_into(black_box(hot.as_bytes()), &mut out) == Status::Hit)
+        });
+        g.bench_function(BenchmarkId::new("hot", "hashmap"), |b| {
+            b.iter(|| map.get(black_box(hot.as_str())).map(String::len))
+        });
+        g.bench_function(BenchmarkId::new("missing", "table"), |b| {
+            b.iter(|| found(table.lookup(black_box(missing.as_bytes()))))
+        });
+        g.bench_function(BenchmarkId::new("missing", "hashmap"), |b| {
+            b.iter(|| map.get(black_box(missing.as_str())).map(String::len))
+        });
+        let mut i = 0;
+        g.bench_function(BenchmarkId::new("random", "table"), |b| {
+            b.iter(|| {
+                i = (i + 1) & (random.len() - 1);
+                found(table.lookup(random[i].as_bytes()))
+            })
+        });
+        g.bench_function(BenchmarkId::new("random", "hashmap"), |b| {
+            b.iter(|| {
+                i = (i + 1) & (random.len() - 1);
+                map.get(random[i].as_str()).map(String::len)
+            })
+        });
+        if n == 1_000 {
+            let sock = dir.path().join("lookup.sock");
+            let mut conn = socket_server(map.clone(), &sock);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let query = format!("{hot}\n");
+            g.bench_function(BenchmarkId::new("hot", "unix-socket"), |b| {
+                b.iter(|| {
+                    conn.write_all(query.as_bytes()).unwrap();
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    line.len()
+                })
+            });
+        }
+        g.finish();
+        drop(writer);
+    }
+}
+
+fn updates(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1_000_000u64;
+    let mut writer = build_table(&dir.path().join("table"), n);
+    let hosts: Vec<Host> = (0..4096)
+        .map(|i| Host::parse(&host(i * 241 % n)).unwrap())
+        .collect();
+    let backends: Vec<Backend> = (0..2)
+        .map(|v| Backend::parse(&backend(v + 7)).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("update/1000000");
+    g.throughput(Throughput::Elements(1));
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    let mut i = 0usize;
+    g.bench_function("upsert-existing", |b| {
+        b.iter(|| {
+            i += 1;
+            writer
+                .upsert(&hosts[i % hosts.len()], &backends[(i / hosts.len()) % 2])
+                .unwrap()
+        })
+    });
+    let mut next = n;
+    g.bench_function("insert-new", |b| {
+        b.iter(|| {
+            next += 1;
+            let h = Host::parse(&host(next)).unwrap();
+            writer.upsert(&h, &backends[0]).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, lookups, updates);
+criterion_main!(benches);
