@@ -9,8 +9,9 @@
 #   writer  set-backend serve, data in $RUN_DIR/data
 #
 # Environment: PORT, DOMAIN (default localhost), API_TOKEN (else the writer generates one),
-# RUN_DIR (default target/run), CARGO_TARGET_DIR. Logs of both go to this terminal; Ctrl-C
-# stops both (nginx with QUIT, the writer with TERM).
+# RUN_DIR (default target/run), CARGO_TARGET_DIR; NGINX_BIN (an nginx binary to use instead of the
+# one built here) and SKIP_BUILD=1 (use what is built) are for the tests. Logs of both go to
+# this terminal; Ctrl-C stops both (nginx with QUIT, the writer with TERM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,15 +24,17 @@ CARGO=${CARGO:-cargo}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-say "building nginx, the module and the writer"
-# The whole workspace, so the build (nginx included) is shared with `make build` and `make test`.
-$CARGO build --workspace
+if [ -z "${SKIP_BUILD:-}" ]; then
+  say "building nginx, the module and the writer"
+  # The whole workspace, so the build (nginx included) is shared with `make build` and `make test`.
+  $CARGO build --workspace
+fi
 
 # nginx-sys builds nginx in its OUT_DIR; take the most recent build.
-NGINX=$(ls -t "$TARGET_DIR"/debug/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -n 1 || true)
+NGINX_BIN=${NGINX_BIN:-$(ls -t "$TARGET_DIR"/debug/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -n 1 || true)}
 MODULE_SO="$TARGET_DIR/debug/libngx_http_set_backend_module.so"
 WRITER="$TARGET_DIR/debug/set-backend"
-for f in "$NGINX" "$MODULE_SO" "$WRITER"; do
+for f in "$NGINX_BIN" "$MODULE_SO" "$WRITER"; do
   [ -n "$f" ] && [ -e "$f" ] || { echo "run.sh: build output missing: ${f:-nginx}" >&2; exit 1; }
 done
 
@@ -149,7 +152,7 @@ if [ -z "$TOKEN" ] && [ -r "$RUN_DIR/data/token" ]; then
 fi
 
 say "starting nginx on 127.0.0.1:$PORT (configuration $RUN_DIR/nginx.conf)"
-"$NGINX" -p "$RUN_DIR" -c "$RUN_DIR/nginx.conf" -e stderr \
+"$NGINX_BIN" -p "$RUN_DIR" -c "$RUN_DIR/nginx.conf" -e stderr \
   2> >(sed -u 's/^/[nginx] /' >&2) > >(sed -u 's/^/[access] /') &
 NGINX_PID=$!
 for _ in $(seq 100); do

@@ -47,8 +47,9 @@ pub struct MainConf {
     /// `set_backend_table`: the table file, made absolute against the prefix. Empty until the
     /// directive or `init_main_conf` sets it.
     table: ngx_str_t,
-    /// True once any `set_backend` appears: only then do workers map the table.
-    used: bool,
+    /// True once a directive needs the table (`set_backend`; any later handler that looks
+    /// hosts up through `worker::lookup` sets it too): only then do workers map it.
+    pub(crate) used: bool,
     /// Index of `$set_backend_status`, evaluated where `set_backend` applies so that its value
     /// survives an `error_page` redirect to a location without `set_backend`.
     pub(crate) status_index: ngx_uint_t,
