@@ -67,6 +67,12 @@ pub fn paths() -> &'static Paths {
                 p.display()
             );
         }
+        let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("../module/src");
+        assert!(
+            !newer_than(&sources, &module) && !newer_than(&html, &module),
+            "{} is older than the module's sources: run `cargo build --workspace` (or `make test`)",
+            module.display()
+        );
         Paths {
             nginx,
             module,
@@ -74,6 +80,19 @@ pub fn paths() -> &'static Paths {
             html,
         }
     })
+}
+
+/// True when a file in `dir` was modified after `output` was built.
+fn newer_than(dir: &Path, output: &Path) -> bool {
+    let Ok(built) = fs::metadata(output).and_then(|m| m.modified()) else {
+        return true;
+    };
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .any(|t| t > built)
 }
 
 /// True when the writer binary has been built (`cargo build --workspace`).
