@@ -318,7 +318,7 @@ async fn batch(
     };
     match s.engine.submit(op).await {
         Ok(Outcome::Batch(c)) => {
-            s.metrics.write(WriteOp::Batch, WriteOutcome::Created);
+            s.metrics.write(WriteOp::Batch, WriteOutcome::Applied);
             Json(c).into_response()
         }
         Ok(_) => Json(BatchCounts::default()).into_response(),
@@ -345,7 +345,7 @@ async fn replace_all(
     };
     match s.engine.submit(op).await {
         Ok(Outcome::Replaced { entries }) => {
-            s.metrics.write(WriteOp::Replace, WriteOutcome::Created);
+            s.metrics.write(WriteOp::Replace, WriteOutcome::Applied);
             Json(json!({"entries": entries})).into_response()
         }
         Ok(_) => Json(json!({"entries": 0})).into_response(),

@@ -239,14 +239,18 @@ impl Engine {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         let mut group = Vec::new();
         let mut stopping = false;
+        let mut last_beat = Instant::now();
         while !stopping {
-            match rx.recv_timeout(self.heartbeat) {
+            // The heartbeat is due every interval, busy or idle.
+            if last_beat.elapsed() >= self.heartbeat {
+                self.heartbeat();
+                last_beat = Instant::now();
+            }
+            let wait = self.heartbeat.saturating_sub(last_beat.elapsed());
+            match rx.recv_timeout(wait) {
                 Ok(Msg::Op(op, reply)) => group.push((op, reply)),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.heartbeat();
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
             }
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {

@@ -156,10 +156,18 @@ pub async fn run(
     }
     drop(app);
     let mut failure = None;
+    let mut engine_done = tokio::task::spawn_blocking(move || engine_thread.join());
+    let mut engine_ended = false;
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down: finishing requests in flight"),
         Some(r) = servers.join_next() => {
             failure = Some(format!("a listener stopped: {r:?}"));
+        }
+        _ = &mut engine_done => {
+            // Without the engine no write can be acknowledged: stop, and let the service
+            // manager restart the daemon (which rebuilds the table from the store).
+            engine_ended = true;
+            failure = Some("the engine thread stopped unexpectedly".into());
         }
     }
     let _ = stop_tx.send(true);
@@ -170,10 +178,14 @@ pub async fn run(
     }
     engine.stop();
     drop(engine);
-    tokio::task::spawn_blocking(move || engine_thread.join())
-        .await
-        .map_err(|e| RunError(e.to_string()))?
-        .map_err(|_| RunError("the engine thread panicked".into()))?;
+    if !engine_ended {
+        match engine_done.await {
+            Ok(Ok(())) => {}
+            _ => {
+                failure.get_or_insert("the engine thread panicked".into());
+            }
+        }
+    }
     tracing::info!("stopped");
     match failure {
         Some(f) => Err(RunError(f)),

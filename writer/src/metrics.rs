@@ -89,7 +89,7 @@ impl WriteOp {
 /// How a write ended, as the `outcome` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// Committed and published (upsert of a new host, a batch, a replace).
+    /// Committed and published, creating a host.
     Created,
     /// Committed and published, replacing a stored backend.
     Updated,
@@ -97,6 +97,8 @@ pub enum WriteOutcome {
     Deleted,
     /// A delete of a host that was not stored.
     Absent,
+    /// A batch or replace-all, committed and published.
+    Applied,
     /// Refused before reaching the store (validation, body, content type).
     Invalid,
     /// The store or the table failed; nothing was acknowledged.
@@ -104,11 +106,12 @@ pub enum WriteOutcome {
 }
 
 impl WriteOutcome {
-    const ALL: [WriteOutcome; 6] = [
+    const ALL: [WriteOutcome; 7] = [
         WriteOutcome::Created,
         WriteOutcome::Updated,
         WriteOutcome::Deleted,
         WriteOutcome::Absent,
+        WriteOutcome::Applied,
         WriteOutcome::Invalid,
         WriteOutcome::Error,
     ];
@@ -118,6 +121,7 @@ impl WriteOutcome {
             WriteOutcome::Updated => "updated",
             WriteOutcome::Deleted => "deleted",
             WriteOutcome::Absent => "absent",
+            WriteOutcome::Applied => "applied",
             WriteOutcome::Invalid => "invalid",
             WriteOutcome::Error => "error",
         }
@@ -128,7 +132,7 @@ impl WriteOutcome {
 #[derive(Default)]
 pub struct Metrics {
     /// `set_backend_writes_total{op, outcome}`, indexed `[op][outcome]`.
-    writes: [[AtomicU64; 6]; 4],
+    writes: [[AtomicU64; 7]; 4],
     /// Requests to `/entries` refused for a missing or wrong token.
     pub unauthorized: AtomicU64,
     /// Store commits (one per group of concurrent writes).

@@ -426,6 +426,15 @@ async fn metrics_count_writes_and_describe_the_table() {
     }
     let r = h.call(Method::GET, "/healthz", &[], "").await;
     assert_eq!((r.status, r.json()), (200, json!({"status": "ok"})));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let beat = Table::open(&h.table_path).unwrap().heartbeat_ms();
+    assert!(
+        now_ms.abs_diff(beat) < 5_000,
+        "the writer's heartbeat is current ({beat} vs {now_ms})"
+    );
 }
 
 #[tokio::test]

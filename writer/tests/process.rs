@@ -157,6 +157,73 @@ async fn generated_token_modes_operator_commands_and_sigterm() {
     );
 }
 
+#[tokio::test]
+async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut daemon = Daemon::spawn(
+        d,
+        Some("tcp-token-0123456789"),
+        &["--listen", "127.0.0.1:0"],
+        "tcp.log",
+    );
+    daemon.ready().await;
+    let start = Instant::now();
+    let addr: std::net::SocketAddr = loop {
+        let log = daemon.log_text();
+        let found = log
+            .lines()
+            .find_map(|l| l.split("listener=tcp:").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.parse().unwrap());
+        if let Some(a) = found {
+            break a;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no TCP listener in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(addr.ip().is_loopback());
+    let mut c = Connection::connect(&Endpoint::Tcp(addr), Some("tcp-token-0123456789".into()))
+        .await
+        .unwrap();
+    let r = c
+        .request(
+            Method::POST,
+            "/entries.json",
+            Some(br#"{"host": "tcp.example", "backend": "10.0.0.1:80"}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let mut s = Connection::connect(&daemon.endpoint, Some("tcp-token-0123456789".into()))
+        .await
+        .unwrap();
+    let r = s
+        .request(Method::GET, "/entries/tcp.example.json", None)
+        .await
+        .unwrap();
+    assert_eq!(r.json()["backend"], "10.0.0.1:80");
+
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut remote = Daemon::spawn(
+        &other,
+        Some("tcp-token-0123456789"),
+        &["--listen", "0.0.0.0:0"],
+        "remote.log",
+    );
+    let status = wait_exit(&mut remote, Duration::from_secs(10));
+    assert!(!status.success());
+    assert!(
+        remote.log_text().contains("loopback"),
+        "{}",
+        remote.log_text()
+    );
+}
+
 #[test]
 fn help_explains_every_serve_option() {
     let o = Command::new(binary())
