@@ -280,6 +280,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &str) -> Upstream {
+        Upstream::start_with_delay(name, Duration::ZERO)
+    }
+
+    /// An upstream that waits `delay` before it answers (for timeouts).
+    pub fn start_with_delay(name: &str, delay: Duration) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let port = listener.local_addr().expect("local_addr").port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -291,7 +296,10 @@ impl Upstream {
                 }
                 let Ok(conn) = conn else { continue };
                 let n = n.clone();
-                thread::spawn(move || serve_one(conn, &n));
+                thread::spawn(move || {
+                    thread::sleep(delay);
+                    serve_one(conn, &n)
+                });
             }
         });
         Upstream {
@@ -563,11 +571,22 @@ impl Nginx {
         }
     }
 
-    /// `nginx -s reload` (SIGHUP to the master).
+    /// `nginx -s reload` (the signal goes to the master named in the pid file).
     pub fn reload(&self) {
-        if let Some(m) = &self.master {
-            signal(m.id(), libc::SIGHUP);
-        }
+        let out = Command::new(&paths().nginx)
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(&self.conf_path)
+            .arg("-s")
+            .arg("reload")
+            .output()
+            .expect("nginx -s reload");
+        assert!(
+            out.status.success(),
+            "nginx -s reload: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs `nginx -t` on this instance's configuration.

@@ -389,7 +389,14 @@ fn the_sample_error_pages_are_served_through_error_page() {
     let data = shared_tempdir();
     let table = data.path().join("table");
     let dead = free_port();
-    let _w = write_table(&table, &[("down.example", &format!("127.0.0.1:{dead}"))]);
+    let slow = Upstream::start_with_delay("slow", Duration::from_secs(3));
+    let _w = write_table(
+        &table,
+        &[
+            ("down.example", &format!("127.0.0.1:{dead}")),
+            ("slow.example", &slow.addr()),
+        ],
+    );
     let n = Nginx::start(|port, _| {
         format!(
             "set_backend_table {table};
@@ -402,6 +409,7 @@ fn the_sample_error_pages_are_served_through_error_page() {
                  location / {{
                      set_backend $backend;
                      proxy_pass http://$backend$request_uri;
+                     proxy_read_timeout 300ms;
                  }}
                  location /__set_backend/ {{
                      internal;
@@ -411,6 +419,12 @@ fn the_sample_error_pages_are_served_through_error_page() {
             table = table.display()
         )
     });
+    let r = n.get("slow.example", "/");
+    assert_eq!(r.status, 504);
+    assert!(
+        r.body.contains("This site is taking too long to answer."),
+        "{r:?}"
+    );
     let r = n.get("down.example", "/");
     assert_eq!(r.status, 502);
     assert!(r.body.contains("This site is not answering."), "{r:?}");
