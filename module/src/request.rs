@@ -74,17 +74,12 @@ fn resolve(r: &mut Request) -> Option<Ctx> {
     // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
     // `server_name` fallback).
     let host = r.as_ref().headers_in.server;
-    let found = if host.len == 0 {
-        Found::Miss
-    } else {
-        worker::lookup(host.as_bytes())
-    };
     let pool = r.pool();
     let ctx = pool.calloc_type::<Ctx>();
     if ctx.is_null() {
         return None;
     }
-    let value = match found {
+    let answer = |found: Found<'_>| match found {
         Found::Hit(v) => {
             let bytes = v.as_bytes();
             let data = pool.alloc_unaligned(bytes.len()).cast::<u8>();
@@ -93,23 +88,29 @@ fn resolve(r: &mut Request) -> Option<Ctx> {
             }
             // SAFETY: `data` was just allocated with `bytes.len()` bytes.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
-            Ctx {
+            let backend = ngx_str_t {
+                len: bytes.len(),
+                data,
+            };
+            Some(Ctx {
                 outcome: Outcome::Hit,
-                backend: ngx_str_t {
-                    len: bytes.len(),
-                    data,
-                },
-            }
+                backend,
+            })
         }
-        Found::Miss => Ctx {
+        Found::Miss => Some(Ctx {
             outcome: Outcome::Miss,
             backend: ngx_str_t::default(),
-        },
-        Found::Unavailable => Ctx {
+        }),
+        Found::Unavailable => Some(Ctx {
             outcome: Outcome::Unavailable,
             backend: ngx_str_t::default(),
-        },
+        }),
     };
+    let value = if host.len == 0 {
+        answer(Found::Miss)
+    } else {
+        worker::lookup(host.as_bytes(), answer)
+    }?;
     // SAFETY: `ctx` is a fresh, aligned allocation of a `Ctx` in the request pool.
     unsafe { ctx.write(value) };
     r.set_module_ctx(ctx.cast::<c_void>(), module);

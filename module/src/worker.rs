@@ -26,7 +26,7 @@ use ngx::ffi::{
     ngx_quit, ngx_terminate, NGX_LOG_ERR, NGX_LOG_NOTICE,
 };
 use ngx::ngx_log_error;
-use shm_layout::{Lookup, Table, Value};
+use shm_layout::{Status, Table, Value};
 
 /// How often a worker without a usable table tries to map it.
 const RETRY: ngx_msec_t = 1000;
@@ -34,10 +34,9 @@ const RETRY: ngx_msec_t = 1000;
 const CHECK: ngx_msec_t = 5000;
 
 /// The answer of a lookup, as the module acts on it.
-// Boxing the hit would allocate per request; the value lives on the stack briefly.
-#[allow(clippy::large_enum_variant)]
-pub enum Found {
-    Hit(Value),
+pub enum Found<'a> {
+    /// The backend, in the worker's scratch buffer: copy it before the next lookup.
+    Hit(&'a Value),
     Miss,
     /// No table is mapped, or the lookup could not complete (`Busy`, `Corrupt`).
     Unavailable,
@@ -54,6 +53,8 @@ struct Worker {
     failing: bool,
     /// A damaged record was reported for the current mapping (logged once per mapping).
     corrupt_logged: bool,
+    /// Where a hit is copied: kept here so a lookup neither zeroes nor moves a value.
+    scratch: Value,
     /// The retry/check timer. Boxed: nginx keeps its address in the timer tree.
     timer: Box<ngx_event_t>,
 }
@@ -76,6 +77,7 @@ pub fn start(path: &[u8], log: *mut ngx_log_t) {
         table: None,
         failing: false,
         corrupt_logged: false,
+        scratch: Value::empty(),
         timer,
     };
     w.map();
@@ -101,33 +103,32 @@ pub fn stop() {
     });
 }
 
-/// Looks up a host in canonical form (nginx's `$host`). No syscalls, except the few that map a
-/// new generation, once per generation.
-pub fn lookup(host: &[u8]) -> Found {
-    WORKER
-        .try_with(|cell| match cell.try_borrow_mut() {
-            Ok(mut slot) => match slot.as_mut() {
-                Some(w) => w.lookup(host),
-                None => Found::Unavailable,
-            },
-            Err(_) => Found::Unavailable,
-        })
-        .unwrap_or(Found::Unavailable)
+/// Looks up a host in canonical form (nginx's `$host`) and hands the answer to `f`. No
+/// syscalls, except the few that map a new generation, once per generation.
+pub fn lookup<R>(host: &[u8], mut f: impl FnMut(Found<'_>) -> R) -> R {
+    let answered = WORKER.try_with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => slot.as_mut().map(|w| f(w.lookup(host))),
+        Err(_) => None,
+    });
+    match answered {
+        Ok(Some(r)) => r,
+        _ => f(Found::Unavailable),
+    }
 }
 
 impl Worker {
-    fn lookup(&mut self, host: &[u8]) -> Found {
+    fn lookup(&mut self, host: &[u8]) -> Found<'_> {
         if !self.failing && self.table.as_ref().is_some_and(Table::is_superseded) {
             self.map();
         }
         let Some(table) = &self.table else {
             return Found::Unavailable;
         };
-        match table.lookup(host) {
-            Lookup::Hit(value) => Found::Hit(value),
-            Lookup::Miss => Found::Miss,
-            Lookup::Busy => Found::Unavailable,
-            Lookup::Corrupt => {
+        match table.lookup_into(host, &mut self.scratch) {
+            Status::Hit => Found::Hit(&self.scratch),
+            Status::Miss => Found::Miss,
+            Status::Busy => Found::Unavailable,
+            Status::Corrupt => {
                 if !self.corrupt_logged {
                     self.corrupt_logged = true;
                     log(
