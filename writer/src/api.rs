@@ -180,46 +180,33 @@ fn entry_json(host: &Host, backend: &str) -> Json<Entry> {
 }
 
 async fn upsert(State(s): State<AppState>, body: Result<JsonBody<Entry>, ApiError>) -> Response {
-    let result = async {
-        let JsonBody(e) = body?;
-        let (host, backend) = parse_entry(&e)?;
-        Ok::<_, ApiError>((
-            host.clone(),
-            backend.clone(),
-            s.engine.submit(Op::Upsert(host, backend)).await,
-        ))
-    }
-    .await;
-    match result {
-        Ok((host, backend, Ok(outcome))) => {
-            let created = outcome == Outcome::Created;
-            s.metrics.write(
-                WriteOp::Upsert,
-                if created {
-                    WriteOutcome::Created
-                } else {
-                    WriteOutcome::Updated
-                },
-            );
-            let body = entry_json(&host, backend.as_str());
-            if created {
-                let location = format!("/entries/{host}.json");
-                let mut r = (StatusCode::CREATED, body).into_response();
-                if let Ok(v) = HeaderValue::from_str(&location) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                r
-            } else {
-                body.into_response()
-            }
-        }
-        Ok((_, _, Err(e))) => {
-            s.metrics.write(WriteOp::Upsert, WriteOutcome::Error);
-            ApiError::from(e).into_response()
-        }
+    let (host, backend) = match body.and_then(|JsonBody(e)| parse_entry(&e)) {
+        Ok(entry) => entry,
         Err(e) => {
             s.metrics.write(WriteOp::Upsert, WriteOutcome::Invalid);
-            e.into_response()
+            return e.into_response();
+        }
+    };
+    match s
+        .engine
+        .submit(Op::Upsert(host.clone(), backend.clone()))
+        .await
+    {
+        Ok(Outcome::Created) => {
+            s.metrics.write(WriteOp::Upsert, WriteOutcome::Created);
+            let mut r = (StatusCode::CREATED, entry_json(&host, backend.as_str())).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("/entries/{host}.json")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Ok(_) => {
+            s.metrics.write(WriteOp::Upsert, WriteOutcome::Updated);
+            entry_json(&host, backend.as_str()).into_response()
+        }
+        Err(e) => {
+            s.metrics.write(WriteOp::Upsert, WriteOutcome::Error);
+            ApiError::from(e).into_response()
         }
     }
 }

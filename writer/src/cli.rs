@@ -23,6 +23,7 @@ pub const DEFAULT_SOCKET: &str = "/run/set-backend/api.sock";
 #[derive(Debug, Parser)]
 #[command(name = "set-backend", version, propagate_version = true)]
 pub struct Cli {
+    /// What to do: run the daemon, or one operator command.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,6 +36,7 @@ pub enum Command {
     List(ClientArgs),
     /// Print one entry's backend (exit status 1 if absent).
     Get {
+        /// How to reach the daemon.
         #[command(flatten)]
         client: ClientArgs,
         /// The host, as typed (it is normalized like the API does).
@@ -42,6 +44,7 @@ pub enum Command {
     },
     /// Create or update an entry.
     Add {
+        /// How to reach the daemon.
         #[command(flatten)]
         client: ClientArgs,
         /// The host, e.g. `some.host.com`.
@@ -51,6 +54,7 @@ pub enum Command {
     },
     /// Delete an entry (exit status 1 if absent).
     Rm {
+        /// How to reach the daemon.
         #[command(flatten)]
         client: ClientArgs,
         /// The host to delete.
@@ -58,6 +62,7 @@ pub enum Command {
     },
     /// Import a JSON array of {"host", "backend"} (as `export` writes) in one atomic batch.
     Import {
+        /// How to reach the daemon.
         #[command(flatten)]
         client: ClientArgs,
         /// The file to read; `-` for standard input.
@@ -68,6 +73,7 @@ pub enum Command {
     },
     /// Write every entry as a JSON array of {"host", "backend"}.
     Export {
+        /// How to reach the daemon.
         #[command(flatten)]
         client: ClientArgs,
         /// The file to write; standard output if omitted.

@@ -44,7 +44,9 @@ pub enum Op {
     Delete(Host),
     /// All of it or none of it; hosts are distinct (checked by the API).
     Batch {
+        /// Entries to create or update.
         upserts: Vec<(Host, Backend)>,
+        /// Hosts to delete (absent ones are counted, not refused).
         deletes: Vec<Host>,
     },
     /// The store afterwards holds exactly these entries.
@@ -59,7 +61,10 @@ pub enum Outcome {
     Deleted,
     Absent,
     Batch(BatchCounts),
-    Replaced { entries: u64 },
+    Replaced {
+        /// Entries the store holds afterwards.
+        entries: u64,
+    },
 }
 
 /// What a committed batch did, per kind of change.
