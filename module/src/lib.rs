@@ -1,5 +1,6 @@
 //! The set-backend nginx module: `set_backend $var;` resolves the request's host through the
-//! shared-memory table that the writer daemon keeps up to date.
+//! shared-memory table that the writer daemon keeps up to date, and `set_backend_peer;` makes
+//! the same table the balancer of an `upstream {}` block (upstream mode, for `keepalive`).
 //!
 //! # Layout
 //!
@@ -9,12 +10,15 @@
 //!   generation, retried on a timer). Any request-time handler looks hosts up through it.
 //! - `request`: the request-time half: the per-request lookup result, the variables and the
 //!   precontent phase handler that answers misses and an unavailable table.
+//! - `peer`: upstream mode: the balancer hooks (`init_upstream`, `peer.init`, `peer.get`,
+//!   `peer.free`) and the test that tells the precontent handler a location uses it.
 //! - `pages`: the built-in error pages (the files of `html/`, compiled in).
 //!
 //! Every `extern "C"` entry point runs its body inside [`guard`], so a panic never unwinds into
 //! nginx.
 
 mod pages;
+mod peer;
 mod request;
 mod worker;
 
@@ -26,14 +30,15 @@ use ngx::core::{Status, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::{
     ngx_array_push, ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t,
     ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_handler_pt, ngx_http_module_t,
-    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_int_t, ngx_module_t, ngx_process, ngx_str_t,
-    ngx_uint_t, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF, NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET,
-    NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET, NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF,
+    ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_upstream_server_t, ngx_int_t, ngx_module_t,
+    ngx_process, ngx_str_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF,
+    NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
+    NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
     NGX_HTTP_VAR_CHANGEABLE, NGX_LOG_EMERG, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
 };
 use ngx::http::{
-    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError,
-    NgxHttpCoreModule,
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, Merge,
+    MergeConfigError, NgxHttpCoreModule, NgxHttpUpstreamModule,
 };
 use ngx::{ngx_conf_log_error, ngx_string};
 
@@ -53,6 +58,20 @@ pub struct MainConf {
     /// Index of `$set_backend_status`, evaluated where `set_backend` applies so that its value
     /// survives an `error_page` redirect to a location without `set_backend`.
     pub(crate) status_index: ngx_uint_t,
+    /// True once an `upstream {}` block has `set_backend_peer`: only then does the precontent
+    /// handler look for locations that pass requests to one.
+    pub(crate) peer_used: bool,
+    /// `ctx_index` of the loaded modules of `peer::PASS_MODULES` (postconfiguration).
+    pub(crate) pass_modules: [ngx_uint_t; peer::PASS_MODULES.len()],
+    /// How many of `pass_modules` are set.
+    pub(crate) pass_count: usize,
+}
+
+/// `upstream {}`-level configuration (nginx also creates one per `server {}`, unused there).
+#[derive(Default)]
+pub struct SrvConf {
+    /// `set_backend_peer;` is in this upstream block.
+    pub(crate) peer: bool,
 }
 
 /// What to do with a request whose host has no usable answer.
@@ -108,7 +127,7 @@ impl Merge for LocConf {
 const ANY_LEVEL: u32 =
     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LIF_CONF;
 
-static mut COMMANDS: [ngx_command_t; 5] = [
+static mut COMMANDS: [ngx_command_t; 6] = [
     ngx_command_t {
         name: ngx_string!("set_backend"),
         type_: (NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_HTTP_LIF_CONF | NGX_CONF_TAKE1)
@@ -142,6 +161,14 @@ static mut COMMANDS: [ngx_command_t; 5] = [
         offset: std::mem::offset_of!(LocConf, unavailable),
         post: std::ptr::null_mut(),
     },
+    ngx_command_t {
+        name: ngx_string!("set_backend_peer"),
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(set_backend_peer),
+        conf: NGX_HTTP_SRV_CONF_OFFSET,
+        offset: 0,
+        post: std::ptr::null_mut(),
+    },
     ngx_command_t::empty(),
 ];
 
@@ -154,7 +181,7 @@ static MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     postconfiguration: Some(Module::postconfiguration),
     create_main_conf: Some(Module::create_main_conf),
     init_main_conf: Some(Module::init_main_conf),
-    create_srv_conf: None,
+    create_srv_conf: Some(Module::create_srv_conf),
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
     merge_loc_conf: Some(Module::merge_loc_conf),
@@ -215,7 +242,10 @@ impl HttpModule for Module {
             // SAFETY: `cf` is valid; the variable was added in preconfiguration.
             let index = unsafe { ngx_http_get_variable_index(cf, &mut name) };
             match (ngx_uint_t::try_from(index), Module::main_conf_mut(cf)) {
-                (Ok(index), Some(mcf)) => mcf.status_index = index,
+                (Ok(index), Some(mcf)) => {
+                    mcf.status_index = index;
+                    find_pass_modules(cf, mcf);
+                }
                 _ => return Status::NGX_ERROR.into(),
             }
             Status::NGX_OK.into()
@@ -242,6 +272,12 @@ impl HttpModule for Module {
 // SAFETY: the main configuration slot of this module holds a `MainConf` (create_main_conf).
 unsafe impl HttpModuleMainConf for Module {
     type MainConf = MainConf;
+}
+
+// SAFETY: the server configuration slot of this module (in `server {}` and `upstream {}`
+// blocks) holds a `SrvConf` (create_srv_conf).
+unsafe impl HttpModuleServerConf for Module {
+    type ServerConf = SrvConf;
 }
 
 // SAFETY: the location configuration slot of this module holds a `LocConf` (create_loc_conf).
@@ -361,6 +397,81 @@ unsafe extern "C" fn set_backend_table(
         mcf.table = path;
         NGX_CONF_OK
     })
+}
+
+/// `set_backend_peer;` in an `upstream {}` block: the table becomes the block's balancer.
+/// Balancer wrappers such as `keepalive` must come after it, as after any balancer; `server`
+/// and `zone` cannot be used with it (checked in `peer::init_upstream`, once the block is
+/// complete).
+unsafe extern "C" fn set_backend_peer(
+    cf: *mut ngx_conf_t,
+    _cmd: *mut ngx_command_t,
+    conf: *mut c_void,
+) -> *mut c_char {
+    guard(NGX_CONF_ERROR, || {
+        // SAFETY: nginx passes the configuration being parsed and this module's server
+        // configuration of the upstream block.
+        let (cf, scf) = unsafe { (&mut *cf, &mut *conf.cast::<SrvConf>()) };
+        if scf.peer {
+            return conf_message(c"is duplicate");
+        }
+        let Some(uscf) = NgxHttpUpstreamModule::server_conf_mut(cf) else {
+            return NGX_CONF_ERROR;
+        };
+        if uscf.peer.init_upstream.is_some() {
+            return conf_message(c"must come before \"keepalive\" and any other balancer");
+        }
+        // SAFETY: inside `upstream {}`, `servers` is an array of `ngx_http_upstream_server_t`.
+        let Some(servers) = (unsafe { uscf.servers.as_mut() }) else {
+            return NGX_CONF_ERROR;
+        };
+        if servers.nelts != 0 {
+            return conf_message(c"cannot be used with \"server\"");
+        }
+        // nginx refuses an upstream block without servers: one placeholder, never connected
+        // to (the balancer below never looks at it).
+        // SAFETY: the array's elements are `ngx_http_upstream_server_t`.
+        let server = unsafe { ngx_array_push(servers) }.cast::<ngx_http_upstream_server_t>();
+        if server.is_null() {
+            return NGX_CONF_ERROR;
+        }
+        // SAFETY: `server` is a fresh element of that array; all-zero is a server without
+        // addresses (`naddrs` 0), which round-robin would refuse.
+        unsafe { server.write_bytes(0, 1) };
+        uscf.peer.init_upstream = Some(peer::init_upstream);
+        scf.peer = true;
+        if let Some(mcf) = Module::main_conf_mut(cf) {
+            mcf.used = true;
+            mcf.peer_used = true;
+        }
+        NGX_CONF_OK
+    })
+}
+
+/// Records the `ctx_index` of each module of `peer::PASS_MODULES` that nginx has.
+fn find_pass_modules(cf: &ngx_conf_t, mcf: &mut MainConf) {
+    // SAFETY: `cf.cycle` is the cycle being configured; its `modules` is a null-terminated
+    // array of the loaded modules, each with a NUL-terminated `name`.
+    let cycle = unsafe { &*cf.cycle };
+    let mut i = 0;
+    loop {
+        // SAFETY: as above; the loop stops at the terminating null.
+        let m = unsafe { *cycle.modules.add(i) };
+        // SAFETY: non-null entries are valid modules.
+        let Some(m) = (unsafe { m.as_ref() }) else {
+            break;
+        };
+        i += 1;
+        if m.type_ != NGX_HTTP_MODULE as ngx_uint_t || m.name.is_null() {
+            continue;
+        }
+        // SAFETY: `name` is a NUL-terminated string set by nginx's module table.
+        let name = unsafe { CStr::from_ptr(m.name) }.to_bytes();
+        if peer::PASS_MODULES.contains(&name) && mcf.pass_count < mcf.pass_modules.len() {
+            mcf.pass_modules[mcf.pass_count] = m.ctx_index;
+            mcf.pass_count += 1;
+        }
+    }
 }
 
 /// `set_backend_miss code | continue;` and `set_backend_unavailable code | continue;`: the

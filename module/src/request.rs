@@ -7,6 +7,7 @@
 //! handler runs after the rewrite phase, so `set_backend` inside `if` applies too.
 
 use std::ffi::c_void;
+use std::net::SocketAddr;
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -21,11 +22,11 @@ use ngx::http::{
 use ngx::ngx_string;
 
 use crate::worker::{self, Found};
-use crate::{guard, pages, Action, Module};
+use crate::{guard, pages, peer, Action, Module};
 
 /// What the lookup of this request's host gave.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
     Hit,
     Miss,
     Unavailable,
@@ -43,10 +44,13 @@ impl Outcome {
 
 /// The module's request context: the lookup's result, in the request pool.
 #[derive(Clone, Copy)]
-struct Ctx {
-    outcome: Outcome,
+pub struct Ctx {
+    pub outcome: Outcome,
     /// The backend (a copy in the request pool); empty unless `outcome` is `Hit`.
-    backend: ngx_str_t,
+    pub backend: ngx_str_t,
+    /// The backend's address, pre-parsed by the writer, when it is an IP literal (upstream
+    /// mode connects to it).
+    pub addr: Option<SocketAddr>,
 }
 
 /// Registers `$set_backend_status` (preconfiguration).
@@ -65,8 +69,9 @@ pub fn add_variables(cf: &mut ngx_conf_t) -> Status {
     }
 }
 
-/// The lookup for this request, done once and kept in the request context.
-fn resolve(r: &mut Request) -> Option<Ctx> {
+/// The lookup for this request, done once and kept in the request context (which an internal
+/// redirect clears). `None` only when the request pool is exhausted.
+pub fn lookup(r: &mut Request) -> Option<Ctx> {
     let module = Module::module();
     if let Some(ctx) = r.get_module_ctx::<Ctx>(module) {
         return Some(*ctx);
@@ -95,15 +100,18 @@ fn resolve(r: &mut Request) -> Option<Ctx> {
             Some(Ctx {
                 outcome: Outcome::Hit,
                 backend,
+                addr: v.addr(),
             })
         }
         Found::Miss => Some(Ctx {
             outcome: Outcome::Miss,
             backend: ngx_str_t::default(),
+            addr: None,
         }),
         Found::Unavailable => Some(Ctx {
             outcome: Outcome::Unavailable,
             backend: ngx_str_t::default(),
+            addr: None,
         }),
     };
     let value = if host.len == 0 {
@@ -135,7 +143,7 @@ pub unsafe extern "C" fn backend_variable(
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request and the value to fill.
         let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
-        match resolve(r) {
+        match lookup(r) {
             Some(ctx) => {
                 set_value(v, &ctx.backend);
                 Status::NGX_OK.into()
@@ -161,7 +169,7 @@ unsafe extern "C" fn status_variable(
             v.set_not_found(1);
             return Status::NGX_OK.into();
         }
-        match resolve(r) {
+        match lookup(r) {
             Some(ctx) => {
                 let s = ctx.outcome.as_str();
                 set_value(
@@ -178,7 +186,8 @@ unsafe extern "C" fn status_variable(
     })
 }
 
-/// The precontent phase handler: where `set_backend` applies, a miss or an unavailable table
+/// The precontent phase handler: where `set_backend` applies, or where the location passes the
+/// request to an `upstream {}` block with `set_backend_peer`, a miss or an unavailable table
 /// ends the request as `set_backend_miss` / `set_backend_unavailable` say.
 pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     guard(Status::NGX_DECLINED.into(), || {
@@ -189,10 +198,10 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
         };
         // An error page being served for this request (a miss redirected by `error_page`)
         // must not be refused again.
-        if !lcf.enabled() || req.as_ref().error_page() != 0 {
+        if req.as_ref().error_page() != 0 || !(lcf.enabled() || peer::passes_to_peer(req)) {
             return Status::NGX_DECLINED.into();
         }
-        let Some(ctx) = resolve(req) else {
+        let Some(ctx) = lookup(req) else {
             return ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
         if let Some(mcf) = Module::main_conf(req) {

@@ -1,5 +1,5 @@
 //! End to end: real nginx (2 workers) with the module, tables on disk, upstream servers, and the
-//! writer daemon for the API tests. Each test checks `error.log` for `[alert]`, `[crit]` and
+//! writer daemon for the API tests. Upstream mode (`set_backend_peer`) is in `e2e/upstream_mode.rs`. Each test checks `error.log` for `[alert]`, `[crit]` and
 //! `[emerg]` at the end.
 
 use std::path::Path;
@@ -9,6 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use set_backend_tests::*;
+
+#[path = "e2e/upstream_mode.rs"]
+mod upstream_mode;
 
 /// The usual server: every host routed by `set_backend`, answers tagged with the worker's pid.
 fn routed(table: &Path) -> impl Fn(u16, &Path) -> String + '_ {
@@ -497,7 +500,12 @@ fn reload_while_requests_flow_fails_none() {
     let _w = write_table(&table, &[("steady.example", &a.addr())]);
     let n = Nginx::start(routed(&table));
     n.every_worker("steady.example", body_is(&a));
+    reload_under_load(&n, "steady.example", &a);
+}
 
+/// Four clients send requests for `host` (routed to `upstream`) while nginx reloads three
+/// times: every request must succeed, and the log must stay clean.
+fn reload_under_load(n: &Nginx, host: &'static str, upstream: &Upstream) {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let clients: Vec<_> = (0..4)
@@ -507,11 +515,11 @@ fn reload_while_requests_flow_fails_none() {
                 ok.clone(),
                 failed.clone(),
                 n.port,
-                a.name.clone(),
+                upstream.name.clone(),
             );
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    match get(port, "steady.example", "/") {
+                    match get(port, host, "/") {
                         Ok(r)
                             if r.status == 200
                                 && r.body.starts_with(&format!("upstream={name} ")) =>

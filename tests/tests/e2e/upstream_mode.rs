@@ -1,0 +1,338 @@
+//! Upstream mode: `set_backend_peer;` in an `upstream {}` block with the stock `keepalive`,
+//! and `proxy_pass http://set_backend;`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+/// The upstream-mode server: every host routed through the `set_backend` upstream block, with
+/// upstream keepalive; answers tagged with the worker's pid and `$upstream_addr`.
+fn upstream_mode(table: &Path, extra: &str) -> impl Fn(u16, &Path) -> String {
+    let (table, extra) = (table.to_path_buf(), extra.to_string());
+    move |port, _dir| {
+        format!(
+            "set_backend_table {table};
+             upstream set_backend {{
+                 set_backend_peer;
+                 keepalive 16;
+             }}
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 add_header X-Worker $pid always;
+                 add_header X-Upstream-Addr $upstream_addr always;
+                 {extra}
+                 location / {{
+                     proxy_pass http://set_backend;
+                     proxy_http_version 1.1;
+                     proxy_set_header Connection \"\";
+                     proxy_set_header Host $host;
+                 }}
+                 location /__set_backend/ {{
+                     internal;
+                     alias html/;
+                 }}
+             }}",
+            table = table.display()
+        )
+    }
+}
+
+/// The error pages of `make run`, wired through `error_page`.
+const ERROR_PAGES: &str = "error_page 404 /__set_backend/404.html;
+                           error_page 502 /__set_backend/502.html;
+                           error_page 503 /__set_backend/503.html;
+                           error_page 504 /__set_backend/504.html;";
+
+#[test]
+fn upstream_mode_routes_by_host() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(
+        &table,
+        &[("site-a.example", &a.addr()), ("site-b.example", &b.addr())],
+    );
+    let n = Nginx::start(upstream_mode(&table, ""));
+
+    let r = n.get("site-a.example", "/some/page?x=1");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "upstream=a host=site-a.example uri=/some/page?x=1");
+    assert_eq!(r.header("X-Upstream-Addr"), Some(a.addr().as_str()));
+    for host in ["SITE-B.example", "site-b.example:8080", "site-b.example."] {
+        let r = n.get(host, "/");
+        assert!(body_is(&b)(&r), "{host}: {r:?}");
+        assert_eq!(r.header("X-Upstream-Addr"), Some(b.addr().as_str()));
+    }
+    n.every_worker("site-a.example", body_is(&a));
+    n.every_worker("site-b.example", body_is(&b));
+    assert!(n.access_log().contains("site-a.example 200 hit"));
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_reuses_upstream_connections() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("reused.example", &a.addr())]);
+    let n = Nginx::start(upstream_mode(&table, ""));
+
+    const N: usize = 200;
+    for _ in 0..N {
+        assert!(body_is(&a)(&n.get("reused.example", "/")));
+    }
+    let (requests, connections) = (a.requests(), a.connections());
+    eprintln!("{requests} requests over {connections} upstream connections");
+    assert_eq!(requests, N);
+    // One cached connection per worker, give or take a connection closed meanwhile.
+    assert!(
+        connections <= 4,
+        "{connections} connections for {N} requests"
+    );
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_switches_a_host_while_old_connections_are_cached() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let mut w = write_table(&table, &[("moving.example", &a.addr())]);
+    let n = Nginx::start(upstream_mode(&table, ""));
+
+    for _ in 0..20 {
+        assert!(body_is(&a)(&n.get("moving.example", "/")));
+    }
+    let before = a.requests();
+    assert!(a.connections() <= 4, "{} connections", a.connections());
+
+    upsert(&mut w, "moving.example", &b.addr());
+    // The very next request of each worker goes to the new backend, although both workers
+    // hold an idle connection to the old one.
+    n.every_worker("moving.example", body_is(&b));
+    for _ in 0..20 {
+        let r = n.get("moving.example", "/");
+        assert!(body_is(&b)(&r), "{r:?}");
+        assert_eq!(r.header("X-Upstream-Addr"), Some(b.addr().as_str()));
+    }
+    assert_eq!(
+        a.requests(),
+        before,
+        "the old backend got requests after the update"
+    );
+    assert!(b.connections() <= 4, "{} connections", b.connections());
+
+    // And back: the cached connections to the first backend are still good.
+    upsert(&mut w, "moving.example", &a.addr());
+    n.every_worker("moving.example", body_is(&a));
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_answers_misses_and_an_unavailable_table_like_variable_mode() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    // No table yet: 503 with the built-in page, before any upstream is tried.
+    let n = Nginx::start(upstream_mode(&table, ""));
+    let r = n.get("known.example", "/");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(
+        r.body.contains("Routing is temporarily unavailable."),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.header("X-Upstream-Addr"),
+        None,
+        "no upstream was tried: {r:?}"
+    );
+
+    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    n.wait_every_worker("known.example", body_is(&a));
+
+    let r = n.get("unknown.example", "/");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.body.contains("There isn't a site here."), "{r:?}");
+    assert_eq!(
+        r.header("X-Upstream-Addr"),
+        None,
+        "no upstream was tried: {r:?}"
+    );
+    let h = request(n.port, "HEAD", "unknown.example", "/", &[], None).expect("HEAD");
+    assert_eq!(h.status, 404);
+
+    let log = n.access_log();
+    assert!(log.contains("unknown.example 404 miss"), "{log}");
+    assert!(log.contains("known.example 503 unavailable"), "{log}");
+    assert!(!n.error_log().contains("no live upstreams"));
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_gives_502_for_a_dead_backend_and_504_for_a_slow_one() {
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let dead = free_port();
+    let slow = Upstream::start_with_delay("slow", Duration::from_secs(3));
+    let _w = write_table(
+        &table,
+        &[
+            ("down.example", &format!("127.0.0.1:{dead}")),
+            ("slow.example", &slow.addr()),
+        ],
+    );
+    let n = Nginx::start(upstream_mode(
+        &table,
+        &format!("{ERROR_PAGES} proxy_read_timeout 300ms;"),
+    ));
+
+    let r = n.get("down.example", "/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("This site is not answering."), "{r:?}");
+    assert_eq!(
+        r.header("X-Upstream-Addr"),
+        Some(format!("127.0.0.1:{dead}").as_str())
+    );
+    // A single backend: one try, whatever proxy_next_upstream allows.
+    let refused = n
+        .error_log()
+        .lines()
+        .filter(|l| l.contains("connect() failed") && l.contains("down.example"))
+        .count();
+    assert_eq!(refused, 1, "{}", n.error_log());
+
+    let r = n.get("slow.example", "/");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(r.body.contains("This site is taking too long to answer."));
+    assert!(n.error_log().contains("upstream timed out"));
+
+    let r = n.get("unknown.example", "/");
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("There isn't a site here."), "{r:?}");
+    let log = n.access_log();
+    assert!(log.contains("down.example 502 hit"), "{log}");
+    assert!(log.contains("unknown.example 404 miss"), "{log}");
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_refuses_a_host_name_backend_with_502_and_one_error_line() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let named = format!("localhost:{}", a.port);
+    let _w = write_table(
+        &table,
+        &[("named.example", &named), ("ip.example", &a.addr())],
+    );
+    let n = Nginx::start(upstream_mode(&table, ""));
+
+    let r = n.get("named.example", "/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.header("X-Upstream-Addr"), Some(named.as_str()));
+    assert_eq!(a.requests(), 0);
+    let log = n.error_log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("set_backend: backend"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains("[error]")
+            && lines[0].contains(&format!(
+                "set_backend: backend \"{named}\" is a host name: upstream mode connects to IP addresses only"
+            ))
+            && lines[0].contains("host: \"named.example\""),
+        "{log}"
+    );
+    assert!(!log.contains("no live upstreams"), "{log}");
+    assert!(n.access_log().contains("named.example 502 hit"));
+    // IP literals next to it still route.
+    assert!(body_is(&a)(&n.get("ip.example", "/")));
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_miss_continue_reaches_the_upstream_and_fails_with_502() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    let n = Nginx::start(upstream_mode(&table, "set_backend_miss continue;"));
+    let r = n.get("other.example", "/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        n.error_log().contains(
+            "set_backend: backend \"set_backend\" is empty: the host is not in the table"
+        ),
+        "{}",
+        n.error_log()
+    );
+    assert!(body_is(&a)(&n.get("known.example", "/")));
+    n.assert_clean_log();
+}
+
+#[test]
+fn upstream_mode_reload_while_requests_flow_fails_none() {
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let _w = write_table(&table, &[("steady.example", &a.addr())]);
+    let n = Nginx::start(upstream_mode(&table, ""));
+    n.every_worker("steady.example", body_is(&a));
+    reload_under_load(&n, "steady.example", &a);
+    assert!(
+        a.connections() < a.requests() / 10,
+        "{} connections for {} requests",
+        a.connections(),
+        a.requests()
+    );
+}
+
+#[test]
+fn upstream_mode_config_errors_are_reported() {
+    let cases = [
+        (
+            "upstream u { keepalive 8; set_backend_peer; }",
+            "\"set_backend_peer\" directive must come before \"keepalive\" and any other balancer in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer; set_backend_peer; }",
+            "\"set_backend_peer\" directive is duplicate in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { server 127.0.0.1:1; set_backend_peer; }",
+            "\"set_backend_peer\" directive cannot be used with \"server\" in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer; server 127.0.0.1:1; }",
+            "\"server\" cannot be used with \"set_backend_peer\" in upstream \"u\" in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer; zone u 64k; }",
+            "\"zone\" cannot be used with \"set_backend_peer\" in upstream \"u\" in DIR/nginx.conf:",
+        ),
+        (
+            "server { listen 127.0.0.1:1; set_backend_peer; }",
+            "\"set_backend_peer\" directive is not allowed here in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer x; }",
+            "invalid number of arguments in \"set_backend_peer\" directive in DIR/nginx.conf:",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (ok, stderr) = nginx_t(body);
+        assert!(!ok, "{body}: accepted");
+        assert!(
+            stderr.contains("[emerg]") && stderr.contains(expected),
+            "{body}:\n{stderr}"
+        );
+    }
+    let (ok, stderr) = nginx_t(
+        "upstream u { set_backend_peer; keepalive 8; keepalive_timeout 30s; }
+         server { listen 127.0.0.1:1; location / { proxy_pass http://u; } }",
+    );
+    assert!(ok, "{stderr}");
+}
