@@ -4,17 +4,22 @@
 #
 #   nginx   127.0.0.1:$PORT  (default 8080)
 #     server api.$DOMAIN     → the writer's REST API on its unix socket
-#     every other host       → set_backend $backend; proxy_pass http://$backend$request_uri;
+#     every other host       → MODE=upstream (the default): proxy_pass http://set_backend;
+#                              to `upstream set_backend { set_backend_peer; keepalive 128; }`
+#                              MODE=variable: set_backend $backend;
+#                              proxy_pass http://$backend$request_uri;
 #   demo    127.0.0.1:$DEMO_PORT (default PORT+1): a backend to route to ("hello from …")
 #   writer  set-backend serve, data in $RUN_DIR/data
 #
-# Environment: PORT, DOMAIN (default localhost), API_TOKEN (else the writer generates one),
+# Environment: MODE (upstream or variable), PORT, DOMAIN (default localhost), API_TOKEN (else the
+# writer generates one),
 # RUN_DIR (default target/run), CARGO_TARGET_DIR; NGINX_BIN (an nginx binary to use instead of the
 # one built here) and SKIP_BUILD=1 (use what is built) are for the tests. Logs of both go to
 # this terminal; Ctrl-C stops both (nginx with QUIT, the writer with TERM).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODE=${MODE:-upstream}
 PORT=${PORT:-8080}
 DEMO_PORT=${DEMO_PORT:-$((PORT + 1))}
 DOMAIN=${DOMAIN:-localhost}
@@ -23,6 +28,30 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 CARGO=${CARGO:-cargo}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# The routed server's location and the access log's backend field, per mode.
+case "$MODE" in
+  upstream)
+    UPSTREAM_BLOCK='
+    # Upstream mode: the table is the balancer; keepalive (after set_backend_peer) keeps
+    # connections to each backend address open for the next requests.
+    upstream set_backend {
+        set_backend_peer;
+        keepalive 128;
+    }'
+    ROUTE='proxy_pass http://set_backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";'
+    LOGGED_BACKEND='upstream=$upstream_addr'
+    ;;
+  variable)
+    UPSTREAM_BLOCK=""
+    ROUTE='set_backend $backend;
+            proxy_pass http://$backend$request_uri;'
+    LOGGED_BACKEND='backend="$backend"'
+    ;;
+  *) echo "run.sh: MODE must be upstream or variable, not \"$MODE\"" >&2; exit 2 ;;
+esac
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   say "building nginx, the module and the writer"
@@ -72,10 +101,11 @@ events { worker_connections 1024; }
 
 http {
     log_format set_backend '\$remote_addr "\$host" "\$request" \$status '
-                           'set_backend=\$set_backend_status backend="\$backend" \$request_time';
+                           'set_backend=\$set_backend_status $LOGGED_BACKEND \$request_time';
     access_log /dev/stdout set_backend;
 
     set_backend_table $TABLE;
+$UPSTREAM_BLOCK
 
     # The API: api.$DOMAIN → the writer.
     server {
@@ -100,8 +130,7 @@ http {
         error_page 504 /__set_backend/504.html;
 
         location / {
-            set_backend \$backend;
-            proxy_pass http://\$backend\$request_uri;
+            $ROUTE
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$remote_addr;
             proxy_connect_timeout 5s;
@@ -151,7 +180,7 @@ if [ -z "$TOKEN" ] && [ -r "$RUN_DIR/data/token" ]; then
   TOKEN=$(tr -d '[:space:]' <"$RUN_DIR/data/token")
 fi
 
-say "starting nginx on 127.0.0.1:$PORT (configuration $RUN_DIR/nginx.conf)"
+say "starting nginx on 127.0.0.1:$PORT in $MODE mode (configuration $RUN_DIR/nginx.conf)"
 "$NGINX_BIN" -p "$RUN_DIR" -c "$RUN_DIR/nginx.conf" -e stderr \
   2> >(sed -u 's/^/[nginx] /' >&2) > >(sed -u 's/^/[access] /') &
 NGINX_PID=$!

@@ -836,6 +836,17 @@ fn set_backend_adds_no_syscalls_per_request() {
 
 #[test]
 fn make_run_serves_the_curl_flow_and_stops_on_ctrl_c() {
+    make_run(None);
+}
+
+#[test]
+fn make_run_in_variable_mode_serves_the_curl_flow() {
+    make_run(Some("variable"));
+}
+
+/// `scripts/run.sh` with `MODE` (unset: the default, upstream mode): the README's curl flow,
+/// then Ctrl-C.
+fn make_run(mode: Option<&str>) {
     use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
@@ -850,7 +861,11 @@ fn make_run_serves_the_curl_flow_and_stops_on_ctrl_c() {
         .parent()
         .and_then(Path::parent)
         .expect("target dir");
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    if let Some(mode) = mode {
+        command.env("MODE", mode);
+    }
+    let mut child = command
         .arg(&script)
         .env("SKIP_BUILD", "1")
         .env("PORT", port.to_string())
@@ -978,11 +993,16 @@ fn make_run_serves_the_curl_flow_and_stops_on_ctrl_c() {
         None
     )
     .is_err());
+    let routed = match mode {
+        Some("variable") => format!("backend=\"127.0.0.1:{demo}\""),
+        _ => format!("upstream=127.0.0.1:{demo}"),
+    };
     for expected in [
         "[nginx]",
         "[writer]",
         "[access]",
         "set_backend=hit",
+        &routed,
         "==> stopped",
     ] {
         assert!(
