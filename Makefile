@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build test bench run lint fmt clean
+.PHONY: help build test bench run lint fmt clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,3 +30,9 @@ fmt: ## Format the code
 
 clean: ## Remove build outputs
 	$(CARGO) clean
+
+FUZZ_SECS ?= 120
+fuzz: ## Fuzz table open + lookup for FUZZ_SECS seconds (needs nightly and cargo-fuzz)
+	mkdir -p shm-layout/fuzz/corpus/open_lookup
+	$(CARGO) run -q -p shm-layout --example make_table -- shm-layout/fuzz/corpus/open_lookup/seed-40 40
+	cd shm-layout && $(CARGO) +nightly fuzz run open_lookup -- -max_total_time=$(FUZZ_SECS) -max_len=65536
