@@ -385,7 +385,7 @@ impl Engine {
         let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
         if !replaces {
             if let Some(table) = self.table.as_mut() {
-                match apply(table, group).and_then(|()| self.right_size.check(table)) {
+                match apply(table, group, &mut self.right_size) {
                     Ok(()) => {
                         self.metrics.set_table(&table.stats());
                         return Ok(());
@@ -434,15 +434,25 @@ impl Engine {
     }
 }
 
+/// Publishes a committed group into the table in order, right-sizing the index after every
+/// rebuild the table made on its own (a large batch can trigger several).
 fn apply(
     table: &mut TableWriter,
     group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
+    right_size: &mut RightSize,
 ) -> Result<(), WriteError> {
+    let mut generation = table.generation();
+    let mut upsert = |table: &mut TableWriter, h: &Host, b: &Backend| {
+        table.upsert(h, b)?;
+        if table.generation() != generation {
+            right_size.check(table)?;
+            generation = table.generation();
+        }
+        Ok::<_, WriteError>(())
+    };
     for (op, _) in group {
         match op {
-            Op::Upsert(h, b) => {
-                table.upsert(h, b)?;
-            }
+            Op::Upsert(h, b) => upsert(table, h, b)?,
             Op::Delete(h) => {
                 table.delete(h)?;
             }
@@ -451,7 +461,7 @@ fn apply(
                     table.delete(h)?;
                 }
                 for (h, b) in upserts {
-                    table.upsert(h, b)?;
+                    upsert(table, h, b)?;
                 }
             }
             // A group holding a replace-all is published by a rebuild, never through here.

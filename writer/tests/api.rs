@@ -710,6 +710,16 @@ async fn over_a_real_socket() {
     let list = entries_of(&c.request(Method::GET, "/entries.json", None).await.unwrap());
     assert_eq!(list.len(), 20_064);
     assert_eq!(table_entries(&s.table_path), list);
+    // The index stays near the size the entries need (shm-layout alone would double it at
+    // every arena growth during the batch).
+    let stats = Table::open(&s.table_path).unwrap().stats();
+    let want = (20_064u64 * 3 / 2).next_power_of_two();
+    assert!(
+        stats.capacity <= 4 * want,
+        "index of {} slots for {} entries",
+        stats.capacity,
+        stats.entries
+    );
     drop(c);
     drop(anon);
     s.shutdown().await.unwrap();
