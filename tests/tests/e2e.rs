@@ -759,6 +759,8 @@ fn set_backend_adds_no_syscalls_per_request() {
     let n = Nginx::start(|port, _| {
         format!(
             "set_backend_table {table};
+             upstream set_backend {{ set_backend_peer; keepalive 8; }}
+             upstream fixed {{ server {addr}; keepalive 8; }}
              server {{
                  listen 127.0.0.1:{port} reuseport;
                  add_header X-Worker $pid always;
@@ -776,13 +778,24 @@ fn set_backend_adds_no_syscalls_per_request() {
                  location /fixed {{
                      proxy_pass http://{addr};
                  }}
+                 location /peer {{
+                     proxy_pass http://set_backend;
+                     proxy_http_version 1.1;
+                     proxy_set_header Connection \"\";
+                 }}
+                 location /keepalive {{
+                     proxy_pass http://fixed;
+                     proxy_http_version 1.1;
+                     proxy_set_header Connection \"\";
+                 }}
              }}",
             table = table.display(),
             addr = a.addr()
         )
     });
     let pids = n.every_worker("measured.example", |r| r.status == 200);
-    for path in ["/set_backend", "/set", "/fixed"] {
+    let paths = ["/set_backend", "/set", "/fixed", "/peer", "/keepalive"];
+    for path in paths {
         for _ in 0..20 {
             assert_eq!(n.get("measured.example", path).status, 200);
         }
@@ -790,7 +803,7 @@ fn set_backend_adds_no_syscalls_per_request() {
     const N: usize = 300;
     let mut totals = Vec::new();
     let mut tables = Vec::new();
-    for path in ["/set_backend", "/set", "/fixed"] {
+    for path in paths {
         let Some(calls) = strace_requests(&n, &pids, "measured.example", path, N) else {
             eprintln!("SKIPPED: strace cannot attach to the workers here");
             return;
@@ -806,26 +819,48 @@ fn set_backend_adds_no_syscalls_per_request() {
     // The same syscalls with and without set_backend: nothing opens, maps or stats a file per
     // request. The only extra calls allowed are the 5-second timer's `stat` (one per worker).
     // The per-connection calls match (within a few retries under load); reads and waits
-    // depend on timing.
-    let (with, baseline) = (&tables[0], &tables[1]);
-    for (name, count) in with {
-        match baseline.get(name) {
-            Some(base) if ["accept4", "socket", "connect", "close"].contains(&name.as_str()) => {
-                assert!(
-                    count.abs_diff(*base) <= base / 50 + 2,
-                    "{name}: {count} with set_backend, {base} without"
-                )
+    // depend on timing. Variable mode is compared with `set`, upstream mode with a static
+    // `upstream {}` with the same `keepalive`.
+    let compare = |with: &std::collections::BTreeMap<String, u64>,
+                   baseline: &std::collections::BTreeMap<String, u64>,
+                   what: &str| {
+        for (name, count) in with {
+            match baseline.get(name) {
+                Some(base)
+                    if ["accept4", "socket", "connect", "close"].contains(&name.as_str()) =>
+                {
+                    assert!(
+                        count.abs_diff(*base) <= base / 50 + 2,
+                        "{what}: {name}: {count}, {base} without"
+                    )
+                }
+                Some(_) => {}
+                None if name.contains("stat") && *count <= 2 => {}
+                None if ["socket", "connect", "getsockopt", "ioctl"].contains(&name.as_str())
+                    && *count <= 4 => {} // a keepalive connection (re)opened
+                None => panic!("{what} made {count} {name} calls, the baseline none"),
             }
-            Some(_) => {}
-            None if name.contains("stat") && *count <= 2 => {}
-            None => panic!("set_backend made {count} {name} calls, `set` made none"),
         }
-    }
+    };
+    compare(&tables[0], &tables[1], "set_backend");
+    compare(&tables[3], &tables[4], "upstream mode");
     assert!(
         totals[0] <= totals[1] + totals[1] / 20,
         "set_backend: {} syscalls, `set`: {}",
         totals[0],
         totals[1]
+    );
+    assert!(
+        totals[3] <= totals[4] + totals[4] / 20,
+        "upstream mode: {} syscalls, static upstream with keepalive: {}",
+        totals[3],
+        totals[4]
+    );
+    // Keepalive at work: no connection to the upstream per request.
+    let connects = tables[3].get("connect").copied().unwrap_or(0);
+    assert!(
+        connects <= 4,
+        "upstream mode: {connects} connect calls for {N} requests"
     );
     n.assert_clean_log();
 }
