@@ -23,7 +23,8 @@
 //! [`run`] opens the store (its file lock keeps a second daemon off it), builds the table from
 //! the store as a new generation (taking the table lock), starts the engine thread, then
 //! serves every listener. When `shutdown` resolves: the listeners stop accepting; requests in
-//! flight finish (their writes are committed and published); the engine drains its queue,
+//! flight finish, for up to [`Config::shutdown_grace`] (their writes are committed and
+//! published); the engine drains its queue,
 //! writes a last heartbeat and exits, releasing the table lock; `run` returns.
 
 pub mod api;
@@ -61,8 +62,10 @@ pub struct Config {
     pub max_batch_bytes: usize,
     /// `DOMAIN`, to show `https://api.$DOMAIN` in the documentation's examples.
     pub domain: Option<String>,
-    /// How often an idle engine refreshes the table's heartbeat.
+    /// How often the engine refreshes the table's heartbeat.
     pub heartbeat: Duration,
+    /// How long a shutdown waits for requests in flight before closing their connections.
+    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             max_batch_bytes: 64 * 1024 * 1024,
             domain: None,
             heartbeat: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -171,10 +175,23 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
-    while let Some(r) = servers.join_next().await {
-        if let Ok(Err(e)) = r {
-            failure.get_or_insert(format!("serving failed: {e}"));
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while let Some(r) = servers.join_next().await {
+            if let Ok(Err(e)) = r {
+                failure.get_or_insert(format!("serving failed: {e}"));
+            }
         }
+    })
+    .await;
+    if drained.is_err() {
+        // A client that neither finishes nor goes away must not hold the daemon up forever.
+        // Writes already queued are still committed by the engine below; their clients
+        // just do not hear back.
+        tracing::warn!(
+            grace = ?config.shutdown_grace,
+            "connections still open after the grace period; closing them"
+        );
+        servers.abort_all();
     }
     engine.stop();
     drop(engine);

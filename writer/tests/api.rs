@@ -783,6 +783,31 @@ async fn shutdown_finishes_requests_in_flight() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_hold_the_shutdown_up() {
+    use tokio::io::AsyncWriteExt;
+    let mut s =
+        ServerHarness::start_with(|c| c.shutdown_grace = std::time::Duration::from_millis(500))
+            .await;
+    let set_backend_writer::client::Endpoint::Unix(path) = s.endpoint.clone() else {
+        unreachable!()
+    };
+    let mut stalled = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let head = format!(
+        "POST /entries.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"host\""
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let start = std::time::Instant::now();
+    s.shutdown().await.unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn tcp_is_loopback_only_unless_allowed() {
     let err = set_backend_writer::listen::bind_tcp("0.0.0.0:0".parse().unwrap(), false)

@@ -166,14 +166,20 @@ pub struct ServerHarness {
 
 impl ServerHarness {
     pub async fn start() -> ServerHarness {
+        ServerHarness::start_with(|_| {}).await
+    }
+
+    /// Starts with the default config changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> ServerHarness {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
         let table_path = dir.path().join("table");
-        let config = Config::new(
+        let mut config = Config::new(
             dir.path().join("store.redb"),
             table_path.clone(),
             TOKEN.to_string(),
         );
+        tweak(&mut config);
         let listener = listen::bind_unix(&socket, 0o660, None).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(set_backend_writer::run(
