@@ -707,6 +707,21 @@ async fn over_a_real_socket() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 201);
     }
+    let m = c
+        .request(Method::GET, "/metrics", None)
+        .await
+        .unwrap()
+        .text();
+    let grouped: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("set_backend_grouped_writes_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        grouped > 0,
+        "64 simultaneous writes shared at least one commit"
+    );
     let list = entries_of(&c.request(Method::GET, "/entries.json", None).await.unwrap());
     assert_eq!(list.len(), 20_064);
     assert_eq!(table_entries(&s.table_path), list);
