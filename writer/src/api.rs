@@ -32,7 +32,7 @@ use shm_layout::{Backend, Host};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::engine::{BatchCounts, EngineHandle, Op, Outcome};
+use crate::engine::{EngineHandle, Op, Outcome};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, WriteOp, WriteOutcome};
 use crate::store::Store;
@@ -200,10 +200,11 @@ async fn upsert(State(s): State<AppState>, body: Result<JsonBody<Entry>, ApiErro
             }
             r
         }
-        Ok(_) => {
+        Ok(Outcome::Updated) => {
             s.metrics.write(WriteOp::Upsert, WriteOutcome::Updated);
             entry_json(&host, backend.as_str()).into_response()
         }
+        Ok(other) => unexpected(other),
         Err(e) => {
             s.metrics.write(WriteOp::Upsert, WriteOutcome::Error);
             ApiError::from(e).into_response()
@@ -244,10 +245,11 @@ async fn delete_one(State(s): State<AppState>, Path(file): Path<String>) -> Resp
             s.metrics.write(WriteOp::Delete, WriteOutcome::Deleted);
             StatusCode::NO_CONTENT.into_response()
         }
-        Ok(_) => {
+        Ok(Outcome::Absent) => {
             s.metrics.write(WriteOp::Delete, WriteOutcome::Absent);
             ApiError::NotFound(host.into_string()).into_response()
         }
+        Ok(other) => unexpected(other),
         Err(e) => {
             s.metrics.write(WriteOp::Delete, WriteOutcome::Error);
             ApiError::from(e).into_response()
@@ -275,27 +277,38 @@ fn parse_entries(
     Ok(out)
 }
 
+/// Validates a batch: every entry and host valid, no host twice.
+fn parse_batch(req: &BatchRequest) -> Result<Op, ApiError> {
+    let mut seen = HashSet::with_capacity(req.upsert.len() + req.delete.len());
+    let upserts = parse_entries(&req.upsert, &mut seen)?;
+    let mut deletes = Vec::with_capacity(req.delete.len());
+    for (i, d) in req.delete.iter().enumerate() {
+        let h = parse_host(d).map_err(|e| match e {
+            ApiError::InvalidHost(m) => ApiError::InvalidHost(format!("delete {i}: {m}")),
+            other => other,
+        })?;
+        if !seen.insert(h.as_str().to_string()) {
+            return Err(ApiError::DuplicateHost(h.into_string()));
+        }
+        deletes.push(h);
+    }
+    Ok(Op::Batch { upserts, deletes })
+}
+
+/// The engine answers each op with the outcome of its own kind; anything else is a bug.
+fn unexpected(outcome: Outcome) -> Response {
+    tracing::error!(
+        ?outcome,
+        "the engine answered with an outcome of another kind"
+    );
+    ApiError::Internal.into_response()
+}
+
 async fn batch(
     State(s): State<AppState>,
     body: Result<JsonBody<BatchRequest>, ApiError>,
 ) -> Response {
-    let op = (|| {
-        let JsonBody(req) = body?;
-        let mut seen = HashSet::with_capacity(req.upsert.len() + req.delete.len());
-        let upserts = parse_entries(&req.upsert, &mut seen)?;
-        let mut deletes = Vec::with_capacity(req.delete.len());
-        for (i, d) in req.delete.iter().enumerate() {
-            let h = parse_host(d).map_err(|e| match e {
-                ApiError::InvalidHost(m) => ApiError::InvalidHost(format!("delete {i}: {m}")),
-                other => other,
-            })?;
-            if !seen.insert(h.as_str().to_string()) {
-                return Err(ApiError::DuplicateHost(h.into_string()));
-            }
-            deletes.push(h);
-        }
-        Ok(Op::Batch { upserts, deletes })
-    })();
+    let op = body.and_then(|JsonBody(req)| parse_batch(&req));
     let op = match op {
         Ok(op) => op,
         Err(e) => {
@@ -308,7 +321,7 @@ async fn batch(
             s.metrics.write(WriteOp::Batch, WriteOutcome::Applied);
             Json(c).into_response()
         }
-        Ok(_) => Json(BatchCounts::default()).into_response(),
+        Ok(other) => unexpected(other),
         Err(e) => {
             s.metrics.write(WriteOp::Batch, WriteOutcome::Error);
             ApiError::from(e).into_response()
@@ -335,7 +348,7 @@ async fn replace_all(
             s.metrics.write(WriteOp::Replace, WriteOutcome::Applied);
             Json(json!({"entries": entries})).into_response()
         }
-        Ok(_) => Json(json!({"entries": 0})).into_response(),
+        Ok(other) => unexpected(other),
         Err(e) => {
             s.metrics.write(WriteOp::Replace, WriteOutcome::Error);
             ApiError::from(e).into_response()
