@@ -15,8 +15,47 @@ test: ## Run every test: unit, property, loom, multi-process, end to end with re
 	$(CARGO) test --workspace -- --test-threads=2
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test -p shm-layout --lib --release --target-dir target/loom -- loom
 
-bench: ## Run the criterion benchmarks (see BENCHMARKS.md)
+bench: bench-criterion bench-e2e ## Every benchmark: bench-criterion, then bench-e2e (end to end, about 1 h; BENCHMARKS.md)
+
+.PHONY: bench-criterion bench-deps bench-build bench-e2e bench-throughput bench-propagation bench-writes bench-memory bench-plots
+BENCH_E2E := python3 benches/e2e/bench.py
+# End-to-end knobs: table sizes, rounds (A B C …, A B C …), seconds per wrk run.
+BENCH_SIZES ?= 1000,100000,1000000
+BENCH_ROUNDS ?= 5
+BENCH_SECS ?= 4
+
+bench-criterion: ## The criterion benchmarks: table lookups, writer API (no nginx)
 	$(CARGO) bench -p set-backend-benches
+
+bench-deps: ## Install (as root) or list the Debian packages of the end-to-end benchmarks
+	benches/e2e/deps.sh
+
+bench-build: bench-deps ## Release builds for the end-to-end benchmarks in target-bench/ (1.28 and Debian's 1.22)
+	benches/e2e/build.sh
+
+bench-e2e: bench-build ## End to end: throughput, propagation, writes, memory, then plots
+	$(BENCH_E2E) machine
+	$(BENCH_E2E) throughput --sizes $(BENCH_SIZES) --rounds $(BENCH_ROUNDS) --secs $(BENCH_SECS)
+	$(BENCH_E2E) propagation
+	$(BENCH_E2E) writes
+	$(BENCH_E2E) memory
+	python3 benches/e2e/plot.py
+
+bench-throughput: bench-build ## wrk: nginx map, lua, HAProxy, set-backend, … in rounds (BENCH_SIZES, BENCH_ROUNDS, BENCH_SECS)
+	$(BENCH_E2E) machine
+	$(BENCH_E2E) throughput --sizes $(BENCH_SIZES) --rounds $(BENCH_ROUNDS) --secs $(BENCH_SECS)
+
+bench-propagation: bench-build ## Write ack → every worker routes it: set-backend, lua, HAProxy, map + reload
+	$(BENCH_E2E) propagation
+
+bench-writes: bench-build ## Write throughput through each contender's update API
+	$(BENCH_E2E) writes
+
+bench-memory: bench-build ## Memory and start time with 1M hosts
+	$(BENCH_E2E) memory
+
+bench-plots: ## PNG plots from benches/results/*.csv
+	python3 benches/e2e/plot.py
 
 run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh
