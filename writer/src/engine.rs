@@ -320,7 +320,11 @@ impl Engine {
         group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
     ) -> Result<Vec<Outcome>, EngineError> {
         let err = |e: &dyn std::fmt::Display| EngineError::Store(e.to_string());
-        let txn = self.store.db().begin_write().map_err(|e| err(&e))?;
+        let mut txn = self.store.db().begin_write().map_err(|e| err(&e))?;
+        // redb's default, stated: `commit` returns only once the data is fsynced. The whole
+        // acknowledgement guarantee rests on this line.
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|e| err(&e))?;
         let mut outcomes = Vec::with_capacity(group.len());
         {
             let mut t = txn.open_table(ENTRIES).map_err(|e| err(&e))?;

@@ -224,6 +224,42 @@ async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
     );
 }
 
+#[tokio::test]
+async fn socket_mode_and_group_are_applied() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // SAFETY: getegid has no preconditions.
+    let gid = unsafe { libc::getegid() };
+    let gid_arg = gid.to_string();
+    let mut daemon = Daemon::spawn(
+        d,
+        Some("mode-token-0123456789"),
+        &["--socket-mode", "600", "--socket-group", &gid_arg],
+        "mode.log",
+    );
+    daemon.ready().await;
+    let meta = std::fs::metadata(d.join("api.sock")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.gid(), gid);
+    drop(daemon);
+
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let mut bad = Daemon::spawn(
+        &other,
+        Some("mode-token-0123456789"),
+        &["--socket-group", "no-such-group-here"],
+        "bad.log",
+    );
+    assert!(!wait_exit(&mut bad, Duration::from_secs(10)).success());
+    assert!(
+        bad.log_text().contains("no group named"),
+        "{}",
+        bad.log_text()
+    );
+}
+
 #[test]
 fn help_explains_every_serve_option() {
     let o = Command::new(binary())
