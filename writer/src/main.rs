@@ -57,8 +57,16 @@ fn init_logging(format: LogFormat) {
 async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Installed first, so a SIGTERM during start-up is a clean stop too.
     let shutdown = shutdown_signal()?;
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let table_dir = args.table_path().parent().map(|p| p.to_path_buf());
+    let store_dir = args.store_path().parent().map(|p| p.to_path_buf());
+    for dir in [Some(args.data_dir.clone()), table_dir, store_dir]
+        .into_iter()
+        .flatten()
+    {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
     let token_path = args.token_path();
     let (token, source) = resolve_token(std::env::var("API_TOKEN").ok(), &token_path)?;
     match source {
