@@ -3,8 +3,10 @@
 //! unavailable table as configured.
 //!
 //! The lookup happens the first time anything needs it: the `set_backend` variable (in
-//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, or the phase handler. The phase
-//! handler runs after the rewrite phase, so `set_backend` inside `if` applies too.
+//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, the phase handler, or upstream
+//! mode's `peer.init`. The phase handler runs after the rewrite phase, so `set_backend` inside
+//! `if` applies too; it also runs for locations in upstream mode (`peer::passes_to_peer`), so
+//! that a miss gets its 404 before the upstream is set up.
 
 use std::ffi::c_void;
 use std::net::SocketAddr;
