@@ -18,7 +18,8 @@ test: ## Run every test: unit, property, loom, multi-process, end to end with re
 bench: bench-criterion bench-e2e ## Every benchmark: bench-criterion, then bench-e2e (end to end, about 1 h; BENCHMARKS.md)
 
 .PHONY: bench-criterion bench-deps bench-build bench-e2e bench-throughput bench-propagation bench-writes bench-memory bench-plots
-BENCH_E2E := python3 benches/e2e/bench.py
+BENCH_PYTHON ?= /usr/bin/python3
+BENCH_E2E := $(BENCH_PYTHON) benches/e2e/bench.py
 # End-to-end knobs: table sizes, rounds (A B C …, A B C …), seconds per wrk run.
 BENCH_SIZES ?= 1000,100000,1000000
 BENCH_ROUNDS ?= 5
@@ -39,7 +40,7 @@ bench-e2e: bench-build ## End to end: throughput, propagation, writes, memory, t
 	$(BENCH_E2E) propagation
 	$(BENCH_E2E) writes
 	$(BENCH_E2E) memory
-	python3 benches/e2e/plot.py
+	$(BENCH_PYTHON) benches/e2e/plot.py
 
 bench-throughput: bench-build ## wrk: nginx map, lua, HAProxy, set-backend, … in rounds (BENCH_SIZES, BENCH_ROUNDS, BENCH_SECS)
 	$(BENCH_E2E) machine
@@ -55,7 +56,7 @@ bench-memory: bench-build ## Memory and start time with 1M hosts
 	$(BENCH_E2E) memory
 
 bench-plots: ## PNG plots from benches/results/*.csv
-	python3 benches/e2e/plot.py
+	$(BENCH_PYTHON) benches/e2e/plot.py
 
 run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """End-to-end benchmarks of set-backend against what an nginx operator would otherwise pick.
 
 Layout:
@@ -111,9 +111,10 @@ def module_has_peer():
 # data files
 
 
-def prepare_data(n):
-    """hosts.txt (host backend), nginx map includes, the HAProxy map; for n hosts."""
-    d = os.path.join(RUN, f"data-{n}")
+def prepare_data(n, tag=""):
+    """hosts.txt (host backend), nginx map includes, the HAProxy map; for n hosts. A run that
+    rewrites the files (the reload benchmark) uses its own copy, named by `tag`."""
+    d = os.path.join(RUN, f"data-{n}{tag}")
     stamp = os.path.join(d, ".done")
     if os.path.exists(stamp):
         return d
@@ -168,6 +169,23 @@ def pss_kib(pid):
                 for line in f:
                     if line.startswith("Pss:"):
                         total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def cpu_ns(pids):
+    """CPU time (ns, user + system) of every thread of these processes, from schedstat: finer
+    than clock ticks, and unlike wall-clock throughput barely moved by other load."""
+    total = 0
+    for p in pids:
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                try:
+                    with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                        total += int(f.read().split()[0])
+                except OSError:
+                    pass
         except OSError:
             pass
     return total
@@ -475,9 +493,13 @@ class Upstream:
 class Stack:
     """The upstream, the writer and the chosen contenders for one table size."""
 
-    def __init__(self, n, names, fresh_writer=True):
-        self.n, self.names, self.fresh = n, names, fresh_writer
-        self.cs = [c for c in contenders() if c.name in names and c.enabled]
+    def __init__(self, n, names, data_tag=""):
+        self.n, self.names, self.data_tag = n, names, data_tag
+        cs = [c for c in contenders() if c.enabled]
+        want = set(names) | {c.alias.name for c in cs if c.kind == "alias" and c.name in names}
+        self.cs = [c for c in cs if c.name in want]
+        for c in self.cs:
+            c.measured = c.name in names
         self.up = Upstream()
         self.writer = None
         self.info = {}
@@ -491,7 +513,9 @@ class Stack:
 
     def _start(self):
         n = self.n
-        self.data = prepare_data(n)
+        if self.data_tag:  # a fresh copy, whatever an earlier run left
+            shutil.rmtree(os.path.join(RUN, f"data-{n}{self.data_tag}"), ignore_errors=True)
+        self.data = prepare_data(n, self.data_tag)
         self.up.start()
         sample = (host_name(n - 1), backend_port(n - 1))
         if any(c.module for c in self.cs):
@@ -556,27 +580,35 @@ def cmd_throughput(a):
     os.makedirs(RESULTS, exist_ok=True)
     out_csv = os.path.join(RESULTS, "throughput.csv")
     start_csv = os.path.join(RESULTS, "startup.csv")
-    rows, srows = [], []
+    # rerunning some sizes replaces their rows and keeps the others'
+    rows = [r for r in (read_csv(out_csv) if os.path.exists(out_csv) else [])
+            if int(r["hosts"]) not in sizes]
+    srows = [r for r in (read_csv(start_csv) if os.path.exists(start_csv) else [])
+             if int(r["hosts"]) not in sizes]
     for n in sizes:
         skip = [x for x in names if n > 100_000 and x in a.skip_1m.split(",")]
         with Stack(n, [x for x in names if x not in skip]) as st:
             for c in st.cs:
                 srows.append(dict(hosts=n, contender=c.name, ready_s=round(c.ready_s, 3),
                                   pss_kib_start=c.memory_kib()))
-            order = [c for c in st.cs]
+            order = [c for c in st.cs if c.measured]
             for dist in dists:
                 for rnd in range(a.rounds):
                     for c in order:
                         run_wrk(c.target_port, n, dist, a.warmup, a.conns)
                         la = loadavg()
+                        pids = tree_pids(c.proc.p.pid)
+                        cpu0 = cpu_ns(pids)
                         r = run_wrk(c.target_port, n, dist, a.secs, a.conns)
+                        cpu = (cpu_ns(pids) - cpu0) / 1000 / max(1, r["requests"])
                         row = dict(hosts=n, dist=dist, round=rnd, contender=c.name,
                                    group=c.group, rps=round(r["rps"], 1),
+                                   cpu_us_per_req=round(cpu, 2),
                                    p50_ms=r["lat_p50_us"] / 1000, p99_ms=r["lat_p99_us"] / 1000,
                                    errors=r["errors"], requests=r["requests"], load1=la,
                                    time=datetime.datetime.utcnow().isoformat(timespec="seconds"))
                         rows.append(row)
-                        log(f"{n:>8} {dist:8} r{rnd} {c.name:18} {r['rps']:9.0f} req/s "
+                        log(f"{n:>8} {dist:8} r{rnd} {c.name:18} {r['rps']:9.0f} req/s {cpu:6.1f} µs cpu/req "
                             f"p99 {r['lat_p99_us'] / 1000:6.2f} ms err {r['errors']} load {la:.1f}")
                     write_csv(out_csv, rows)
             for c in st.cs:
@@ -626,11 +658,16 @@ def summarize_throughput(path):
         for r in rs:
             by.setdefault(r["contender"], {})[int(r["round"])] = r
 
-        def ratio(a, b):
+        def ratio(a, b, key="rps"):
+            """median over rounds of a/b; for CPU per request b/a (so > 1 = a is better)"""
             if a not in by or b not in by:
                 return None
-            rr = [float(by[a][k]["rps"]) / float(by[b][k]["rps"])
-                  for k in by[a] if k in by[b] and float(by[b][k]["rps"]) > 0]
+            rr = []
+            for k in by[a]:
+                if k in by[b]:
+                    x, y = float(by[a][k][key]), float(by[b][k][key])
+                    if x > 0 and y > 0:
+                        rr.append(x / y if key == "rps" else y / x)
             return round(statistics.median(rr), 3) if rr else None
 
         for name, rounds in by.items():
@@ -641,6 +678,12 @@ def summarize_throughput(path):
                 p50_ms_median=round(statistics.median(float(x["p50_ms"]) for x in rounds.values()), 3),
                 p99_ms_median=round(statistics.median(float(x["p99_ms"]) for x in rounds.values()), 3),
                 errors=sum(int(x["errors"]) for x in rounds.values()),
+                cpu_us_median=round(statistics.median(float(x["cpu_us_per_req"]) for x in rounds.values()), 2),
+                cpu_vs_map=ratio(name, "map", "cpu_us_per_req"),
+                cpu_vs_lua=ratio(name, "lua", "cpu_us_per_req"),
+                cpu_vs_map_128=ratio(name, "map-1.28", "cpu_us_per_req"),
+                cpu_vs_map_upstream=ratio(name, "map-upstream", "cpu_us_per_req"),
+                cpu_vs_haproxy=ratio(name, "haproxy", "cpu_us_per_req"),
                 vs_map=ratio(name, "map"), vs_lua=ratio(name, "lua"), vs_floor=ratio(name, "floor"),
                 vs_map_128=ratio(name, "map-1.28"), vs_keepalive=ratio(name, "keepalive"),
                 vs_haproxy=ratio(name, "haproxy"),
@@ -650,7 +693,8 @@ def summarize_throughput(path):
     for s in summary:
         print(f"{s['hosts']:>8} {s['dist']:8} {s['contender']:18} {s['rps_median']:>8} "
               f"[{s['rps_min']}..{s['rps_max']}] p99 {s['p99_ms_median']:.2f} ms "
-              f"vs map {s['vs_map']} vs lua {s['vs_lua']}")
+              f"vs map {s['vs_map']} vs lua {s['vs_lua']} | cpu {s['cpu_us_median']} µs/req "
+              f"capacity vs map {s['cpu_vs_map']} vs lua {s['cpu_vs_lua']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,10 +822,10 @@ def pct(v, p):
 
 def cmd_propagation(a):
     n = a.hosts
-    names = ["lua", "haproxy", "set-backend", "map"]
+    names = ["lua", "haproxy", "set-backend", "map", "set-backend-peer"]
     rows, summary = [], []
     rnd = random.Random(42)
-    with Stack(n, names) as st:
+    with Stack(n, names, data_tag="-propagation") as st:
         cs = {c.name: c for c in st.cs}
         w = st.writer
 
@@ -820,11 +864,14 @@ def cmd_propagation(a):
             ("haproxy", lambda: None, upd_haproxy, lambda p: str(UP_PORTS.index(p)),
              cs["haproxy"].port),
         ]
-        current = {}  # host -> port, per API (each contender has its own state)
+        if "set-backend-peer" in cs:  # upstream mode: same writer and table, keep-alive probes
+            apis.append(("set-backend-peer", lambda: w.conn(), upd_set_backend,
+                         lambda p: f"127.0.0.1:{p}", cs["set-backend-peer"].port))
+        states = {}  # host -> port, per table (both set-backend modes share the writer's)
         for name, mkconn, upd, value, port in apis:
             conns = worker_conns(port, 1 if name == "haproxy" else WORKERS)
             api = mkconn()
-            state = {}
+            state = states.setdefault("writer" if name.startswith("set-backend") else name, {})
             lat, writes, stale_total, stale_updates = [], [], 0, 0
             failures = 0
             rtt = probe_rtt(conns, host_name(0), a.updates)
@@ -876,7 +923,7 @@ def cmd_propagation(a):
             os.kill(m.proc.p.pid, signal.SIGHUP)
             return time.perf_counter()
 
-        def reload_loop(count, stop=None):
+        def reload_loop(count, stop=None, record=False):
             lat, failures = [], 0
             for i in range(count):
                 if stop is not None and stop.is_set():
@@ -889,11 +936,12 @@ def cmd_propagation(a):
                     failures += 1
                 else:
                     lat.append(r * 1000)
-                    rows.append(dict(contender="map-reload", i=i, write_ms=0,
-                                     visible_ms=round(r * 1000, 4)))
+                    if record:
+                        rows.append(dict(contender="map-reload", i=i, write_ms=0,
+                                         visible_ms=round(r * 1000, 4)))
             return lat, failures
 
-        lat, failures = reload_loop(a.reloads)
+        lat, failures = reload_loop(a.reloads, record=True)
         summary.append(dict(contender="map-reload", updates=len(lat), failures=failures,
                             workers_probed="new connections",
                             p50_ms=round(pct(lat, 0.5), 3), p99_ms=round(pct(lat, 0.99), 3),
@@ -968,17 +1016,18 @@ def cmd_writes(a):
         batches, size = 0, 1000
         t0 = time.monotonic()
         while time.monotonic() - t0 < a.secs:
-            ups = [{"host": host_name(rnd.randrange(n)), "backend": f"127.0.0.1:{rnd.choice(UP_PORTS)}"}
-                   for _ in range(size)]
+            # distinct hosts: a batch naming a host twice is refused
+            ups = [{"host": host_name(h), "backend": f"127.0.0.1:{rnd.choice(UP_PORTS)}"}
+                   for h in rnd.sample(range(n), min(size, n))]
             c.request("PATCH", "/entries.json", body=json.dumps({"upsert": ups}), headers={
                 "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
             r = c.getresponse()
-            r.read()
-            assert r.status < 300
+            text = r.read()
+            assert r.status < 300, (r.status, text[:300])
             batches += 1
         el = time.monotonic() - t0
         out.append(dict(contender="set-backend", api="PATCH /entries.json, 1000 per batch",
-                        clients=1, writes_per_s=round(batches * size / el), errors=0))
+                        clients=1, writes_per_s=round(batches * min(size, n) / el), errors=0))
         log(out[-1])
         # HAProxy: one command per connection, and 100 commands per line on one connection
         hap = cs["haproxy"]
@@ -1005,11 +1054,10 @@ def cmd_writes(a):
         m = cs["map"]
         times = []
         for i in range(a.reload_count):
-            t0 = time.perf_counter()
-            os.kill(m.proc.p.pid, signal.SIGHUP)
-            h = rnd.randrange(n)
             # same map, so wait for the new generation of workers instead of a new answer
             before = set(tree_pids(m.proc.p.pid))
+            t0 = time.perf_counter()
+            os.kill(m.proc.p.pid, signal.SIGHUP)
             while True:
                 now = set(tree_pids(m.proc.p.pid))
                 if len(now - before) >= WORKERS or time.perf_counter() - t0 > 10:
@@ -1092,6 +1140,91 @@ def cmd_machine(a):
     print(json.dumps(info, indent=1))
 
 
+def cmd_report(a):
+    """Markdown tables from the result files (benches/results/report.md), for BENCHMARKS.md."""
+    out = []
+    p = lambda *x: out.append(" ".join(str(v) for v in x))  # noqa: E731
+    mj = os.path.join(RESULTS, "machine.json")
+    if os.path.exists(mj):
+        m = json.load(open(mj))
+        p(f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_mib'] // 1024} GiB, Linux "
+          f"{m['kernel']}; {m['nginx_debian']}; {m['haproxy']}; {m['wrk']}; commit {m['commit']}.")
+        p("")
+    ts = os.path.join(RESULTS, "throughput-summary.csv")
+    if os.path.exists(ts):
+        rows = read_csv(ts)
+        order = [c.name for c in contenders()]
+        for (n, dist) in sorted({(int(r["hosts"]), r["dist"]) for r in rows},
+                                key=lambda k: (k[0], k[1] != "uniform")):
+            rs = sorted([r for r in rows if int(r["hosts"]) == n and r["dist"] == dist],
+                        key=lambda r: order.index(r["contender"]) if r["contender"] in order else 99)
+            load = statistics.median(float(r["load1_median"]) for r in rs)
+            p(f"#### {n:,} hosts, {dist} ({rs[0]['rounds']} rounds, load average ≈ {load:.0f})")
+            p("")
+            p("| contender | req/s median [min–max] | p99 ms | nginx/HAProxy CPU µs/req | "
+              "req/s ÷ map | req/s ÷ lua | capacity ÷ map | capacity ÷ lua | errors |")
+            p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            for r in rs:
+                f = lambda k: "" if r.get(k) in ("", None) else r[k]  # noqa: E731
+                p(f"| {r['contender']} | {int(float(r['rps_median'])):,} "
+                  f"[{int(float(r['rps_min'])):,}–{int(float(r['rps_max'])):,}] | "
+                  f"{float(r['p99_ms_median']):.1f} | {f('cpu_us_median')} | {f('vs_map')} | "
+                  f"{f('vs_lua')} | {f('cpu_vs_map')} | {f('cpu_vs_lua')} | {r['errors']} |")
+            p("")
+    pj = os.path.join(RESULTS, "propagation-summary.json")
+    if os.path.exists(pj):
+        d = json.load(open(pj))
+        p(f"#### Propagation ({d['hosts']:,} hosts)")
+        p("")
+        p("| contender | updates | p50 ms | p99 ms | max ms | stale answers after ack | "
+          "probe RTT p50 / p99 ms | write ack p50 / p99 ms |")
+        p("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for s_ in d["summary"]:
+            g = lambda k: s_.get(k, "")  # noqa: E731
+            p(f"| {s_['contender']} | {s_['updates']} (failed {s_['failures']}) | {s_['p50_ms']} | "
+              f"{s_['p99_ms']} | {s_['max_ms']} | {g('stale_answers')} | "
+              f"{g('probe_rtt_p50_ms')} / {g('probe_rtt_p99_ms')} | "
+              f"{g('write_p50_ms')} / {g('write_p99_ms')} |")
+        p("")
+        u = d.get("reload_under_load", {})
+        if u:
+            p("| nginx map under wrk load | reloads | req/s | requests | failed | p50 ms | p99 ms | p99.9 ms | max ms |")
+            p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+            for k, v in u.items():
+                p(f"| {k} | {v['reloads']} | {v['rps']:,} | {v['requests']:,} | {v['errors']} "
+                  f"({100 * v['errors'] / max(1, v['requests']):.2f}%) | {v['p50_ms']} | "
+                  f"{v['p99_ms']} | {v['p999_ms']} | {v['max_ms']} |")
+            p("")
+    wc = os.path.join(RESULTS, "writes.csv")
+    if os.path.exists(wc):
+        p("#### Write throughput")
+        p("")
+        p("| contender | API | clients | writes/s | p50 ms | p99 ms |")
+        p("| --- | --- | --- | --- | --- | --- |")
+        for r in read_csv(wc):
+            p(f"| {r['contender']} | {r['api']} | {r['clients']} | {r['writes_per_s']} | "
+              f"{r.get('p50_ms', '')} | {r.get('p99_ms', '')} |")
+        p("")
+    for f in sorted(os.listdir(RESULTS)):
+        if f.startswith("memory-") and f.endswith(".csv"):
+            rows = read_csv(os.path.join(RESULTS, f))
+            p(f"#### Memory and start, {int(rows[0]['hosts']):,} hosts")
+            p("")
+            p("| contender | ready after start (s) | PSS of all its processes (MiB) | other |")
+            p("| --- | --- | --- | --- |")
+            for r in rows:
+                other = ""
+                if r.get("table_bytes"):
+                    other = (f"table file {int(r['table_bytes']) / 2**20:.0f} MiB; import through "
+                             f"the API {float(r['import_s']):.1f} s")
+                p(f"| {r['contender']} | {r['ready_s']} | {int(r['pss_kib']) / 1024:.0f} | {other} |")
+            p("")
+    text = "\n".join(out)
+    with open(os.path.join(RESULTS, "report.md"), "w") as fh:
+        fh.write(text + "\n")
+    print(text)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -1119,13 +1252,14 @@ def main():
     m = sub.add_parser("memory")
     m.add_argument("--hosts", type=int, default=1000000)
     sub.add_parser("machine")
+    sub.add_parser("report")
     a = p.parse_args()
     # TERM / HUP (timeout, a closed terminal) unwind like Ctrl-C, so the servers are stopped
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     os.makedirs(RUN, exist_ok=True)
     {"throughput": cmd_throughput, "propagation": cmd_propagation, "writes": cmd_writes,
-     "memory": cmd_memory, "machine": cmd_machine}[a.cmd](a)
+     "memory": cmd_memory, "machine": cmd_machine, "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":
