@@ -28,9 +28,10 @@
 //!
 //! # Supervision
 //!
-//! The signals below are blocked and taken synchronously with `sigtimedwait`, so no code runs
-//! in a signal handler and no signal is lost between two checks (a PID 1 gets no default
-//! action for a signal it has no handler for: without this, SIGTERM would do nothing).
+//! The signals below are blocked (the children get them unblocked before exec) and taken
+//! synchronously with `sigtimedwait`, so no code runs in a signal handler and no signal is lost
+//! between two checks (a PID 1 gets no default action for a signal it has no handler for:
+//! without this, SIGTERM would do nothing).
 //!
 //! - SIGTERM, SIGINT, SIGQUIT: stop. nginx gets QUIT (graceful; `worker_shutdown_timeout`
 //!   bounds it), the writer TERM (it finishes requests in flight and syncs the table). Whatever
@@ -421,6 +422,22 @@ fn block(set: &libc::sigset_t) -> io::Result<()> {
     }
 }
 
+/// Makes `cmd`'s process start with no signal blocked: a blocked mask survives exec, and std's
+/// spawn does not reset it, so without this the writer would never see its SIGTERM.
+fn unblock_in_child(cmd: &mut Command, set: libc::sigset_t) {
+    // SAFETY: the closure runs between fork and exec and only calls sigprocmask, which is
+    // async-signal-safe, on a copy of `set`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// Waits up to `timeout` for one of the blocked signals.
 fn next_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     let ts = libc::timespec {
@@ -504,9 +521,14 @@ fn run() -> Result<u8, String> {
     let mut writer = Command::new(WRITER);
     writer.args(["serve", "--data-dir", DATA_DIR, "--socket", SOCKET]);
     writer.env("DOMAIN", &settings.domain);
+    if std::env::var("API_TOKEN").is_ok_and(|t| t.trim().is_empty()) {
+        // `-e API_TOKEN=` means "no token given": use (or generate) the stored one.
+        writer.env_remove("API_TOKEN");
+    }
     if let Some(u) = writer_user {
         writer.uid(u.uid).gid(u.gid);
     }
+    unblock_in_child(&mut writer, set);
     let writer = writer
         .spawn()
         .map_err(|e| format!("cannot start {WRITER}: {e}"))?;
@@ -539,10 +561,10 @@ fn run() -> Result<u8, String> {
             "starting nginx on port {} (api.{} → the writer; other hosts → set_backend)",
             settings.port, settings.domain
         ));
-        match Command::new(NGINX)
-            .args(["-c", NGINX_CONF, "-e", "stderr"])
-            .spawn()
-        {
+        let mut nginx = Command::new(NGINX);
+        nginx.args(["-c", NGINX_CONF, "-e", "stderr"]);
+        unblock_in_child(&mut nginx, set);
+        match nginx.spawn() {
             Ok(c) => children.nginx = Some(c.id() as i32),
             Err(e) => {
                 log(&format!("cannot start {NGINX}: {e}; stopping"));

@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# `make container-test`: builds the release image from the Dockerfile and checks the runtime
+# contract of README.md's "Container" section, through nginx's port on 127.0.0.1:
+#
+#   image     size ≤ 40 MB; no shell, package manager, compiler, curl or git; a HEALTHCHECK
+#   API       api.example.test: the docs at /, create / list / get / delete with the token,
+#             401 without it
+#   routing   a host → an upstream this script runs on 127.0.0.1; the 404 page for an unknown
+#             host; the 502 page for a dead backend
+#   security  nginx workers run as `nginx`, the writer as `set-backend`; the workers can read
+#             the table and reach the API socket, nobody else can reach the socket; the table
+#             and its directory are the writer's (the workers cannot write them)
+#   logs      nginx (error and access) and the writer in the container log
+#   life      HEALTHCHECK healthy; entries survive `restart` and a new container on the same
+#             volume; SIGTERM (docker stop) stops it cleanly in a few seconds with status 0;
+#             the container exits non-zero when the writer or nginx dies
+#
+# The container runs with --network host (so it reaches the upstream on the host's loopback)
+# and PORT set to a free port. Everything it starts (containers, volume, upstream) is removed
+# on exit. Environment: IMAGE (default localhost/set-backend:test), SKIP_BUILD=1 to test an
+# image already built, CONTAINER_ENGINE (see container/engine.sh), MAX_IMAGE_MB (40).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+T0=$SECONDS
+
+say() { echo "==> [+$((SECONDS - T0))s] $*" >&2; }
+ok() { echo "  ok: $*" >&2; }
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# shellcheck source=container/engine.sh
+. container/engine.sh
+
+IMAGE=${IMAGE:-localhost/set-backend:test}
+MAX_IMAGE_MB=${MAX_IMAGE_MB:-40}
+NAME=sb-test-$$
+VOL=sb-test-data-$$
+DOMAIN=example.test
+API_HOST=api.$DOMAIN
+TOKEN=container-test-token-$$-$RANDOM$RANDOM
+WORK=$(mktemp -d)
+UPSTREAM_PID=""
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+PORT=$(free_port)
+UPSTREAM_PORT=$(free_port)
+DEAD_PORT=$(free_port) # nothing listens there
+BASE=http://127.0.0.1:$PORT
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ $rc -ne 0 ] && "$ENGINE" inspect "$NAME" >/dev/null 2>&1; then
+    echo "---- container log ($NAME), last 80 lines ----" >&2
+    "$ENGINE" logs "$NAME" 2>&1 | tail -n 80 >&2
+    echo "----" >&2
+  fi
+  "$ENGINE" rm -f -t 0 "$NAME" >/dev/null 2>&1 || "$ENGINE" rm -f "$NAME" >/dev/null 2>&1
+  "$ENGINE" rm -f "$NAME-fs" >/dev/null 2>&1
+  "$ENGINE" volume rm -f "$VOL" >/dev/null 2>&1
+  [ -n "$UPSTREAM_PID" ] && kill "$UPSTREAM_PID" 2>/dev/null && wait "$UPSTREAM_PID" 2>/dev/null
+  rm -rf "$WORK"
+  if [ $rc -eq 0 ]; then
+    say "container test passed in $((SECONDS - T0))s"
+  else
+    echo "container test FAILED (exit $rc) after $((SECONDS - T0))s" >&2
+  fi
+}
+trap cleanup EXIT
+
+# curl through nginx: prints "STATUS BODY" (body on one line).
+req() {
+  local host=$1 method=$2 path=$3
+  shift 3
+  curl -sS -o "$WORK/body" -w '%{http_code}' -X "$method" -H "Host: $host" "$@" "$BASE$path" \
+    >"$WORK/status" || echo 000 >"$WORK/status"
+  STATUS=$(cat "$WORK/status")
+  BODY=$(tr '\n' ' ' <"$WORK/body" 2>/dev/null || true)
+}
+api() { req "$API_HOST" "$@" -H "Authorization: Bearer $TOKEN"; }
+expect() { # expect STATUS [substring-of-body] description
+  local want=$1 sub=$2 what=$3
+  [ "$STATUS" = "$want" ] || fail "$what: status $STATUS, expected $want; body: ${BODY:0:300}"
+  if [ -n "$sub" ]; then
+    [[ "$BODY" == *"$sub"* ]] || fail "$what: body lacks \"$sub\": ${BODY:0:300}"
+  fi
+  ok "$what ($STATUS)"
+}
+
+# The host pid of the container's PID 1, and its children's.
+init_pid() { "$ENGINE" inspect --format '{{.State.Pid}}' "$NAME"; }
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -v '^$' || true; }
+cmdline() { tr '\0' ' ' </proc/"$1"/cmdline 2>/dev/null || true; }
+uid_of() { awk '/^Uid:/ {print $2}' /proc/"$1"/status; }
+child_matching() { # child_matching PARENT PATTERN
+  local c
+  for c in $(children_of "$1"); do
+    if [[ "$(cmdline "$c")" == *"$2"* ]]; then
+      echo "$c"
+      return
+    fi
+  done
+}
+
+start_container() {
+  "$ENGINE" run -d --name "$NAME" --network host \
+    -e DOMAIN="$DOMAIN" -e API_TOKEN="$TOKEN" -e PORT="$PORT" \
+    -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null
+}
+
+wait_ready() {
+  local i
+  for i in $(seq 120); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $API_HOST" "$BASE/healthz")" = 200 ]; then
+      ok "ready after $((i / 4)).$(((i % 4) * 25))s"
+      return
+    fi
+    [ "$("$ENGINE" inspect --format '{{.State.Running}}' "$NAME")" = true ] ||
+      fail "the container exited during start"
+    sleep 0.25
+  done
+  fail "the API did not answer through nginx within 30s"
+}
+
+wait_exited() { # wait_exited SECONDS: waits for the container to stop running
+  local i
+  for i in $(seq $(($1 * 10))); do
+    [ "$("$ENGINE" inspect --format '{{.State.Running}}' "$NAME")" = true ] || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+exit_code() { "$ENGINE" inspect --format '{{.State.ExitCode}}' "$NAME"; }
+
+# ---------------------------------------------------------------------------------------------
+say "building the image $IMAGE with $ENGINE"
+if [ -z "${SKIP_BUILD:-}" ]; then
+  tb=$SECONDS
+  container_build "$IMAGE" >"$WORK/build.log" 2>&1 || {
+    tail -n 60 "$WORK/build.log" >&2
+    fail "the image did not build"
+  }
+  ok "built in $((SECONDS - tb))s"
+fi
+
+say "image: size and contents"
+size=$(image_size "$IMAGE")
+size_mb=$(awk -v s="$size" 'BEGIN {printf "%.1f", s / 1000000}')
+[ "$size" -le $((MAX_IMAGE_MB * 1000000)) ] || fail "image is $size_mb MB, more than $MAX_IMAGE_MB MB"
+ok "image size $size_mb MB ($size bytes) ≤ $MAX_IMAGE_MB MB"
+"$ENGINE" create --name "$NAME-fs" "$IMAGE" >/dev/null
+"$ENGINE" export -o "$WORK/fs.tar" "$NAME-fs"
+"$ENGINE" rm "$NAME-fs" >/dev/null
+tar -tf "$WORK/fs.tar" | sed 's#^\./##' | sort >"$WORK/files"
+tar -xOf "$WORK/fs.tar" etc/passwd >"$WORK/passwd" 2>/dev/null || tar -xOf "$WORK/fs.tar" ./etc/passwd >"$WORK/passwd"
+rm -f "$WORK/fs.tar"
+UID_NGINX=$(awk -F: '$1 == "nginx" {print $3}' "$WORK/passwd")
+UID_WRITER=$(awk -F: '$1 == "set-backend" {print $3}' "$WORK/passwd")
+[ -n "$UID_NGINX" ] && [ -n "$UID_WRITER" ] || fail "no nginx or set-backend user in the image's /etc/passwd"
+for f in usr/sbin/nginx usr/bin/set-backend usr/bin/set-backend-init \
+  usr/lib/nginx/modules/ngx_http_set_backend_module.so etc/set-backend/nginx.conf.template \
+  usr/share/set-backend/html/404.html etc/nginx/mime.types etc/passwd; do
+  grep -qx "$f" "$WORK/files" || fail "the image lacks $f"
+done
+if grep -E '(^|/)(sh|bash|dash|busybox|apt|apt-get|dpkg|gcc|cc|ld|rustc|cargo|curl|wget|git|perl|python3?)$' \
+  "$WORK/files"; then
+  fail "the image holds a tool it should not (above)"
+fi
+if grep -E '^(var/lib/apt|var/cache/apt|var/lib/dpkg|usr/share/man|usr/include)/' "$WORK/files" | head -3; then
+  fail "the image holds package manager or build leftovers (above)"
+fi
+ok "$(grep -cv '/$' "$WORK/files") entries; no shell, package manager, compiler, curl or git"
+health=$("$ENGINE" image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || true)
+[[ "$health" == *set-backend-init* ]] || fail "no HEALTHCHECK in the image: $health"
+ok "HEALTHCHECK: $health"
+
+say "upstream on 127.0.0.1:$UPSTREAM_PORT"
+mkdir -p "$WORK/www"
+echo "hello from the test upstream" >"$WORK/www/index.html"
+python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$UPSTREAM_PORT" \
+  >"$WORK/upstream.log" 2>&1 &
+UPSTREAM_PID=$!
+for _ in $(seq 50); do
+  curl -fsS -o /dev/null "http://127.0.0.1:$UPSTREAM_PORT/" 2>/dev/null && break
+  sleep 0.1
+done
+
+say "starting the container (DOMAIN=$DOMAIN PORT=$PORT, volume $VOL)"
+"$ENGINE" volume create "$VOL" >/dev/null
+start_container
+wait_ready
+
+say "the API through nginx (Host: $API_HOST)"
+req "$API_HOST" GET /
+expect 200 "entries.json" "GET / documents the API"
+req "$API_HOST" POST /entries.json -H 'Content-Type: application/json' \
+  -d '{"host": "site.example.org", "backend": "127.0.0.1:1"}'
+expect 401 "" "POST /entries.json without the token is refused"
+api POST /entries.json -H 'Content-Type: application/json' \
+  -d "{\"host\": \"site.example.org\", \"backend\": \"127.0.0.1:$UPSTREAM_PORT\"}"
+[[ "$STATUS" =~ ^20[01]$ ]] || fail "create: status $STATUS: $BODY"
+ok "create site.example.org → 127.0.0.1:$UPSTREAM_PORT ($STATUS)"
+api POST /entries.json -H 'Content-Type: application/json' \
+  -d "{\"host\": \"Dead.Example.ORG.\", \"backend\": \"127.0.0.1:$DEAD_PORT\"}"
+[[ "$STATUS" =~ ^20[01]$ ]] || fail "create dead.example.org: status $STATUS: $BODY"
+ok "create Dead.Example.ORG. → 127.0.0.1:$DEAD_PORT (nothing listens) ($STATUS)"
+api GET /entries.json
+expect 200 "site.example.org" "list"
+[[ "$BODY" == *dead.example.org* ]] || fail "list lacks the normalized dead.example.org: $BODY"
+api GET /entries/site.example.org.json
+expect 200 "127.0.0.1:$UPSTREAM_PORT" "get one"
+
+say "routing by the table"
+req site.example.org GET /
+expect 200 "hello from the test upstream" "site.example.org → the upstream"
+req SITE.example.org. GET /index.html
+expect 200 "hello from the test upstream" "SITE.example.org. (normalized by nginx) → the upstream"
+req nowhere.example.org GET /
+expect 404 "There isn't a site here" "unknown host → the 404 page"
+req dead.example.org GET /
+expect 502 "This site is not answering" "dead backend → the 502 page"
+api DELETE /entries/dead.example.org.json
+[[ "$STATUS" =~ ^20[04]$ ]] || fail "delete: status $STATUS: $BODY"
+ok "delete dead.example.org ($STATUS)"
+api GET /entries/dead.example.org.json
+expect 404 "" "get after delete"
+req dead.example.org GET /
+expect 404 "There isn't a site here" "deleted host → the 404 page"
+
+say "health check"
+if [ "$ENGINE" = podman ]; then
+  "$ENGINE" healthcheck run "$NAME" >"$WORK/health" 2>&1 || fail "podman healthcheck run: $(cat "$WORK/health")"
+  ok "podman healthcheck run: healthy"
+else
+  for _ in $(seq 60); do
+    [ "$("$ENGINE" inspect --format '{{.State.Health.Status}}' "$NAME")" = healthy ] && break
+    sleep 1
+  done
+  [ "$("$ENGINE" inspect --format '{{.State.Health.Status}}' "$NAME")" = healthy ] || fail "not healthy"
+  ok "health status: healthy"
+fi
+
+say "processes, users and permissions"
+init=$(init_pid)
+[ -n "$init" ] && [ "$init" != 0 ] || fail "no PID for the container"
+[[ "$(cmdline "$init")" == *set-backend-init* ]] || fail "PID 1 is not set-backend-init: $(cmdline "$init")"
+ok "PID 1: $(cmdline "$init")"
+writer=$(child_matching "$init" "set-backend serve")
+master=$(child_matching "$init" "nginx: master")
+[ -n "$writer" ] || fail "no writer under PID 1"
+[ -n "$master" ] || fail "no nginx master under PID 1"
+[ "$(uid_of "$master")" = 0 ] || fail "the nginx master is not root"
+[ "$(uid_of "$writer")" = "$UID_WRITER" ] ||
+  fail "the writer runs as uid $(uid_of "$writer"), not set-backend ($UID_WRITER)"
+ok "writer: uid $UID_WRITER (set-backend); nginx master: uid 0"
+workers=$(children_of "$master")
+[ -n "$workers" ] || fail "no nginx workers"
+for w in $workers; do
+  [[ "$(cmdline "$w")" == *"worker process"* ]] || continue
+  [ "$(uid_of "$w")" = "$UID_NGINX" ] || fail "nginx worker $w runs as uid $(uid_of "$w")"
+done
+ok "nginx workers: uid $UID_NGINX (nginx), $(echo "$workers" | wc -w) of them"
+"$ENGINE" exec --user nginx "$NAME" set-backend check /var/lib/set-backend/table >"$WORK/check" 2>&1 ||
+  fail "the nginx user cannot read the table: $(cat "$WORK/check")"
+ok "the nginx user reads the table (set-backend check)"
+"$ENGINE" exec --user nginx "$NAME" set-backend list >"$WORK/list" 2>&1 ||
+  fail "the nginx user cannot reach the API socket: $(cat "$WORK/list")"
+grep -q site.example.org "$WORK/list" || fail "set-backend list as nginx: $(cat "$WORK/list")"
+ok "the nginx user reaches the API socket"
+if "$ENGINE" exec --user nobody "$NAME" set-backend list >"$WORK/list" 2>&1; then
+  fail "the nobody user reaches the API socket"
+fi
+grep -qi "permission denied" "$WORK/list" || fail "nobody: unexpected error: $(cat "$WORK/list")"
+ok "any other user is refused by the socket (permission denied)"
+mp=$("$ENGINE" volume inspect --format '{{.Mountpoint}}' "$VOL" 2>/dev/null || true)
+if [ -n "$mp" ] && [ -e "$mp/table" ]; then
+  [ "$(stat -c '%u %a' "$mp")" = "$UID_WRITER 755" ] || fail "data directory: $(stat -c '%u %a' "$mp")"
+  [ "$(stat -c '%u %a' "$mp/table")" = "$UID_WRITER 644" ] || fail "table: $(stat -c '%u %a' "$mp/table")"
+  [ "$(stat -c '%a' "$mp/store.redb")" = 600 ] || fail "store: $(stat -c '%u %a' "$mp/store.redb")"
+  ok "table 0644 and its directory 0755, both the writer's: the workers cannot write them"
+else
+  echo "  (volume not reachable from here: the table's owner and mode are not checked)" >&2
+fi
+
+say "logs"
+"$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
+grep -q 'set-backend-init: starting nginx' "$WORK/log" || fail "no set-backend-init lines in the log"
+grep -q 'listening' "$WORK/log" || fail "no writer lines in the log"
+grep -q 'start worker process' "$WORK/log" || fail "no nginx error-log lines in the log"
+grep -q '"site.example.org" "GET / HTTP/1.1" 200 .*set_backend=hit' "$WORK/log" ||
+  fail "no nginx access-log line for site.example.org in the log"
+grep -q '"nowhere.example.org" "GET / HTTP/1.1" 404 .*set_backend=miss' "$WORK/log" ||
+  fail "no access-log line for the 404"
+ok "writer, nginx error log and access log all in the container log"
+
+say "persistence: restart"
+"$ENGINE" restart "$NAME" >/dev/null
+wait_ready
+api GET /entries/site.example.org.json
+expect 200 "127.0.0.1:$UPSTREAM_PORT" "the entry survived the restart"
+req site.example.org GET /
+expect 200 "hello from the test upstream" "still routed after the restart"
+
+say "clean stop on SIGTERM"
+ts=$(date +%s.%N)
+"$ENGINE" stop -t 30 "$NAME" >/dev/null
+elapsed=$(awk -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+[ "$(exit_code)" = 0 ] || fail "exit status $(exit_code) after SIGTERM"
+awk -v e="$elapsed" 'BEGIN {exit !(e < 5)}' || fail "the stop took ${elapsed}s"
+"$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
+grep -q 'SIGTERM received' "$WORK/log" || fail "the writer did not get SIGTERM"
+grep -q 'set-backend-init: stopped' "$WORK/log" || fail "no clean stop in the log"
+ok "stopped in ${elapsed}s, exit status 0"
+
+say "persistence: a new container on the same volume"
+"$ENGINE" rm "$NAME" >/dev/null
+start_container
+wait_ready
+api GET /entries/site.example.org.json
+expect 200 "127.0.0.1:$UPSTREAM_PORT" "the entry survived re-creating the container"
+req site.example.org GET /
+expect 200 "hello from the test upstream" "routed by the new container"
+
+say "a dying child stops the container with a non-zero status"
+writer=$(child_matching "$(init_pid)" "set-backend serve")
+kill -KILL "$writer"
+wait_exited 15 || fail "the container still runs 15s after its writer was killed"
+code=$(exit_code)
+[ "$code" != 0 ] || fail "exit status 0 after the writer died"
+"$ENGINE" logs "$NAME" 2>&1 | grep -q 'the writer exited unexpectedly' || fail "no log line for the writer's death"
+ok "writer killed: the container exited with status $code"
+"$ENGINE" start "$NAME" >/dev/null
+wait_ready
+master=$(child_matching "$(init_pid)" "nginx: master")
+kill -KILL "$master"
+wait_exited 15 || fail "the container still runs 15s after nginx was killed"
+code=$(exit_code)
+[ "$code" != 0 ] || fail "exit status 0 after nginx died"
+ok "nginx killed: the container exited with status $code"
+
+say "image $IMAGE: $size_mb MB"
