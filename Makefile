@@ -58,7 +58,7 @@ bench-memory: bench-build ## Memory and start time with 1M hosts
 bench-plots: ## PNG plots from benches/results/*.csv
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
-run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (PORT, DOMAIN, API_TOKEN)
+run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh
 
 lint: ## rustfmt and clippy, warnings as errors
