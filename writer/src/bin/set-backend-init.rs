@@ -122,8 +122,10 @@ struct Settings {
 impl Settings {
     fn from_env(env: &HashMap<String, String>, resolv_conf: &str) -> Result<Settings, String> {
         let get = |k: &str| env.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let domain = get("DOMAIN")
-            .ok_or("DOMAIN is not set: the API is served at api.$DOMAIN (docker run -e DOMAIN=example.com …)")?;
+        let domain = get("DOMAIN").ok_or(
+            "DOMAIN is not set: the API is served at api.$DOMAIN \
+             (docker run -e DOMAIN=example.com …)",
+        )?;
         let domain = parse_domain(domain)?;
         let port = match get("PORT") {
             None => 80,
@@ -146,7 +148,10 @@ impl Settings {
                 if r.chars().any(|c| {
                     matches!(c, ';' | '{' | '}' | '#' | '$' | '"' | '\'' | '\\') || c.is_control()
                 }) {
-                    return Err(format!("RESOLVER={r:?}: expected addresses and parameters, like \"127.0.0.11 valid=30s\""));
+                    return Err(format!(
+                        "RESOLVER={r:?}: expected addresses and parameters, \
+                         like \"127.0.0.11 valid=30s\""
+                    ));
                 }
                 Some(r.to_string())
             }
@@ -205,13 +210,9 @@ fn render(template: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
-/// The template's values for these settings; `as_root` decides the `user` directive.
-fn template_vars(s: &Settings, as_root: bool) -> Vec<(&'static str, String)> {
-    let user = if as_root {
-        format!("user {NGINX_USER} {NGINX_USER};")
-    } else {
-        "# not started as root: the workers run as the master's user".to_string()
-    };
+/// The template's values for these settings.
+fn template_vars(s: &Settings) -> Vec<(&'static str, String)> {
+    let user = format!("user {NGINX_USER} {NGINX_USER};");
     let resolver = match &s.resolver {
         Some(r) => format!("resolver {r} valid=30s;"),
         None => "# no resolver: backends must be IP addresses (set RESOLVER for names)".to_string(),
@@ -236,9 +237,9 @@ fn settings() -> Result<Settings, String> {
 }
 
 /// Renders the template into [`NGINX_CONF`] (written aside, then renamed into place).
-fn write_nginx_conf(s: &Settings, as_root: bool) -> Result<(), String> {
+fn write_nginx_conf(s: &Settings) -> Result<(), String> {
     let template = std::fs::read_to_string(TEMPLATE).map_err(|e| format!("{TEMPLATE}: {e}"))?;
-    let vars = template_vars(s, as_root);
+    let vars = template_vars(s);
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let conf = render(&template, &vars);
     let dir = Path::new(NGINX_CONF).parent().unwrap_or(Path::new("/"));
@@ -463,12 +464,12 @@ fn reap(children: &mut Children) {
 }
 
 /// Handles one signal (or a timeout tick, `None`).
-fn handle(sig: Option<i32>, children: &mut Children, settings: &Settings, as_root: bool) {
+fn handle(sig: Option<i32>, children: &mut Children, settings: &Settings) {
     match sig {
         Some(libc::SIGCHLD) | None => reap(children),
         Some(libc::SIGHUP) => {
             if children.stopping.is_none() {
-                match write_nginx_conf(settings, as_root) {
+                match write_nginx_conf(settings) {
                     Ok(()) => {
                         log("SIGHUP: configuration rendered again, reloading nginx");
                         if let Some(pid) = children.nginx {
@@ -501,19 +502,18 @@ fn run() -> Result<u8, String> {
 
     let settings = settings()?;
     // SAFETY: geteuid cannot fail.
-    let as_root = unsafe { libc::geteuid() } == 0;
-    let writer_user = if as_root {
-        let w = user(WRITER_USER)?;
-        let n = user(NGINX_USER)?;
-        own_data_dir(Path::new(DATA_DIR), w).map_err(|e| format!("{DATA_DIR}: {e}"))?;
-        own_socket_dir(w, n.gid).map_err(|e| format!("{SOCKET_DIR}: {e}"))?;
-        Some(w)
-    } else {
-        log("not running as root: the writer and nginx run as this user");
-        std::fs::create_dir_all(SOCKET_DIR).map_err(|e| format!("{SOCKET_DIR}: {e}"))?;
-        None
-    };
-    write_nginx_conf(&settings, as_root)?;
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(format!(
+            "must start as root (do not use --user): it gives the volume to the {WRITER_USER} \
+             user and starts the writer as that user, and nginx's master binds the port and \
+             starts its workers as {NGINX_USER}"
+        ));
+    }
+    let writer_user = user(WRITER_USER)?;
+    let nginx_user = user(NGINX_USER)?;
+    own_data_dir(Path::new(DATA_DIR), writer_user).map_err(|e| format!("{DATA_DIR}: {e}"))?;
+    own_socket_dir(writer_user, nginx_user.gid).map_err(|e| format!("{SOCKET_DIR}: {e}"))?;
+    write_nginx_conf(&settings)?;
 
     log(&format!(
         "starting the writer (data in {DATA_DIR}, API on {SOCKET})"
@@ -525,9 +525,7 @@ fn run() -> Result<u8, String> {
         // `-e API_TOKEN=` means "no token given": use (or generate) the stored one.
         writer.env_remove("API_TOKEN");
     }
-    if let Some(u) = writer_user {
-        writer.uid(u.uid).gid(u.gid);
-    }
+    writer.uid(writer_user.uid).gid(writer_user.gid);
     unblock_in_child(&mut writer, set);
     let writer = writer
         .spawn()
@@ -553,12 +551,12 @@ fn run() -> Result<u8, String> {
             break;
         }
         let sig = next_signal(&set, Duration::from_millis(50));
-        handle(sig, &mut children, &settings, as_root);
+        handle(sig, &mut children, &settings);
     }
 
     if children.stopping.is_none() {
         log(&format!(
-            "starting nginx on port {} (api.{} → the writer; other hosts → set_backend)",
+            "starting nginx on port {} (api.{} -> the writer; other hosts -> set_backend)",
             settings.port, settings.domain
         ));
         let mut nginx = Command::new(NGINX);
@@ -577,7 +575,7 @@ fn run() -> Result<u8, String> {
     let mut killed = false;
     while children.running() {
         let sig = next_signal(&set, Duration::from_millis(500));
-        handle(sig, &mut children, &settings, as_root);
+        handle(sig, &mut children, &settings);
         if let Some(t) = children.stopping {
             if !killed && t.elapsed() > STOP_TIMEOUT {
                 log(&format!(
@@ -734,7 +732,7 @@ mod tests {
     fn render_replaces_known_names_only() {
         let s =
             Settings::from_env(&env(&[("DOMAIN", "example.test"), ("PORT", "81")]), "").unwrap();
-        let vars = template_vars(&s, true);
+        let vars = template_vars(&s);
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let out = render(
             "${USER}\nlisten ${PORT};\nserver_name api.${DOMAIN};\nreturn 200 \"${host}\";\n",
@@ -742,10 +740,9 @@ mod tests {
         );
         assert_eq!(
             out,
-            "user nginx nginx;\nlisten 81;\nserver_name api.example.test;\nreturn 200 \"${host}\";\n"
+            "user nginx nginx;\nlisten 81;\nserver_name api.example.test;\n\
+             return 200 \"${host}\";\n"
         );
-        let vars = template_vars(&s, false);
-        assert!(vars.iter().any(|(k, v)| *k == "USER" && v.starts_with('#')));
     }
 
     #[test]
