@@ -508,9 +508,9 @@ mod loom_tests {
             .unwrap()
     }
 
-    const A: &[u8] = b"AAAAAAAAAAAAAAAA-a";
-    const B: &[u8] = b"BBBBBBBBBBBBBBBB-b";
-    const C: &[u8] = b"CCCCCCCCCCCCCCCC-c";
+    const A: &[u8] = b"aaaaaaaaaaaaaaaa.a:1";
+    const B: &[u8] = b"bbbbbbbbbbbbbbbb.b:2";
+    const C: &[u8] = b"cccccccccccccccc.c:3";
 
     /// A key present for the whole lookup is always found, with one of its values and never a
     /// mix of two, while the writer updates it and reuses its old record for another key.
