@@ -110,7 +110,7 @@ RUN set -eu; \
     cp /usr/src/nginx/LICENSE $R/usr/share/doc/nginx/copyright; \
     cp /src/LICENSE* $R/usr/share/doc/set-backend/ 2>/dev/null || true; \
     cp /usr/src/nginx/conf/mime.types $R/etc/nginx/mime.types; \
-    cp /src/container/nginx.conf.template $R/etc/set-backend/nginx.conf.template; \
+    cp /src/container/nginx.conf.template /src/container/route-*.conf $R/etc/set-backend/; \
     cp /src/html/*.html $R/usr/share/set-backend/html/; \
     printf '%s\n' \
       'root:x:0:0:root:/root:/usr/sbin/nologin' \

@@ -61,6 +61,13 @@ bench-plots: ## PNG plots from benches/results/*.csv
 run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh
 
+.PHONY: container container-test
+container: ## Build the release image `set-backend` from the Dockerfile (docker or podman; IMAGE=name)
+	./container/build.sh
+
+container-test: ## Build the image and test it: API, routing, error pages, users, logs, restarts, signals, size
+	./tests/container/test.sh
+
 lint: ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

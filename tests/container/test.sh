@@ -117,9 +117,9 @@ child_matching() { # child_matching PARENT PATTERN
   done
 }
 
-start_container() {
+start_container() { # start_container [MODE]
   eng run -d --name "$NAME" --network host \
-    -e DOMAIN="$DOMAIN" -e API_TOKEN="$TOKEN" -e PORT="$PORT" \
+    -e DOMAIN="$DOMAIN" -e API_TOKEN="$TOKEN" -e PORT="$PORT" -e MODE="${1:-}" \
     -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null
 }
 
@@ -300,7 +300,8 @@ fi
 
 say "logs"
 "$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
-grep -q 'set-backend-init: starting nginx' "$WORK/log" || fail "no set-backend-init lines in the log"
+grep -q 'set-backend-init: starting nginx on port .* in upstream mode' "$WORK/log" ||
+  fail "no set-backend-init line saying nginx started in upstream mode (the default)"
 grep -q 'listening' "$WORK/log" || fail "no writer lines in the log"
 grep -q 'start worker process' "$WORK/log" || fail "no nginx error-log lines in the log"
 grep -q '"site.example.org" "GET / HTTP/1.1" 200 .*set_backend=hit' "$WORK/log" ||
@@ -328,14 +329,18 @@ grep -q 'SIGTERM received' "$WORK/log" || fail "the writer did not get SIGTERM"
 grep -q 'set-backend-init: stopped' "$WORK/log" || fail "no clean stop in the log"
 ok "stopped in ${elapsed}s, exit status 0"
 
-say "persistence: a new container on the same volume"
+say "persistence: a new container on the same volume, in variable mode (MODE=variable)"
 eng rm "$NAME" >/dev/null
-start_container
+start_container variable
 wait_ready
 api GET /entries/site.example.org.json
 expect 200 "127.0.0.1:$UPSTREAM_PORT" "the entry survived re-creating the container"
 req site.example.org GET /
-expect 200 "hello from the test upstream" "routed by the new container"
+expect 200 "hello from the test upstream" "routed by the new container, in variable mode"
+req nowhere.example.org GET /
+expect 404 "There isn't a site here" "unknown host → the 404 page, in variable mode"
+"$ENGINE" logs "$NAME" 2>&1 | grep -q 'starting nginx on port .* in variable mode' ||
+  fail "the log does not say nginx started in variable mode"
 
 say "a dying child stops the container with a non-zero status"
 writer=$(child_matching "$(init_pid)" "set-backend serve")

@@ -10,8 +10,10 @@
 //! # Start
 //!
 //! 1. Read the environment: `DOMAIN` (required: the API is `api.$DOMAIN`), `PORT` (80),
+//!    `MODE` (`upstream`, the default, or `variable`: see container/route-*.conf),
 //!    `WORKER_PROCESSES` (`auto`), `RESOLVER` (default: the nameservers of /etc/resolv.conf,
-//!    for backends given by name). `API_TOKEN` and `RUST_LOG` go to the writer as they are.
+//!    for backends given by name in variable mode). `API_TOKEN` and `RUST_LOG` go to the
+//!    writer as they are.
 //! 2. As root, set the ownership the security model needs: the data directory (the volume)
 //!    belongs to the writer's user, mode 0755, so the nginx workers can read the table (0644)
 //!    but write nothing; the socket directory belongs to the writer with nginx's group, mode
@@ -88,8 +90,8 @@ fn main() -> ExitCode {
                 "usage: set-backend-init [health | token]\n\n\
                  Without arguments: the container's entry point (PID 1). Starts the set-backend \
                  writer and nginx,\nforwards SIGTERM/SIGINT/SIGHUP, exits non-zero if either \
-                 dies. Environment: DOMAIN (required),\nPORT (80), WORKER_PROCESSES (auto), \
-                 RESOLVER, API_TOKEN, RUST_LOG.\n\n\
+                 dies. Environment: DOMAIN (required),\nPORT (80), MODE (upstream|variable), \
+                 WORKER_PROCESSES (auto), RESOLVER, API_TOKEN, RUST_LOG.\n\n\
                  health  exit 0 if nginx serves the API and has the table mapped\n\
                  token   print the API token"
             );
@@ -113,6 +115,9 @@ struct Settings {
     domain: String,
     /// The port nginx listens on (all addresses).
     port: u16,
+    /// How the routed server proxies: `upstream` (the table is an upstream block's balancer,
+    /// with keepalive; IP backends) or `variable` (`proxy_pass http://$backend…`).
+    mode: String,
     /// `worker_processes`: `auto` or a number.
     worker_processes: String,
     /// The `resolver` line's arguments, if any (needed for backends given by name).
@@ -134,6 +139,11 @@ impl Settings {
                 .ok()
                 .filter(|p| *p > 0)
                 .ok_or_else(|| format!("PORT={p:?} is not a port number"))?,
+        };
+        let mode = match get("MODE") {
+            None => "upstream".to_string(),
+            Some(m @ ("upstream" | "variable")) => m.to_string(),
+            Some(m) => return Err(format!("MODE={m:?}: expected upstream or variable")),
         };
         let worker_processes = match get("WORKER_PROCESSES") {
             None => "auto".to_string(),
@@ -160,6 +170,7 @@ impl Settings {
         Ok(Settings {
             domain,
             port,
+            mode,
             worker_processes,
             resolver,
         })
@@ -220,6 +231,7 @@ fn template_vars(s: &Settings) -> Vec<(&'static str, String)> {
     vec![
         ("DOMAIN", s.domain.clone()),
         ("PORT", s.port.to_string()),
+        ("MODE", s.mode.clone()),
         ("WORKER_PROCESSES", s.worker_processes.clone()),
         ("USER", user),
         ("RESOLVER", resolver),
@@ -556,8 +568,9 @@ fn run() -> Result<u8, String> {
 
     if children.stopping.is_none() {
         log(&format!(
-            "starting nginx on port {} (api.{} -> the writer; other hosts -> set_backend)",
-            settings.port, settings.domain
+            "starting nginx on port {} in {} mode (api.{} -> the writer; other hosts -> \
+             the table)",
+            settings.port, settings.mode, settings.domain
         ));
         let mut nginx = Command::new(NGINX);
         nginx.args(["-c", NGINX_CONF, "-e", "stderr"]);
@@ -680,6 +693,7 @@ mod tests {
             Settings {
                 domain: "example.com".into(),
                 port: 80,
+                mode: "upstream".into(),
                 worker_processes: "auto".into(),
                 resolver: None,
             }
@@ -705,6 +719,7 @@ mod tests {
             vec![("DOMAIN", "example.com"), ("PORT", "0")],
             vec![("DOMAIN", "example.com"), ("PORT", "http")],
             vec![("DOMAIN", "example.com"), ("WORKER_PROCESSES", "0")],
+            vec![("DOMAIN", "example.com"), ("MODE", "upstream;")],
             vec![
                 ("DOMAIN", "example.com"),
                 ("RESOLVER", "1.1.1.1; include /x"),
@@ -751,6 +766,7 @@ mod tests {
         let known = [
             "DOMAIN",
             "PORT",
+            "MODE",
             "WORKER_PROCESSES",
             "USER",
             "RESOLVER",
