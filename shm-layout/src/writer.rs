@@ -255,17 +255,69 @@ impl TableWriter {
             Err(fs::TryLockError::Error(e)) => return Err(e.into()),
         }
         remove_stale_tmp(&path);
-        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
         let (previous, previous_map) = open_previous(&path);
-        let generation = previous + 1;
         let key = opts.hash_key.unwrap_or_else(random_key);
+        Self::build(
+            path,
+            lock,
+            previous + 1,
+            key,
+            opts,
+            entries,
+            previous_map.as_ref(),
+        )
+    }
+
+    /// Replaces every entry with `entries` in one step: the next generation is built complete
+    /// and published by rename, so readers see the old set or the new one, never a mix. The
+    /// lock stays held throughout. On error nothing has changed.
+    pub fn replace_all(
+        &mut self,
+        entries: impl IntoIterator<Item = (Host, Backend)>,
+    ) -> Result<(), WriteError> {
+        let lock = self._lock.try_clone()?;
+        let key = self.opts.hash_key.unwrap_or_else(random_key);
+        let next = Self::build(
+            self.path.clone(),
+            lock,
+            self.t.generation + 1,
+            key,
+            self.opts.clone(),
+            entries,
+            Some(&self.t.map),
+        )?;
+        // The old state (and its clone of the lock descriptor) is dropped; the lock itself is
+        // held by the descriptor `next` carries.
+        *self = next;
+        Ok(())
+    }
+
+    /// Builds a complete table of `entries` under a temporary name and publishes it at `path`
+    /// as `generation`, then marks `previous` (the file it replaces, if known) superseded.
+    fn build(
+        path: PathBuf,
+        lock: File,
+        generation: u64,
+        key: (u64, u64),
+        opts: WriterOptions,
+        entries: impl IntoIterator<Item = (Host, Backend)>,
+        previous: Option<&Mapping>,
+    ) -> Result<TableWriter, WriteError> {
+        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
         let capacity = capacity_for(entries.len() as u64, opts.min_capacity);
         let need: usize = entries
             .iter()
             .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr()))
             .sum();
         let tmp = sibling(&path, &format!(".{generation}.tmp"));
-        let t = Layout::create(tmp, capacity, arena_for(need), generation, key, &opts)?;
+        let t = Layout::create(
+            tmp,
+            capacity,
+            need + need / 4 + 4096,
+            generation,
+            key,
+            &opts,
+        )?;
         let mut w = TableWriter {
             path,
             t,
@@ -287,7 +339,7 @@ impl TableWriter {
             return Err(e);
         }
         w.published = true;
-        if let Some(previous) = previous_map {
+        if let Some(previous) = previous {
             store(previous.words(), H_SUPERSEDED, 1, Ordering::Release);
         }
         w.heartbeat();
@@ -332,7 +384,7 @@ impl TableWriter {
                         return Ok(Upserted::Unchanged);
                     }
                     let Some(new) = self.alloc(words) else {
-                        self.rebuild(0, words)?;
+                        self.rebuild(Grow::Arena, words)?;
                         continue;
                     };
                     seqlock::write_record(self.t.arena(), new, data);
@@ -347,11 +399,11 @@ impl TableWriter {
                         && (self.entries + self.tombstones + 1) * 4
                             > self.t.geo.capacity as u64 * 3;
                     let Some(slot) = slot.filter(|_| !over_load) else {
-                        self.rebuild(1, words)?;
+                        self.rebuild(Grow::Index, words)?;
                         continue;
                     };
                     let Some(new) = self.alloc(words) else {
-                        self.rebuild(1, words)?;
+                        self.rebuild(Grow::Arena, words)?;
                         continue;
                     };
                     seqlock::write_record(self.t.arena(), new, data);
@@ -400,7 +452,7 @@ impl TableWriter {
 
     /// Rebuilds the table into a new generation now (dropping tombstones and freed records).
     pub fn compact(&mut self) -> Result<(), WriteError> {
-        self.rebuild(0, 0)
+        self.rebuild(Grow::Neither, 0)
     }
 
     /// Stores the current time in the heartbeat word.
@@ -483,25 +535,28 @@ impl TableWriter {
             .set_counter(H_ARENA_USED, ((self.bump - self.free_words) * 8) as u64);
     }
 
-    /// Builds the next generation with room for `extra_entries` more entries and a record of
-    /// `extra_words`, copies every live record into it, and publishes it (or, before the first
-    /// publication, just switches to it).
-    fn rebuild(&mut self, extra_entries: u64, extra_words: usize) -> Result<(), WriteError> {
+    /// Builds the next generation with room for one more entry and a record of `extra_words`,
+    /// copies every live record into it, and publishes it (or, before the first publication,
+    /// just switches to it). The index doubles only when it is what ran out and tombstones are
+    /// not the cause; the arena gets half again the live records, so a run of inserts rebuilds
+    /// O(log n) times.
+    fn rebuild(&mut self, grow: Grow, extra_words: usize) -> Result<(), WriteError> {
         let live_words = self.bump - self.free_words;
-        let mut capacity = capacity_for(self.entries + extra_entries, self.opts.min_capacity).max(
-            if extra_entries > 0 && self.tombstones < self.entries / 4 {
-                self.t.geo.capacity * 2
-            } else {
-                0
-            },
-        );
+        let current = self.t.geo.capacity;
+        let needed = capacity_for(self.entries + 1, self.opts.min_capacity);
+        let mut capacity = match grow {
+            Grow::Index if self.tombstones < self.entries / 4 => needed.max(current * 2),
+            Grow::Index | Grow::Neither => needed,
+            Grow::Arena => needed.max(current),
+        };
+        let arena_words = live_words + live_words / 2 + extra_words + 4096;
         loop {
             let generation = self.t.generation + 1;
             let tmp = sibling(&self.path, &format!(".{generation}.tmp"));
             let mut next = Layout::create(
                 tmp,
                 capacity,
-                arena_for(live_words + extra_words),
+                arena_words,
                 generation,
                 (self.t.geo.k0, self.t.geo.k1),
                 &self.opts,
@@ -639,9 +694,15 @@ fn capacity_for(entries: u64, min: u64) -> usize {
     want.next_power_of_two() as usize
 }
 
-/// Arena words for `need` words of records: a quarter more for updates, plus some slack.
-fn arena_for(need: usize) -> usize {
-    need + need / 4 + 4096
+/// What a rebuild is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grow {
+    /// The index is too loaded, or a probe chain too long, for an insert.
+    Index,
+    /// No free record of the needed size and no room at the end of the arena.
+    Arena,
+    /// An explicit compaction.
+    Neither,
 }
 
 /// Words of a record with a key and value of these lengths.

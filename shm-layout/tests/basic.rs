@@ -155,3 +155,69 @@ fn odd_options_and_leftovers_are_handled() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
 }
+
+#[test]
+fn one_at_a_time_inserts_keep_the_index_and_file_proportionate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let opts = WriterOptions {
+        sync: false,
+        ..WriterOptions::default()
+    };
+    let mut w = TableWriter::create(&path, [], opts).unwrap();
+    let n = 100_000u64;
+    for i in 0..n {
+        w.upsert(&h(&format!("site-{i}.example.com")), &b("10.0.0.1:80"))
+            .unwrap();
+    }
+    let stats = w.stats();
+    // At most three quarters full, at least a quarter full: the index follows the entries.
+    assert!(
+        stats.capacity * 3 >= n * 4 && stats.capacity <= n * 4,
+        "{stats:?}"
+    );
+    // Records are 8 words here; the arena holds them with at most 2x headroom.
+    assert!(stats.arena_len <= 2 * n * 64 + 64 * 4096, "{stats:?}");
+    assert!(stats.generation < 40, "{stats:?}");
+    let t = Table::open(&path).unwrap();
+    assert_eq!(t.verify().unwrap().entries, n);
+}
+
+#[test]
+fn replace_all_swaps_the_whole_set_atomically_and_keeps_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let mut w = TableWriter::create(
+        &path,
+        [
+            (h("old-1.example"), b("10.0.0.1:80")),
+            (h("both.example"), b("10.0.0.1:80")),
+        ],
+        WriterOptions::default(),
+    )
+    .unwrap();
+    let before = Table::open(&path).unwrap();
+    w.replace_all([
+        (h("new-1.example"), b("10.0.0.2:80")),
+        (h("both.example"), b("10.0.0.2:80")),
+    ])
+    .unwrap();
+    assert!(before.is_superseded());
+    assert_eq!(
+        hit(&before, "old-1.example").as_deref(),
+        Some("10.0.0.1:80")
+    );
+    let after = Table::open(&path).unwrap();
+    assert_eq!(after.generation(), before.generation() + 1);
+    assert_eq!(hit(&after, "old-1.example"), None);
+    assert_eq!(hit(&after, "new-1.example").as_deref(), Some("10.0.0.2:80"));
+    assert_eq!(hit(&after, "both.example").as_deref(), Some("10.0.0.2:80"));
+    assert_eq!(w.len(), 2);
+    assert!(matches!(
+        TableWriter::create(&path, [], WriterOptions::default()),
+        Err(shm_layout::WriteError::Locked(_))
+    ));
+    // The writer goes on working on the new generation.
+    w.upsert(&h("later.example"), &b("10.0.0.3:80")).unwrap();
+    assert_eq!(hit(&after, "later.example").as_deref(), Some("10.0.0.3:80"));
+}

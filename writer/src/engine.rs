@@ -134,7 +134,7 @@ impl EngineHandle {
 struct Engine {
     /// The source of truth.
     store: Store,
-    /// The published table; `None` only while it is being rebuilt (or after a failed rebuild).
+    /// The published table; `None` only after building it from the store failed.
     table: Option<TableWriter>,
     /// Where the table lives and how to build it, for rebuilds.
     table_path: std::path::PathBuf,
@@ -144,38 +144,6 @@ struct Engine {
     metrics: Arc<Metrics>,
     /// How often to refresh the table's heartbeat when idle.
     heartbeat: Duration,
-    /// Keeps the table's index from growing far past what its entries need.
-    right_size: RightSize,
-}
-
-/// Works around `TableWriter` doubling the index at every rebuild that adds an entry, even
-/// when only the arena ran out (so a table filled one entry at a time ends up with an index
-/// thousands of times larger than its entries need): when the index is more than twice the
-/// size the entries call for, compact it back. At most once per index size, so a table
-/// that really needs the room (long probe chains) is not rebuilt over and over.
-struct RightSize {
-    /// The smallest index the writer builds (`WriterOptions::min_capacity`).
-    min_capacity: u64,
-    /// The index size the last compaction produced; no new compaction until it changes.
-    compacted_at: u64,
-}
-
-impl RightSize {
-    /// The smallest index shm-layout ever builds, whatever `min_capacity` says.
-    const FLOOR: u64 = 64;
-
-    fn check(&mut self, table: &mut TableWriter) -> Result<(), WriteError> {
-        let s = table.stats();
-        let want = (s.entries + s.entries / 2 + 1)
-            .max(self.min_capacity)
-            .max(Self::FLOOR)
-            .next_power_of_two();
-        if s.capacity > 2 * want && s.capacity != self.compacted_at {
-            table.compact()?;
-            self.compacted_at = table.stats().capacity;
-        }
-        Ok(())
-    }
 }
 
 /// Builds the table from the store (taking the table lock) and starts the engine thread.
@@ -194,10 +162,6 @@ pub fn start(
     })?;
     table.heartbeat();
     metrics.set_table(&table.stats());
-    let right_size = RightSize {
-        min_capacity: opts.min_capacity,
-        compacted_at: 0,
-    };
     let mut engine = Engine {
         store,
         table: Some(table),
@@ -205,7 +169,6 @@ pub fn start(
         opts,
         metrics,
         heartbeat,
-        right_size,
     };
     let (tx, rx) = mpsc::channel();
     let join = thread::Builder::new()
@@ -389,7 +352,7 @@ impl Engine {
         let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
         if !replaces {
             if let Some(table) = self.table.as_mut() {
-                match apply(table, group, &mut self.right_size) {
+                match apply(table, group) {
                     Ok(()) => {
                         self.metrics.set_table(&table.stats());
                         return Ok(());
@@ -411,24 +374,26 @@ impl Engine {
         }
     }
 
-    /// Replaces the table with a new generation built from the store.
+    /// Replaces the table with a new generation built from the store. The table lock stays
+    /// held when there is a table to replace.
     fn rebuild_table(&mut self) {
-        // The old writer holds the table lock: it must go before the new one is created.
-        self.table = None;
         let built = self
             .store
             .load_all()
             .map_err(|e| e.to_string())
-            .and_then(|entries| {
-                TableWriter::create(&self.table_path, entries, self.opts.clone())
-                    .map_err(|e| e.to_string())
+            .and_then(|entries| match self.table.as_mut() {
+                Some(table) => table.replace_all(entries).map_err(|e| e.to_string()),
+                None => TableWriter::create(&self.table_path, entries, self.opts.clone())
+                    .map(|t| self.table = Some(t))
+                    .map_err(|e| e.to_string()),
             });
         match built {
-            Ok(t) => {
-                t.heartbeat();
-                self.metrics.set_table(&t.stats());
+            Ok(()) => {
+                if let Some(t) = self.table.as_ref() {
+                    t.heartbeat();
+                    self.metrics.set_table(&t.stats());
+                }
                 self.metrics.table_in_sync.store(true, Ordering::Relaxed);
-                self.table = Some(t);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot rebuild the table from the store");
@@ -438,22 +403,12 @@ impl Engine {
     }
 }
 
-/// Publishes a committed group into the table in order, right-sizing the index after every
-/// rebuild the table made on its own (a large batch can trigger several).
+/// Publishes a committed group into the table in order.
 fn apply(
     table: &mut TableWriter,
     group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
-    right_size: &mut RightSize,
 ) -> Result<(), WriteError> {
-    let mut generation = table.generation();
-    let mut upsert = |table: &mut TableWriter, h: &Host, b: &Backend| {
-        table.upsert(h, b)?;
-        if table.generation() != generation {
-            right_size.check(table)?;
-            generation = table.generation();
-        }
-        Ok::<_, WriteError>(())
-    };
+    let upsert = |table: &mut TableWriter, h: &Host, b: &Backend| table.upsert(h, b).map(drop);
     for (op, _) in group {
         match op {
             Op::Upsert(h, b) => upsert(table, h, b)?,
