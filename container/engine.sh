@@ -7,6 +7,7 @@
 # and builds local debian:bookworm-slim and rust:1-bookworm images; builds then use
 # --pull=never and its containers.conf.
 #
+# CONTAINER_BUILD_ARGS adds build options (e.g. --no-cache).
 # Sets ENGINE and BUILD_ARGS; defines container_build IMAGE and image_size IMAGE (bytes).
 
 SETUP_LOCAL_IMAGES=${SETUP_LOCAL_IMAGES:-../shared/container/setup-local-images.sh}
@@ -32,6 +33,9 @@ if [ "$ENGINE" = podman ]; then
   # through this machine's network setup.
   BUILD_ARGS+=(--format docker --network host)
 fi
+# Extra build options, e.g. CONTAINER_BUILD_ARGS=--no-cache.
+read -r -a _extra <<<"${CONTAINER_BUILD_ARGS:-}"
+BUILD_ARGS+=("${_extra[@]}")
 command -v "$ENGINE" >/dev/null || {
   echo "container: neither docker (with a reachable engine) nor podman found" >&2
   exit 1

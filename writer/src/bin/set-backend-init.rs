@@ -20,8 +20,9 @@
 //!    2750 (setgid, so the socket gets that group): only the writer and the nginx workers can
 //!    reach the API socket (0660).
 //! 3. Render the nginx configuration template into [`NGINX_CONF`].
-//! 4. Start `set-backend serve` as the writer's user; wait until its socket accepts (the writer
-//!    has rebuilt the table from the store by then).
+//! 4. Start `set-backend serve` as the writer's user; wait until it answers on its socket (it
+//!    binds the socket first, then rebuilds the table from the store, then serves: nginx's
+//!    workers must find the table when they start).
 //! 5. Start nginx in the foreground: the master as root (it binds the port), the workers as
 //!    the `nginx` user.
 //!
@@ -550,12 +551,13 @@ fn run() -> Result<u8, String> {
         clean: true,
     };
 
-    // Wait for the socket, still answering signals and noticing a writer that dies.
+    // Wait until the writer serves, still answering signals and noticing a writer that dies.
+    // Its socket accepts connections before it has built the table; it answers once it has.
     let started = Instant::now();
-    while children.stopping.is_none() && UnixStream::connect(SOCKET).is_err() {
+    while children.stopping.is_none() && !writer_serves() {
         if started.elapsed() > START_TIMEOUT {
             log(&format!(
-                "the writer did not open {SOCKET} within {}s; stopping",
+                "the writer did not answer on {SOCKET} within {}s; stopping",
                 START_TIMEOUT.as_secs()
             ));
             children.failure = Some(1);
@@ -611,6 +613,21 @@ fn run() -> Result<u8, String> {
         }
         None => Ok(1),
     }
+}
+
+/// Whether the writer answers `GET /healthz` on its socket (any status: 503 only means the
+/// table is out of sync with the store, which nginx should not wait for).
+fn writer_serves() -> bool {
+    let attempt = || -> io::Result<bool> {
+        let mut s = UnixStream::connect(SOCKET)?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.set_write_timeout(Some(Duration::from_secs(1)))?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1."))
+    };
+    attempt().unwrap_or(false)
 }
 
 /// One HTTP/1.0 request to nginx on loopback: the status and the body.
