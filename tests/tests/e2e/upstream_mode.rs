@@ -336,3 +336,37 @@ fn upstream_mode_config_errors_are_reported() {
     );
     assert!(ok, "{stderr}");
 }
+
+#[test]
+fn upstream_mode_connects_to_an_ipv6_backend() {
+    use std::io::{Read, Write};
+    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    };
+    let port = listener.local_addr().expect("local_addr").port();
+    // One answer per connection, `Connection: close`: enough to see where nginx connected.
+    thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = "upstream=v6";
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    let backend = format!("[::1]:{port}");
+    let _w = write_table(&table, &[("six.example", &backend)]);
+    let n = Nginx::start(upstream_mode(&table, ""));
+    let r = n.get("six.example", "/");
+    assert_eq!((r.status, r.body.as_str()), (200, "upstream=v6"), "{r:?}");
+    assert_eq!(r.header("X-Upstream-Addr"), Some(backend.as_str()));
+    n.assert_clean_log();
+}
