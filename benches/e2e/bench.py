@@ -735,7 +735,7 @@ class Conn:
         self.s.close()
 
 
-def worker_conns(port, want, attempts=20, batch=32):
+def worker_conns(port, want, attempts=60, batch=48):
     """One keep-alive connection per worker (identified by X-Worker, the worker's pid). Opens
     connections in batches: an idle nginx tends to hand sequential connections to one worker."""
     got = {}
@@ -751,6 +751,7 @@ def worker_conns(port, want, attempts=20, batch=32):
                 c.close()
         if len(got) >= want:
             break
+        time.sleep(0.02)
     if len(got) < want:
         log(f"port {port}: reached {len(got)} of {want} workers")
     return list(got.values())
@@ -973,8 +974,9 @@ def cmd_propagation(a):
                                 p50_ms=res["lat_p50_us"] / 1000, p99_ms=res["lat_p99_us"] / 1000,
                                 p999_ms=res["lat_p999_us"] / 1000, max_ms=res["lat_max_us"] / 1000)
             log(f"map under load, {label}: {under[label]}")
-    write_csv(os.path.join(RESULTS, "propagation.csv"), rows)
-    with open(os.path.join(RESULTS, "propagation-summary.json"), "w") as f:
+    sfx = "" if n == 1000 else f"-{n}"
+    write_csv(os.path.join(RESULTS, f"propagation{sfx}.csv"), rows)
+    with open(os.path.join(RESULTS, f"propagation-summary{sfx}.json"), "w") as f:
         json.dump(dict(hosts=n, summary=summary, reload_under_load=under, machine=machine()),
                   f, indent=1)
     for s in summary:
@@ -1171,8 +1173,35 @@ def cmd_report(a):
                   f"{float(r['p99_ms_median']):.1f} | {f('cpu_us_median')} | {f('vs_map')} | "
                   f"{f('vs_lua')} | {f('cpu_vs_map')} | {f('cpu_vs_lua')} | {r['errors']} |")
             p("")
-    pj = os.path.join(RESULTS, "propagation-summary.json")
-    if os.path.exists(pj):
+    if os.path.exists(ts):
+        # the goals, as ratios taken round by round in the same run (req/s: a ÷ b; capacity:
+        # b's CPU per request ÷ a's, so > 1 means a needs less CPU per request)
+        raw = read_csv(os.path.join(RESULTS, "throughput.csv"))
+        pairs = [("set-backend", "map"), ("set-backend", "lua"), ("set-backend-1.28", "map-1.28"),
+                 ("set-backend-peer", "map-upstream"), ("set-backend-peer", "haproxy"),
+                 ("set-backend-peer", "map"), ("set-backend-peer-1.28", "map-upstream")]
+        p("#### Ratios (median over rounds of the ratio within each round)")
+        p("")
+        p("| a ÷ b | hosts | distribution | req/s ratio | capacity ratio (CPU/req of b ÷ of a) |")
+        p("| --- | --- | --- | --- | --- |")
+        for a_, b_ in pairs:
+            for (n, dist) in sorted({(int(r["hosts"]), r["dist"]) for r in raw},
+                                    key=lambda k: (k[0], k[1] != "uniform")):
+                ra, rc = [], []
+                for rnd in {r["round"] for r in raw}:
+                    x = [r for r in raw if int(r["hosts"]) == n and r["dist"] == dist
+                         and r["round"] == rnd]
+                    xa = [r for r in x if r["contender"] == a_]
+                    xb = [r for r in x if r["contender"] == b_]
+                    if xa and xb:
+                        ra.append(float(xa[0]["rps"]) / float(xb[0]["rps"]))
+                        rc.append(float(xb[0]["cpu_us_per_req"]) / float(xa[0]["cpu_us_per_req"]))
+                if ra:
+                    p(f"| {a_} ÷ {b_} | {n:,} | {dist} | {statistics.median(ra):.3f} | "
+                      f"{statistics.median(rc):.3f} |")
+        p("")
+    for pj in sorted((os.path.join(RESULTS, f) for f in os.listdir(RESULTS)
+                      if f.startswith("propagation-summary")), key=len):
         d = json.load(open(pj))
         p(f"#### Propagation ({d['hosts']:,} hosts)")
         p("")
