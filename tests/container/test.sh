@@ -6,7 +6,7 @@
 #   API       api.example.test: the docs at /, create / list / get / delete with the token,
 #             401 without it
 #   routing   a host → an upstream this script runs on 127.0.0.1; the 404 page for an unknown
-#             host; the 502 page for a dead backend
+#             host; the 502 page for a dead backend (the 503 page: see "template")
 #   security  nginx workers run as `nginx`, the writer as `set-backend`; the workers can read
 #             the table and reach the API socket, nobody else can reach the socket; the table
 #             and its directory are the writer's (the workers cannot write them)
@@ -14,6 +14,8 @@
 #   life      HEALTHCHECK healthy; entries survive `restart` and a new container on the same
 #             volume; SIGTERM (docker stop) stops it cleanly in a few seconds with status 0;
 #             the container exits non-zero when the writer or nginx dies
+#   template  a template of one's own, mounted; with a table path that does not exist: the 503
+#             page, and an unhealthy health check
 #   README    the default form: port 80 published with -p, no API_TOKEN (the generated one,
 #             printed by `set-backend-init token`)
 #
@@ -364,8 +366,25 @@ code=$(exit_code)
 [ "$code" != 0 ] || fail "exit status 0 after nginx died"
 ok "nginx killed: the container exited with status $code"
 
-say "the README's form: default PORT 80 published with -p, no API_TOKEN (a generated one)"
+say "a template of one's own; the 503 page when the table is unavailable"
 eng rm -f "$NAME" >/dev/null 2>&1
+sed 's#^\( *set_backend_table\) .*#\1 /var/lib/set-backend/no-such-table;#' \
+  container/nginx.conf.template >"$WORK/nginx.conf.template"
+grep -q 'no-such-table' "$WORK/nginx.conf.template" || fail "set_backend_table not found in the template"
+eng run -d --name "$NAME" --network host -e DOMAIN="$DOMAIN" -e API_TOKEN="$TOKEN" -e PORT="$PORT" \
+  -v "$WORK/nginx.conf.template:/etc/set-backend/nginx.conf.template:ro" \
+  -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null
+wait_ready
+req site.example.org GET /
+expect 503 "Routing is temporarily unavailable" "table unavailable → the 503 page"
+if "$ENGINE" exec "$NAME" set-backend-init health >"$WORK/health" 2>&1; then
+  fail "healthy although the workers cannot map the table"
+fi
+grep -q 'cannot use the table' "$WORK/health" || fail "health check: $(cat "$WORK/health")"
+ok "the health check notices it: $(cat "$WORK/health")"
+eng rm -f "$NAME" >/dev/null 2>&1
+
+say "the README's form: default PORT 80 published with -p, no API_TOKEN (a generated one)"
 PUB_PORT=$(free_port)
 eng run -d --name "$NAME" -e DOMAIN="$DOMAIN" -p "127.0.0.1:$PUB_PORT:80" \
   -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null 2>"$WORK/run.err" ||
