@@ -331,7 +331,9 @@ fn log(msg: &str) {
 
 /// The two children and what became of them.
 struct Children {
+    /// The writer's pid while it runs.
     writer: Option<i32>,
+    /// The nginx master's pid while it runs (its workers are its own children).
     nginx: Option<i32>,
     /// Set when a stop began: the signal that asked for it, or the child that died.
     stopping: Option<Instant>,
