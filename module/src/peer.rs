@@ -11,6 +11,7 @@
 //!   request pool built from the address the table stores pre-parsed, and the backend's text
 //!   as the peer name (`$upstream_addr`). One try: a single backend.
 //! - `peer.get` / `peer.free` (per try): hand that address to nginx; count the try down.
+//! - `peer.set_session` / `peer.save_session` (`https://`): no session cache of our own.
 //!
 //! A miss and an unavailable table never get here with the defaults: the precontent handler
 //! answers them (404 / 503) before the content phase, because a balancer can only fail a
@@ -147,6 +148,10 @@ unsafe extern "C" fn init_peer(
         u.peer.data = p.cast::<c_void>();
         u.peer.get = Some(get_peer);
         u.peer.free = Some(free_peer);
+        // nginx calls these unconditionally for `https://` with `proxy_ssl_session_reuse on`
+        // (the default).
+        u.peer.set_session = Some(set_session);
+        u.peer.save_session = Some(save_session);
         u.peer.tries = 1;
         Status::NGX_OK.into()
     })
@@ -198,6 +203,15 @@ unsafe extern "C" fn free_peer(
         pc.tries = pc.tries.saturating_sub(1);
     })
 }
+
+/// `peer.set_session`: no TLS session to resume. Sessions are not cached per backend; with
+/// `keepalive`, a TLS connection is reused as a whole instead.
+unsafe extern "C" fn set_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) -> ngx_int_t {
+    Status::NGX_OK.into()
+}
+
+/// `peer.save_session`: nothing kept (see [`set_session`]).
+unsafe extern "C" fn save_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) {}
 
 /// Writes `addr` as a `sockaddr_in` or `sockaddr_in6` into zeroed memory; returns its length.
 fn set_sockaddr(out: &mut ngx_sockaddr_t, addr: SocketAddr) -> socklen_t {

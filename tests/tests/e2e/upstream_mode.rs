@@ -370,3 +370,69 @@ fn upstream_mode_connects_to_an_ipv6_backend() {
     assert_eq!(r.header("X-Upstream-Addr"), Some(backend.as_str()));
     n.assert_clean_log();
 }
+
+#[test]
+fn upstream_mode_proxies_to_an_https_backend_and_keeps_its_connection() {
+    let data = shared_tempdir();
+    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=tls.example", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: openssl cannot make a certificate here");
+        return;
+    }
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod key");
+    let table = data.path().join("table");
+    let tls_port = free_port();
+    let _w = write_table(&table, &[("tls.example", &format!("127.0.0.1:{tls_port}"))]);
+    let (cert, key, table) = (cert.clone(), key.clone(), table.clone());
+    let n = Nginx::start(move |port, _| {
+        format!(
+            "set_backend_table {table};
+             upstream set_backend {{ set_backend_peer; keepalive 4; }}
+             log_format tls '$connection $connection_requests';
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 add_header X-Worker $pid always;
+                 location / {{
+                     proxy_pass https://set_backend;
+                     proxy_http_version 1.1;
+                     proxy_set_header Connection \"\";
+                     proxy_set_header Host $host;
+                 }}
+             }}
+             server {{
+                 listen 127.0.0.1:{tls_port} ssl;
+                 ssl_certificate {cert};
+                 ssl_certificate_key {key};
+                 access_log {dir}/tls.log tls;
+                 location / {{ return 200 'tls backend: $host $ssl_protocol'; }}
+             }}",
+            table = table.display(),
+            cert = cert.display(),
+            key = key.display(),
+            dir = table
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        )
+    });
+    for _ in 0..20 {
+        let r = n.get("tls.example", "/");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.body.starts_with("tls backend: tls.example TLS"), "{r:?}");
+    }
+    // Reused connections: one per worker at most, whatever the 20 requests.
+    let log = std::fs::read_to_string(data.path().join("tls.log")).unwrap_or_default();
+    let connections = log.lines().filter(|l| l.ends_with(" 1")).count();
+    assert!(connections <= 4, "{connections} TLS connections:\n{log}");
+    n.assert_clean_log();
+}
