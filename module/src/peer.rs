@@ -2,7 +2,7 @@
 //! upstream's balancer, so that `proxy_pass http://<upstream>;` connects to the backend of the
 //! request's host and the stock `keepalive` module caches connections per backend address.
 //!
-//! nginx calls a balancer through three hooks, and `keepalive` (or any module after us in the
+//! nginx calls a balancer through these hooks, and `keepalive` (or any module after us in the
 //! block) wraps them the same way it wraps round-robin:
 //!
 //! - `init_upstream` (configuration): installs [`init_peer`] as the upstream's `peer.init`.
@@ -60,6 +60,7 @@ struct Peer {
     unroutable: Option<Unroutable>,
 }
 
+/// Why a request reached the balancer without an address to connect to.
 #[derive(Clone, Copy)]
 enum Unroutable {
     /// The table stores a `name:port` backend: upstream mode has no resolver.
