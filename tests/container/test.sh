@@ -63,8 +63,8 @@ cleanup() {
     "$ENGINE" logs "$NAME" 2>&1 | tail -n 80 >&2
     echo "----" >&2
   fi
-  "$ENGINE" rm -f -t 0 "$NAME" >/dev/null 2>&1 || eng rm -f "$NAME" >/dev/null 2>&1
-  "$ENGINE" rm -f "$NAME-fs" >/dev/null 2>&1
+  "$ENGINE" rm -f -v -t 0 "$NAME" >/dev/null 2>&1 || eng rm -f -v "$NAME" >/dev/null 2>&1
+  "$ENGINE" rm -f -v "$NAME-fs" >/dev/null 2>&1
   "$ENGINE" volume rm -f "$VOL" >/dev/null 2>&1
   [ -n "$UPSTREAM_PID" ] && kill "$UPSTREAM_PID" 2>/dev/null && wait "$UPSTREAM_PID" 2>/dev/null
   rm -rf "$WORK"
@@ -168,7 +168,7 @@ size_mb=$(awk -v s="$size" 'BEGIN {printf "%.1f", s / 1000000}')
 ok "image size $size_mb MB ($size bytes) ≤ $MAX_IMAGE_MB MB"
 eng create --name "$NAME-fs" "$IMAGE" >/dev/null
 "$ENGINE" export -o "$WORK/fs.tar" "$NAME-fs"
-eng rm "$NAME-fs" >/dev/null
+eng rm -v "$NAME-fs" >/dev/null
 tar -tf "$WORK/fs.tar" | sed 's#^\./##' | sort >"$WORK/files"
 tar -xOf "$WORK/fs.tar" etc/passwd >"$WORK/passwd" 2>/dev/null || tar -xOf "$WORK/fs.tar" ./etc/passwd >"$WORK/passwd"
 rm -f "$WORK/fs.tar"
@@ -335,7 +335,7 @@ grep -q 'set-backend-init: stopped' "$WORK/log" || fail "no clean stop in the lo
 ok "stopped in ${elapsed}s, exit status 0"
 
 say "persistence: a new container on the same volume, in variable mode (MODE=variable)"
-eng rm "$NAME" >/dev/null
+eng rm -v "$NAME" >/dev/null
 start_container variable
 wait_ready
 api GET /entries/site.example.org.json
@@ -367,7 +367,7 @@ code=$(exit_code)
 ok "nginx killed: the container exited with status $code"
 
 say "a template of one's own; the 503 page when the table is unavailable"
-eng rm -f "$NAME" >/dev/null 2>&1
+eng rm -f -v "$NAME" >/dev/null 2>&1
 sed 's#^\( *set_backend_table\) .*#\1 /var/lib/set-backend/no-such-table;#' \
   container/nginx.conf.template >"$WORK/nginx.conf.template"
 grep -q 'no-such-table' "$WORK/nginx.conf.template" || fail "set_backend_table not found in the template"
@@ -382,7 +382,7 @@ if "$ENGINE" exec "$NAME" set-backend-init health >"$WORK/health" 2>&1; then
 fi
 grep -q 'cannot use the table' "$WORK/health" || fail "health check: $(cat "$WORK/health")"
 ok "the health check notices it: $(cat "$WORK/health")"
-eng rm -f "$NAME" >/dev/null 2>&1
+eng rm -f -v "$NAME" >/dev/null 2>&1
 
 say "the README's form: default PORT 80 published with -p, no API_TOKEN (a generated one)"
 PUB_PORT=$(free_port)
