@@ -78,7 +78,11 @@ impl Host {
         // Strip a port, as nginx does for the Host header.
         let name = match input.rsplit_once(':') {
             Some((name, port)) => {
-                if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+                if port.is_empty()
+                    || port.len() > 5
+                    || !port.bytes().all(|b| b.is_ascii_digit())
+                    || port.parse::<u16>().is_err()
+                {
                     return Err(HostError::BadPort);
                 }
                 name
@@ -177,6 +181,9 @@ pub enum BackendError {
     BadPort,
     BadHost(HostError),
     BadIpv6,
+    /// The name `unix`: nginx reads `http://unix:…` as a unix-domain socket path, so
+    /// `unix:80` would send requests to the socket file `80<request_uri>`.
+    UnixSocket,
 }
 
 impl fmt::Display for BackendError {
@@ -198,6 +205,9 @@ impl fmt::Display for BackendError {
             BackendError::BadPort => f.write_str("backend port must be a number from 1 to 65535"),
             BackendError::BadHost(e) => write!(f, "backend {e}"),
             BackendError::BadIpv6 => f.write_str("backend has an invalid IPv6 address"),
+            BackendError::UnixSocket => f.write_str(
+                "backend host \"unix\" is refused: nginx would read unix:… as a unix socket path",
+            ),
         }
     }
 }
@@ -241,6 +251,9 @@ impl Backend {
                         return Err(BackendError::BadHost(HostError::BadLabel));
                     }
                     check_name(&lower).map_err(BackendError::BadHost)?;
+                    if lower == "unix" {
+                        return Err(BackendError::UnixSocket);
+                    }
                     (HostPart::Name(lower), port)
                 }
             }
@@ -321,6 +334,8 @@ mod tests {
             "example.com:",
             "example.com:abc",
             "example.com:123456",
+            "example.com:65536",
+            "example.com:99999",
             "-lead.example",
             "trail-.example",
             "1.2.3.4",
@@ -365,6 +380,8 @@ mod tests {
             "[zz]:80",
             "host:-1",
             "host:+80",
+            "unix:80",
+            "UNIX:8080",
         ] {
             assert!(Backend::parse(input).is_err(), "{input:?} accepted");
         }

@@ -11,6 +11,21 @@ use std::io;
 
 use crate::sync::AtomicU64;
 
+/// Allocates the blocks of `file`'s first `len` bytes (`posix_fallocate`), so that a full
+/// disk is an error here rather than a `SIGBUS` when the writer first stores into a hole of
+/// its mapping. File systems without `fallocate` fall back to glibc's emulation.
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len =
+        libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: posix_fallocate only reads its integer arguments; the descriptor is open for as
+    // long as `file` is borrowed.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// A shared mapping of a whole table file, viewed as words.
 pub(crate) struct Mapping {
     map: memmap2::MmapRaw,

@@ -297,10 +297,12 @@ static BACKEND_BYTE: [bool; 256] = {
     t
 };
 
-/// Whether every byte of `v` can appear in a canonical backend (branch-free over the bytes).
+/// Whether every byte of `v` can appear in a canonical backend (branch-free over the bytes),
+/// and `v` does not start with `unix:` (which nginx's `proxy_pass` would read as a socket path;
+/// `Backend::parse` refuses it).
 #[inline]
 fn valid_backend(v: &[u8]) -> bool {
-    v.iter().fold(true, |ok, &b| ok & BACKEND_BYTE[b as usize])
+    v.iter().fold(true, |ok, &b| ok & BACKEND_BYTE[b as usize]) && !v.starts_with(b"unix:")
 }
 
 /// The geometry of a validated table: what a lookup needs besides the words.

@@ -147,6 +147,8 @@ impl Layout {
         let arena_offset = HEADER_LEN + capacity * 8;
         let file_len = arena_offset + arena_words * 8;
         file.set_len(file_len as u64)?;
+        // A hole in the file would turn a full disk into a SIGBUS at the first store.
+        crate::raw::allocate(&file, file_len as u64)?;
         let map = Mapping::read_write(&file)?;
         let w = map.words();
         let created = now_ms();
