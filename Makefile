@@ -38,16 +38,19 @@ bench-e2e: bench-build ## End to end: throughput, propagation, writes, memory, t
 	$(BENCH_E2E) machine
 	$(BENCH_E2E) throughput --sizes $(BENCH_SIZES) --rounds $(BENCH_ROUNDS) --secs $(BENCH_SECS)
 	$(BENCH_E2E) propagation
+	$(BENCH_E2E) propagation --hosts 1000000 --reloads 30 --load-secs 20
 	$(BENCH_E2E) writes
 	$(BENCH_E2E) memory
+	$(BENCH_E2E) report >/dev/null
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
 bench-throughput: bench-build ## wrk: nginx map, lua, HAProxy, set-backend, … in rounds (BENCH_SIZES, BENCH_ROUNDS, BENCH_SECS)
 	$(BENCH_E2E) machine
 	$(BENCH_E2E) throughput --sizes $(BENCH_SIZES) --rounds $(BENCH_ROUNDS) --secs $(BENCH_SECS)
 
-bench-propagation: bench-build ## Write ack → every worker routes it: set-backend, lua, HAProxy, map + reload
+bench-propagation: bench-build ## Write ack → every worker routes it: set-backend, lua, HAProxy, map + reload (1k and 1M hosts)
 	$(BENCH_E2E) propagation
+	$(BENCH_E2E) propagation --hosts 1000000 --reloads 30 --load-secs 20
 
 bench-writes: bench-build ## Write throughput through each contender's update API
 	$(BENCH_E2E) writes
@@ -55,7 +58,8 @@ bench-writes: bench-build ## Write throughput through each contender's update AP
 bench-memory: bench-build ## Memory and start time with 1M hosts
 	$(BENCH_E2E) memory
 
-bench-plots: ## PNG plots from benches/results/*.csv
+bench-plots: ## PNG plots and benches/results/report.md (the tables of BENCHMARKS.md) from benches/results/
+	$(BENCH_E2E) report >/dev/null
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
 run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
