@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -116,6 +117,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/entries/{file}", get(get_one).delete(delete_one))
         .route_layer(middleware::from_fn_with_state(
+            state.max_batch_bytes,
+            declared_length_limit,
+        ))
+        .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
@@ -130,6 +135,29 @@ pub fn router(state: AppState) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Refuses a body whose declared `Content-Length` is over the route's limit at once, with 413,
+/// instead of reading up to the limit first (a client that announces a gigabyte and then
+/// stalls would otherwise hold the request open).
+async fn declared_length_limit(
+    State(max_batch_bytes): State<usize>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let limit = match *req.method() {
+        axum::http::Method::PATCH | axum::http::Method::PUT => max_batch_bytes,
+        _ => MAX_ENTRY_BODY,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(req).await
 }
 
 async fn index(State(s): State<AppState>) -> Html<String> {
@@ -170,6 +198,18 @@ fn parse_entry(e: &Entry) -> Result<(Host, Backend), ApiError> {
 fn host_from_file(file: &str) -> Result<Host, ApiError> {
     let name = file.strip_suffix(".json").ok_or(ApiError::NoRoute)?;
     parse_host(name)
+}
+
+/// [`host_from_file`] for the extracted path; a path that does not decode (`%ff`) is an
+/// invalid host, in the API's error shape.
+fn host_from_path(file: Result<Path<String>, PathRejection>) -> Result<Host, ApiError> {
+    match file {
+        Ok(Path(file)) => host_from_file(&file),
+        Err(e) => Err(ApiError::InvalidHost(format!(
+            "the host in the path does not decode: {}",
+            e.body_text()
+        ))),
+    }
 }
 
 fn entry_json(host: &Host, backend: &str) -> Json<Entry> {
@@ -214,9 +254,9 @@ async fn upsert(State(s): State<AppState>, body: Result<JsonBody<Entry>, ApiErro
 
 async fn get_one(
     State(s): State<AppState>,
-    Path(file): Path<String>,
+    file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let host = host_from_file(&file)?;
+    let host = host_from_path(file)?;
     let store = s.store.clone();
     let h = host.clone();
     let found = tokio::task::spawn_blocking(move || store.get(&h))
@@ -224,7 +264,7 @@ async fn get_one(
         .map_err(|_| ApiError::Internal)?
         .map_err(|e| {
             tracing::error!(error = %e, "store read failed");
-            ApiError::Internal
+            ApiError::StoreUnavailable(crate::error::store_fault(&e.to_string()))
         })?;
     match found {
         Some(b) => Ok(entry_json(&host, &b).into_response()),
@@ -232,8 +272,11 @@ async fn get_one(
     }
 }
 
-async fn delete_one(State(s): State<AppState>, Path(file): Path<String>) -> Response {
-    let host = match host_from_file(&file) {
+async fn delete_one(
+    State(s): State<AppState>,
+    file: Result<Path<String>, PathRejection>,
+) -> Response {
+    let host = match host_from_path(file) {
         Ok(h) => h,
         Err(e) => {
             s.metrics.write(WriteOp::Delete, WriteOutcome::Invalid);

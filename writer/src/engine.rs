@@ -144,6 +144,9 @@ struct Engine {
     metrics: Arc<Metrics>,
     /// How often to refresh the table's heartbeat when idle.
     heartbeat: Duration,
+    /// A commit failed: the store must be reopened (redb refuses everything after an I/O
+    /// error) before the next write, and the heartbeat retries until it is.
+    store_failed: bool,
 }
 
 /// Builds the table from the store (taking the table lock) and starts the engine thread.
@@ -169,6 +172,7 @@ pub fn start(
         opts,
         metrics,
         heartbeat,
+        store_failed: false,
     };
     let (tx, rx) = mpsc::channel();
     let join = thread::Builder::new()
@@ -243,15 +247,49 @@ impl Engine {
     }
 
     fn heartbeat(&mut self) {
-        match &self.table {
-            Some(t) => t.heartbeat(),
-            None => self.rebuild_table(),
+        if self.store_failed {
+            if let Err(e) = self.reopen_store() {
+                tracing::debug!(error = %e, "the store cannot be reopened yet");
+            }
         }
+        // Out of sync after a failed publication (say, a full disk): retry the rebuild every
+        // heartbeat, so the table catches up with the store once the disk has room.
+        match &self.table {
+            Some(t) if self.metrics.table_in_sync.load(Ordering::Relaxed) => t.heartbeat(),
+            _ => {
+                let _ = self.rebuild_table();
+            }
+        }
+    }
+
+    /// Reopens the store after a failed commit.
+    fn reopen_store(&mut self) -> Result<(), crate::store::StoreError> {
+        self.store.reopen().inspect(|()| {
+            tracing::info!("the store was reopened after an I/O error");
+            self.store_failed = false;
+            self.metrics.store_ok.store(true, Ordering::Relaxed);
+        })
     }
 
     fn process(&mut self, group: &mut Vec<(Op, oneshot::Sender<Result<Outcome, EngineError>>)>) {
         let n = group.len() as u64;
-        let result = self.commit(group);
+        let result = if self.store_failed {
+            match self.reopen_store() {
+                Ok(()) => self.commit(group),
+                Err(e) => Err(EngineError::Store(format!(
+                    "the store could not be reopened after an I/O error: {e}"
+                ))),
+            }
+        } else {
+            self.commit(group)
+        };
+        if let Err(EngineError::Store(e)) = &result {
+            if !self.store_failed {
+                tracing::error!(error = %e, "the store failed; it is reopened before the next write");
+            }
+            self.store_failed = true;
+            self.metrics.store_ok.store(false, Ordering::Relaxed);
+        }
         let result = result.and_then(|outcomes| {
             let t0 = Instant::now();
             self.publish(group)?;
@@ -283,17 +321,22 @@ impl Engine {
         group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
     ) -> Result<Vec<Outcome>, EngineError> {
         let err = |e: &dyn std::fmt::Display| EngineError::Store(e.to_string());
-        let mut txn = self.store.db().begin_write().map_err(|e| err(&e))?;
+        let db = self.store.db().map_err(|e| err(&e))?;
+        let mut txn = db.begin_write().map_err(|e| err(&e))?;
         // redb's default, stated: `commit` returns only once the data is fsynced. The whole
         // acknowledgement guarantee rests on this line.
         txn.set_durability(redb::Durability::Immediate)
             .map_err(|e| err(&e))?;
         let mut outcomes = Vec::with_capacity(group.len());
+        // Whether the group changed anything: a group that did not (deletes of absent hosts)
+        // is aborted, so a refused or idle request never writes the store file.
+        let mut changed = false;
         {
             let mut t = txn.open_table(ENTRIES).map_err(|e| err(&e))?;
             for (op, _) in group {
                 let outcome = match op {
                     Op::Upsert(h, b) => {
+                        changed = true;
                         let old = t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))?;
                         if old.is_some() {
                             Outcome::Updated
@@ -304,6 +347,7 @@ impl Engine {
                     Op::Delete(h) => {
                         let old = t.remove(h.as_str()).map_err(|e| err(&e))?;
                         if old.is_some() {
+                            changed = true;
                             Outcome::Deleted
                         } else {
                             Outcome::Absent
@@ -313,10 +357,14 @@ impl Engine {
                         let mut c = BatchCounts::default();
                         for h in deletes {
                             match t.remove(h.as_str()).map_err(|e| err(&e))? {
-                                Some(_) => c.deleted += 1,
+                                Some(_) => {
+                                    changed = true;
+                                    c.deleted += 1;
+                                }
                                 None => c.absent += 1,
                             }
                         }
+                        changed |= !upserts.is_empty();
                         for (h, b) in upserts {
                             match t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))? {
                                 Some(_) => c.updated += 1,
@@ -326,6 +374,7 @@ impl Engine {
                         Outcome::Batch(c)
                     }
                     Op::ReplaceAll(entries) => {
+                        changed = true;
                         t.retain(|_, _| false).map_err(|e| err(&e))?;
                         for (h, b) in entries {
                             t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))?;
@@ -337,6 +386,10 @@ impl Engine {
                 };
                 outcomes.push(outcome);
             }
+        }
+        if !changed {
+            txn.abort().map_err(|e| err(&e))?;
+            return Ok(outcomes);
         }
         let t0 = Instant::now();
         txn.commit().map_err(|e| err(&e))?;
@@ -364,19 +417,14 @@ impl Engine {
                 }
             }
         }
-        self.rebuild_table();
-        if self.table.is_some() {
-            Ok(())
-        } else {
-            Err(EngineError::Publish(
-                "the table could not be rebuilt; see the log".into(),
-            ))
-        }
+        // Acknowledged means visible: a rebuild that failed (a full disk) fails the group,
+        // even though the old table is still mapped.
+        self.rebuild_table().map_err(EngineError::Publish)
     }
 
     /// Replaces the table with a new generation built from the store. The table lock stays
     /// held when there is a table to replace.
-    fn rebuild_table(&mut self) {
+    fn rebuild_table(&mut self) -> Result<(), String> {
         let built = self
             .store
             .load_all()
@@ -398,8 +446,10 @@ impl Engine {
             Err(e) => {
                 tracing::error!(error = %e, "cannot rebuild the table from the store");
                 self.metrics.table_in_sync.store(false, Ordering::Relaxed);
+                return Err(e);
             }
         }
+        Ok(())
     }
 }
 

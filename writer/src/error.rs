@@ -39,6 +39,12 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 503: the daemon is shutting down.
     Unavailable,
+    /// 503: the store cannot be written (full disk, read-only file system, I/O error);
+    /// nothing of the request was stored. Holds the reason, in words safe to show.
+    StoreUnavailable(&'static str),
+    /// 503: the change was committed to the store, but the table file could not be updated
+    /// (full disk); the engine retries every second. Holds the reason, in words safe to show.
+    TableUnavailable(&'static str),
     /// 500: the store or the table failed; details are logged, not returned.
     Internal,
 }
@@ -56,7 +62,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable
+            | ApiError::StoreUnavailable(_)
+            | ApiError::TableUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -75,6 +83,8 @@ impl ApiError {
             ApiError::NoRoute => "no_route",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable => "unavailable",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::TableUnavailable(_) => "table_unavailable",
             ApiError::Internal => "internal",
         }
     }
@@ -99,6 +109,13 @@ impl ApiError {
                 "method not allowed on this route; see GET / for the API".into()
             }
             ApiError::Unavailable => "the writer is shutting down; retry shortly".into(),
+            ApiError::StoreUnavailable(why) => {
+                format!("the store is unavailable ({why}); nothing was changed, retry later")
+            }
+            ApiError::TableUnavailable(why) => format!(
+                "the change was stored, but the table file could not be updated ({why}); \
+                 the writer retries every second and GET /healthz fails until it succeeds"
+            ),
             ApiError::Internal => "internal error; the change was not acknowledged".into(),
         }
     }
@@ -134,10 +151,28 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::Stopped => ApiError::Unavailable,
-            e => {
-                tracing::error!(error = %e, "write failed");
-                ApiError::Internal
+            EngineError::Store(e) => {
+                tracing::error!(error = %e, "write refused: the store failed");
+                ApiError::StoreUnavailable(store_fault(&e))
+            }
+            EngineError::Publish(e) => {
+                tracing::error!(error = %e, "write committed but not published");
+                ApiError::TableUnavailable(store_fault(&e))
             }
         }
+    }
+}
+
+/// The kind of a store failure, from the error's text (redb wraps the `io::Error` in several
+/// error types): what an operator can act on, without internals.
+pub(crate) fn store_fault(error: &str) -> &'static str {
+    if error.contains("No space left on device") || error.contains("Disk quota exceeded") {
+        "its file system is full"
+    } else if error.contains("Read-only file system") {
+        "its file system is read-only"
+    } else if error.contains("Permission denied") {
+        "permission denied"
+    } else {
+        "an I/O error; see the writer's log"
     }
 }

@@ -160,12 +160,16 @@ pub struct Metrics {
     /// False when the table could not be brought in line with the store (see the log); the
     /// health check then fails.
     pub table_in_sync: AtomicBool,
+    /// False after a commit failed (full disk, read-only file system, I/O error) until the
+    /// store has been reopened; writes are refused with 503 meanwhile.
+    pub store_ok: AtomicBool,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
         let m = Metrics::default();
         m.table_in_sync.store(true, Ordering::Relaxed);
+        m.store_ok.store(true, Ordering::Relaxed);
         m
     }
 
@@ -317,6 +321,16 @@ impl Metrics {
             "set_backend_table_in_sync",
             "1 when the table matches the store, 0 after a publication failure.",
             if self.table_in_sync.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        g(
+            &mut out,
+            "set_backend_store_ok",
+            "1 when the store accepts writes, 0 after a failed commit until it is reopened.",
+            if self.store_ok.load(Ordering::Relaxed) {
                 1.0
             } else {
                 0.0

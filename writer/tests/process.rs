@@ -521,7 +521,15 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
                 .unwrap()
                 .as_nanos() as u64
         });
-    eprintln!("crash test: {secs} s, seed {seed} (SET_BACKEND_CRASH_SECS, SET_BACKEND_CRASH_SEED)");
+    // The soak run (`make soak`) asks for a number of kills rather than a duration.
+    let min_kills: u64 = std::env::var("SET_BACKEND_CRASH_MIN_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    eprintln!(
+        "crash test: {secs} s and at least {min_kills} kills, seed {seed} \
+         (SET_BACKEND_CRASH_SECS, SET_BACKEND_CRASH_MIN_KILLS, SET_BACKEND_CRASH_SEED)"
+    );
     let mut rng = Rng(seed | 1);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -530,7 +538,7 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
     let start = Instant::now();
     let mut round = 0;
     let mut kills = 0;
-    while start.elapsed() < Duration::from_secs(secs) || round < 3 {
+    while start.elapsed() < Duration::from_secs(secs) || kills < min_kills {
         round += 1;
         let mut daemon = Daemon::spawn(d, Some(token), &[], &format!("round{round}.log"));
         daemon.ready().await;
