@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build test bench run lint fmt clean fuzz
+.PHONY: help build test bench run lint fmt clean fuzz soak
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,3 +87,23 @@ fuzz: ## Fuzz table open + lookup for FUZZ_SECS seconds (needs nightly and cargo
 	mkdir -p shm-layout/fuzz/corpus/open_lookup
 	$(CARGO) run -q -p shm-layout --example make_table -- shm-layout/fuzz/corpus/open_lookup/seed-40 40
 	cd shm-layout && $(CARGO) +nightly fuzz run open_lookup -- -max_total_time=$(FUZZ_SECS) -max_len=65536
+
+# The soak run's knobs (RELIABILITY.md): seconds of table churn (at least 1e8 lookups),
+# writer SIGKILLs in the writer's crash test and under nginx, nginx reloads and binary upgrades
+# under load, random hostile tables, seconds of fuzzing.
+SOAK_CHURN_SECS ?= 240
+SOAK_CRASH_KILLS ?= 120
+SOAK_E2E_KILLS ?= 100
+SOAK_RELOADS ?= 30
+SOAK_UPGRADES ?= 10
+SOAK_RANDOM_TABLES ?= 40
+SOAK_FUZZ_SECS ?= 600
+soak: ## The long reliability runs of RELIABILITY.md: churn, 100+ writer kills, nginx operations under load, fuzzing (about 30 min)
+	$(CARGO) build --workspace
+	SB_CHURN_SECS=$(SOAK_CHURN_SECS) $(CARGO) test -p shm-layout --release --test churn -- --nocapture
+	SET_BACKEND_CRASH_SECS=0 SET_BACKEND_CRASH_MIN_KILLS=$(SOAK_CRASH_KILLS) \
+	  $(CARGO) test -p set-backend-writer --test process crash_test -- --nocapture
+	SB_RELIABILITY_KILLS=$(SOAK_E2E_KILLS) SB_RELIABILITY_RELOADS=$(SOAK_RELOADS) \
+	  SB_RELIABILITY_UPGRADES=$(SOAK_UPGRADES) SB_RELIABILITY_RANDOM_TABLES=$(SOAK_RANDOM_TABLES) \
+	  $(CARGO) test -p set-backend-tests --test e2e reliability -- --nocapture --test-threads=1
+	$(MAKE) fuzz FUZZ_SECS=$(SOAK_FUZZ_SECS)

@@ -116,6 +116,12 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     dir
 }
 
+/// True when the tests run as root (they then run nginx's workers as `nobody`, and the tests
+/// that need mounts or other users can run).
+pub fn running_as_root() -> bool {
+    is_root()
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -189,6 +195,27 @@ pub fn unix_request(
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(WAIT))?;
     exchange(&mut s, method, "localhost", path, headers, body)
+}
+
+/// Sends `raw` bytes as they are (a request of any shape, even a broken one) to 127.0.0.1:port
+/// and parses what comes back. `raw` should say `Connection: close`.
+pub fn raw_request(port: u16, raw: &[u8]) -> io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.write_all(raw)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    parse_response(&out)
+}
+
+/// [`raw_request`] over a unix socket.
+pub fn raw_unix_request(socket: &Path, raw: &[u8]) -> io::Result<Response> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.write_all(raw)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    parse_response(&out)
 }
 
 fn exchange<S: Read + Write>(
@@ -720,8 +747,31 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// [`Writer::start`] with more `serve` options (`--socket-mode`, `--socket-group`, …).
+    /// With `--socket-mode` given, the socket's mode is left as the writer set it.
+    pub fn start_with_args(data_dir: &Path, token: &str, args: &[&str]) -> Writer {
+        Writer::spawn(data_dir, token, args)
+    }
+
+    /// SIGKILLs the writer (the crash tests' fault; nginx is never killed) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// The writer's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts `set-backend serve` with its data in `data_dir` and waits for `/healthz`.
     pub fn start(data_dir: &Path, token: &str) -> Writer {
+        Writer::spawn(data_dir, token, &[])
+    }
+
+    fn spawn(data_dir: &Path, token: &str, args: &[&str]) -> Writer {
         fs::create_dir_all(data_dir).expect("mkdir data dir");
         fs::set_permissions(data_dir, fs::Permissions::from_mode(0o755)).expect("chmod data dir");
         let socket = data_dir.join("api.sock");
@@ -737,6 +787,7 @@ impl Writer {
             .arg(data_dir)
             .arg("--socket")
             .arg(&socket)
+            .args(args)
             .env("API_TOKEN", token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -768,7 +819,7 @@ impl Writer {
             thread::sleep(Duration::from_millis(50));
         }
         // nginx's workers run as nobody when the tests run as root: let them connect.
-        if is_root() {
+        if is_root() && !args.contains(&"--socket-mode") {
             let _ = fs::set_permissions(&w.socket, fs::Permissions::from_mode(0o666));
         }
         w

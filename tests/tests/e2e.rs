@@ -1,5 +1,5 @@
 //! End to end: real nginx (2 workers) with the module, tables on disk, upstream servers, and the
-//! writer daemon for the API tests. Upstream mode (`set_backend_peer`) is in `e2e/upstream_mode.rs`. Each test checks `error.log` for `[alert]`, `[crit]` and
+//! writer daemon for the API tests. Upstream mode (`set_backend_peer`) is in `e2e/upstream_mode.rs`, the reliability suite (faults, hostile files, abuse; `RELIABILITY.md`) in `e2e/reliability.rs`. Each test checks `error.log` for `[alert]`, `[crit]` and
 //! `[emerg]` at the end.
 
 use std::path::Path;
@@ -12,6 +12,9 @@ use set_backend_tests::*;
 
 #[path = "e2e/upstream_mode.rs"]
 mod upstream_mode;
+
+#[path = "e2e/reliability.rs"]
+mod reliability;
 
 /// The usual server: every host routed by `set_backend`, answers tagged with the worker's pid.
 fn routed(table: &Path) -> impl Fn(u16, &Path) -> String + '_ {
