@@ -932,7 +932,8 @@ def cmd_propagation(a):
                 h = rnd.randrange(n)
                 newp = rnd.choice([p for p in UP_PORTS if p != hosts[h]])
                 t_ack = reload_to(h, newp)
-                r = fresh_probe_until(m.port, host_name(h), str(newp), t_ack)
+                r = fresh_probe_until(m.port, host_name(h), str(newp), t_ack,
+                                      timeout=10.0 if n <= 100_000 else 60.0)
                 if r is None:
                     failures += 1
                 else:
@@ -941,6 +942,12 @@ def cmd_propagation(a):
                         rows.append(dict(contender="map-reload", i=i, write_ms=0,
                                          visible_ms=round(r * 1000, 4)))
             return lat, failures
+
+        def settle():
+            """Until only the current workers are left (old generations finished)."""
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len(tree_pids(m.proc.p.pid)) > 1 + WORKERS:
+                time.sleep(0.1)
 
         lat, failures = reload_loop(a.reloads, record=True)
         summary.append(dict(contender="map-reload", updates=len(lat), failures=failures,
@@ -953,6 +960,7 @@ def cmd_propagation(a):
         # reloads back to back
         under = {}
         for label, with_reloads in (("no reloads", False), ("reloads", True)):
+            settle()
             stop = threading.Event()
             res = {}
             t = threading.Thread(target=lambda: res.update(
@@ -1205,15 +1213,21 @@ def cmd_report(a):
         d = json.load(open(pj))
         p(f"#### Propagation ({d['hosts']:,} hosts)")
         p("")
-        p("| contender | updates | p50 ms | p99 ms | max ms | stale answers after ack | "
-          "probe RTT p50 / p99 ms | write ack p50 / p99 ms |")
-        p("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        sfx = "" if d["hosts"] == 1000 else f"-{d['hosts']}"
+        prow = read_csv(os.path.join(RESULTS, f"propagation{sfx}.csv"))
+        p("| contender | updates | ack → all workers p50 ms | p99 ms | max ms | "
+          "stale answers after ack | probe RTT p50 / p99 ms | write ack p50 / p99 ms | "
+          "request sent → routed p50 / p99 ms |")
+        p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for s_ in d["summary"]:
             g = lambda k: s_.get(k, "")  # noqa: E731
+            tot = [float(r["write_ms"] or 0) + float(r["visible_ms"]) for r in prow
+                   if r["contender"] == s_["contender"]]
+            tt = f"{pct(tot, 0.5):.3f} / {pct(tot, 0.99):.3f}" if tot else ""
             p(f"| {s_['contender']} | {s_['updates']} (failed {s_['failures']}) | {s_['p50_ms']} | "
               f"{s_['p99_ms']} | {s_['max_ms']} | {g('stale_answers')} | "
               f"{g('probe_rtt_p50_ms')} / {g('probe_rtt_p99_ms')} | "
-              f"{g('write_p50_ms')} / {g('write_p99_ms')} |")
+              f"{g('write_p50_ms')} / {g('write_p99_ms')} | {tt} |")
         p("")
         u = d.get("reload_under_load", {})
         if u:
