@@ -1444,7 +1444,7 @@ fn api_abuse_gets_the_documented_4xx_and_changes_nothing() {
     let generation_after = Table::open(w.table()).expect("table").generation();
     eprintln!(
         "RELIABILITY api_abuse inputs={} requests={tried} wrong_answers={} store_unchanged={store_same} table_unchanged={table_same}",
-        battery.len() + 5,
+        battery.len() + 6,
         failures.len()
     );
     assert!(
