@@ -267,6 +267,11 @@ fn record_lengths_out_of_range_are_corrupt() {
     let t = open_bytes(&b).unwrap();
     assert_eq!(t.lookup(b"site-3.example"), Lookup::Corrupt);
     assert!(t.verify().is_err());
+    // A value nginx would read as a unix socket path (`http://unix:…`).
+    let mut b = good.clone();
+    b[value_at..value_at + 5].copy_from_slice(b"unix:");
+    let t = open_bytes(&b).unwrap();
+    assert_eq!(t.lookup(b"site-3.example"), Lookup::Corrupt);
     // A record at the very end of the arena whose value would run past it.
     let mut b = good.clone();
     let arena_words = word(&b, 80) as usize / 8;
