@@ -642,9 +642,13 @@ impl Nginx {
     pub fn wait_every_worker(&self, host: &str, f: impl Fn(&Response) -> bool) {
         let deadline = Instant::now() + WAIT;
         let mut good = BTreeSet::new();
+        // Per worker: how many answers, and the last one (for the failure message).
+        let mut last = std::collections::BTreeMap::<String, (usize, u16, String)>::new();
         while good.len() < 2 {
             let r = self.get(host, "/");
             let w = r.header("X-Worker").expect("X-Worker header").to_string();
+            let seen = last.entry(w.clone()).or_default();
+            *seen = (seen.0 + 1, r.status, r.body.chars().take(80).collect());
             if f(&r) {
                 good.insert(w);
             } else {
@@ -652,7 +656,8 @@ impl Nginx {
             }
             assert!(
                 Instant::now() < deadline,
-                "not every worker got there; last {r:?}"
+                "not every worker got there; per worker (answers, last status, last body): \
+                 {last:?}; last {r:?}"
             );
         }
     }
