@@ -96,6 +96,7 @@ pub const fn words_for(bytes: usize) -> usize {
 }
 
 /// The 64-bit SipHash-1-3 of `key` under `(k0, k1)`: the hash of the table.
+#[inline]
 pub fn hash_key(k0: u64, k1: u64, key: &[u8]) -> u64 {
     use std::hash::Hasher;
     let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);

@@ -200,11 +200,20 @@ fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
     let chunks = key.chunks_exact(8);
     let rest = chunks.remainder();
     let full = chunks.len();
+    // The last, partial word: the key's final 8 bytes shifted down, when the key has them.
+    let tail = match (rest.len(), key.len().checked_sub(8)) {
+        (0, _) => 0,
+        (n, Some(at)) => key
+            .get(at..)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from_le_bytes(b) >> (64 - 8 * n)),
+        (_, None) => chunk(rest, 0),
+    };
     words.len() == full + usize::from(!rest.is_empty())
         && chunks
             .zip(words)
             .all(|(c, w)| c.try_into().map(u64::from_le_bytes).ok() == Some(load(w)))
-        && (rest.is_empty() || words.get(full).map(load) == Some(chunk(rest, 0)))
+        && (rest.is_empty() || words.get(full).map(load) == Some(tail))
 }
 
 #[inline]
