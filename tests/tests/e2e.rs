@@ -35,6 +35,17 @@ fn routed(table: &Path) -> impl Fn(u16, &Path) -> String + '_ {
     }
 }
 
+/// A port nothing listens on, below the ephemeral range: a free ephemeral port can become the
+/// source port of nginx's own connection to it, which then connects to itself (a 504, not 502).
+fn dead_port() -> u16 {
+    (1..1024)
+        .find(|&p| {
+            std::net::TcpStream::connect(("127.0.0.1", p))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        })
+        .expect("a refused port below 1024")
+}
+
 fn body_is(upstream: &Upstream) -> impl Fn(&Response) -> bool + '_ {
     move |r| r.status == 200 && r.body.starts_with(&format!("upstream={} ", upstream.name))
 }
@@ -394,7 +405,7 @@ fn set_backend_works_in_if_and_stays_out_of_other_servers() {
 fn the_sample_error_pages_are_served_through_error_page() {
     let data = shared_tempdir();
     let table = data.path().join("table");
-    let dead = free_port();
+    let dead = dead_port();
     let slow = Upstream::start_with_delay("slow", Duration::from_secs(3));
     let _w = write_table(
         &table,

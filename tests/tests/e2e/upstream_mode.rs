@@ -171,17 +171,6 @@ fn upstream_mode_answers_misses_and_an_unavailable_table_like_variable_mode() {
     n.assert_clean_log();
 }
 
-/// A port nothing listens on, below the ephemeral range: a free ephemeral port can become the
-/// source port of nginx's own connection to it, which then connects to itself (a 504, not 502).
-fn dead_port() -> u16 {
-    (1..1024)
-        .find(|&p| {
-            std::net::TcpStream::connect(("127.0.0.1", p))
-                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
-        })
-        .expect("a refused port below 1024")
-}
-
 #[test]
 fn upstream_mode_gives_502_for_a_dead_backend_and_504_for_a_slow_one() {
     let data = shared_tempdir();
