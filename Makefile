@@ -23,7 +23,7 @@ BENCH_E2E := $(BENCH_PYTHON) benches/e2e/bench.py
 # End-to-end knobs: table sizes, rounds (A B C …, A B C …), seconds per wrk run.
 BENCH_SIZES ?= 1000,100000,1000000
 BENCH_ROUNDS ?= 5
-BENCH_SECS ?= 4
+BENCH_SECS ?= 3
 
 bench-criterion: ## The criterion benchmarks: table lookups, writer API (no nginx)
 	$(CARGO) bench -p set-backend-benches
