@@ -14,6 +14,12 @@ Subcommands (each runs alone; `all` runs them in order):
   propagation  ack → every worker routes the new backend, per update API; reload under load
   writes       write throughput through each update API
   memory       memory and start time with 1M hosts (subset of throughput, no wrk)
+  machine      benches/results/machine.json (CPU, kernel, versions, load, commit)
+  report       benches/results/report.md: the markdown tables of BENCHMARKS.md
+
+Two measures of throughput: wrk's req/s (wall clock, moved by anything else on the machine)
+and the proxy's CPU time per request (schedstat of all its threads), whose inverse is the
+capacity when the proxy owns the CPU. Ratios are taken within a round, then their median.
 
 Everything listens on 127.0.0.1 only; every run is bounded in time; nginx is stopped with QUIT
 (TERM after a timeout), never KILL. Results go to benches/results/*.csv|json.
