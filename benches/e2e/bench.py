@@ -6,9 +6,10 @@ Layout:
   wrk/hosts.lua  wrk script spreading requests over many hosts (uniform or zipf)
   wrk/writes.lua wrk script for the write-throughput runs
   build.sh       release builds: writer, module + nginx 1.28.3, module for Debian's nginx 1.22
+  deps.sh        the Debian packages (installed as root, else listed)
   plot.py        PNG plots from the CSV files this script writes
 
-Subcommands (each runs alone; `all` runs them in order):
+Subcommands (each runs alone; `make bench-e2e` runs them all, see the Makefile):
   throughput   wrk against every contender, in rounds (A B C …, A B C …), for each table size
                and distribution; also records each contender's start time and memory
   propagation  ack → every worker routes the new backend, per update API; reload under load
