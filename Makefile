@@ -5,7 +5,7 @@ CARGO ?= cargo
 .PHONY: help build test bench run lint fmt clean fuzz soak
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 build: ## Build everything (nginx from the nginx-src crate, the module, the writer)
 	$(CARGO) build --workspace
