@@ -201,12 +201,17 @@ impl Worker {
         }
     }
 
-    fn arm(&mut self) {
-        let every = if self.table.is_none() || self.failing {
+    /// How long until the next tick: soon while there is no usable table.
+    fn interval(&self) -> ngx_msec_t {
+        if self.table.is_none() || self.failing {
             RETRY
         } else {
             CHECK
-        };
+        }
+    }
+
+    fn arm(&mut self) {
+        let every = self.interval();
         // SAFETY: the timer is boxed, so its address is stable until `disarm` removes it;
         // workers are single-threaded.
         unsafe { ngx_add_timer(&mut *self.timer, every) };
@@ -220,20 +225,27 @@ impl Worker {
     }
 }
 
-unsafe extern "C" fn on_timer(_ev: *mut ngx_event_t) {
+unsafe extern "C" fn on_timer(ev: *mut ngx_event_t) {
     crate::guard((), || {
         // SAFETY: plain reads of nginx's process flags, written by its signal handlers.
         let leaving = unsafe { ngx_exiting != 0 || ngx_quit != 0 || ngx_terminate != 0 };
-        let _ = WORKER.try_with(|cell| {
-            if let Ok(mut slot) = cell.try_borrow_mut() {
-                if let Some(w) = slot.as_mut() {
-                    w.tick();
-                    if !leaving {
-                        w.arm();
-                    }
-                }
-            }
-        });
+        // The state is never borrowed when a timer fires (workers are single-threaded), but if
+        // it were, the timer must not die with it: it re-arms from `ev`, at the retry pace.
+        let every = WORKER
+            .try_with(|cell| {
+                let mut slot = cell.try_borrow_mut().ok()?;
+                let w = slot.as_mut()?;
+                w.tick();
+                Some(w.interval())
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(RETRY);
+        if !leaving && !ev.is_null() {
+            // SAFETY: `ev` is the worker's boxed timer, which nginx just took out of its timer
+            // tree to call this handler; it lives until `stop` (which disarms it first).
+            unsafe { ngx_add_timer(ev, every) };
+        }
     })
 }
 
