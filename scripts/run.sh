@@ -78,6 +78,8 @@ TABLE="$RUN_DIR/data/table"
 # As root, nginx's workers run as nobody: they must reach the table, the pages and the socket.
 USER_LINE=""
 WRITER_ARGS=()
+# Upstream mode connects to addresses only: have the API refuse backends given by name.
+[ "$MODE" = upstream ] && WRITER_ARGS+=(--backends ip)
 if [ "$(id -u)" = 0 ]; then
   if command -v runuser >/dev/null && runuser -u nobody -- test -x "$RUN_DIR/data" 2>/dev/null; then
     USER_LINE="user nobody nogroup;"

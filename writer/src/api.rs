@@ -60,6 +60,8 @@ pub struct AppState {
     pub docs_html: Arc<str>,
     /// Body limit of batch and replace-all requests.
     pub max_batch_bytes: usize,
+    /// Refuse backends that are host names (`--backends ip`, for upstream mode).
+    pub ip_backends_only: bool,
 }
 
 /// One entry, as the API reads and writes it.
@@ -187,10 +189,17 @@ fn parse_host(input: &str) -> Result<Host, ApiError> {
     Host::parse(input).map_err(|e| ApiError::InvalidHost(format!("{e}: {input:?}")))
 }
 
-fn parse_entry(e: &Entry) -> Result<(Host, Backend), ApiError> {
+fn parse_entry(e: &Entry, ip_only: bool) -> Result<(Host, Backend), ApiError> {
     let host = parse_host(&e.host)?;
     let backend = Backend::parse(&e.backend)
         .map_err(|err| ApiError::InvalidBackend(format!("{err}: {:?}", e.backend)))?;
+    if ip_only && backend.addr().is_none() {
+        return Err(ApiError::InvalidBackend(format!(
+            "backend must be an IP address and port (a.b.c.d:port or [v6]:port): this writer \
+             serves nginx's upstream mode, which does not resolve names: {:?}",
+            e.backend
+        )));
+    }
     Ok((host, backend))
 }
 
@@ -220,7 +229,7 @@ fn entry_json(host: &Host, backend: &str) -> Json<Entry> {
 }
 
 async fn upsert(State(s): State<AppState>, body: Result<JsonBody<Entry>, ApiError>) -> Response {
-    let (host, backend) = match body.and_then(|JsonBody(e)| parse_entry(&e)) {
+    let (host, backend) = match body.and_then(|JsonBody(e)| parse_entry(&e, s.ip_backends_only)) {
         Ok(entry) => entry,
         Err(e) => {
             s.metrics.write(WriteOp::Upsert, WriteOutcome::Invalid);
@@ -304,10 +313,11 @@ async fn delete_one(
 fn parse_entries(
     entries: &[Entry],
     seen: &mut HashSet<String>,
+    ip_only: bool,
 ) -> Result<Vec<(Host, Backend)>, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        let (h, b) = parse_entry(e).map_err(|err| match err {
+        let (h, b) = parse_entry(e, ip_only).map_err(|err| match err {
             ApiError::InvalidHost(m) => ApiError::InvalidHost(format!("entry {i}: {m}")),
             ApiError::InvalidBackend(m) => ApiError::InvalidBackend(format!("entry {i}: {m}")),
             other => other,
@@ -321,9 +331,9 @@ fn parse_entries(
 }
 
 /// Validates a batch: every entry and host valid, no host twice.
-fn parse_batch(req: &BatchRequest) -> Result<Op, ApiError> {
+fn parse_batch(req: &BatchRequest, ip_only: bool) -> Result<Op, ApiError> {
     let mut seen = HashSet::with_capacity(req.upsert.len() + req.delete.len());
-    let upserts = parse_entries(&req.upsert, &mut seen)?;
+    let upserts = parse_entries(&req.upsert, &mut seen, ip_only)?;
     let mut deletes = Vec::with_capacity(req.delete.len());
     for (i, d) in req.delete.iter().enumerate() {
         let h = parse_host(d).map_err(|e| match e {
@@ -351,7 +361,7 @@ async fn batch(
     State(s): State<AppState>,
     body: Result<JsonBody<BatchRequest>, ApiError>,
 ) -> Response {
-    let op = body.and_then(|JsonBody(req)| parse_batch(&req));
+    let op = body.and_then(|JsonBody(req)| parse_batch(&req, s.ip_backends_only));
     let op = match op {
         Ok(op) => op,
         Err(e) => {
@@ -377,7 +387,12 @@ async fn replace_all(
     body: Result<JsonBody<Vec<Entry>>, ApiError>,
 ) -> Response {
     let op = body.and_then(|JsonBody(entries)| {
-        parse_entries(&entries, &mut HashSet::with_capacity(entries.len())).map(Op::ReplaceAll)
+        parse_entries(
+            &entries,
+            &mut HashSet::with_capacity(entries.len()),
+            s.ip_backends_only,
+        )
+        .map(Op::ReplaceAll)
     });
     let op = match op {
         Ok(op) => op,

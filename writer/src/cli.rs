@@ -133,12 +133,26 @@ pub struct ServeArgs {
     /// Log format on standard error. The level comes from RUST_LOG (default `info`).
     #[arg(long, value_enum, default_value = "plain")]
     pub log_format: LogFormat,
+    /// Which backends the API accepts: `any` (host:port, a.b.c.d:port, [v6]:port) or `ip`
+    /// (IP literals only). Use `ip` when nginx routes in upstream mode (`set_backend_peer`),
+    /// which connects to addresses and does not resolve names.
+    #[arg(long, value_enum, default_value = "any")]
+    pub backends: BackendKinds,
     /// Largest body of a batch (PATCH) or replace-all (PUT), in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub max_batch_bytes: usize,
     /// The domain the API is served under (`api.$DOMAIN`), shown in the docs' examples.
     #[arg(long, env = "DOMAIN")]
     pub domain: Option<String>,
+}
+
+/// The `--backends` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKinds {
+    /// Host names and IP literals.
+    Any,
+    /// IP literals only.
+    Ip,
 }
 
 impl ServeArgs {

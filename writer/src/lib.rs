@@ -66,6 +66,9 @@ pub struct Config {
     pub heartbeat: Duration,
     /// How long a shutdown waits for requests in flight before closing their connections.
     pub shutdown_grace: Duration,
+    /// Accept only IP-literal backends: nginx's upstream mode (`set_backend_peer`) connects
+    /// to addresses and does not resolve names, so a name stored for it could not be routed.
+    pub ip_backends_only: bool,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             domain: None,
             heartbeat: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            ip_backends_only: false,
         }
     }
 }
@@ -139,6 +143,7 @@ pub async fn run(
         metrics,
         docs_html: Arc::from(docs::html(config.domain.as_deref()).as_str()),
         max_batch_bytes: config.max_batch_bytes,
+        ip_backends_only: config.ip_backends_only,
     };
     let app = api::router(state);
 

@@ -833,3 +833,50 @@ async fn tcp_is_loopback_only_unless_allowed() {
     assert!(err.to_string().contains("loopback"), "{err}");
     assert!(set_backend_writer::listen::bind_tcp("127.0.0.1:0".parse().unwrap(), false).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_backends_only_refuses_names_everywhere_and_stores_nothing() {
+    let mut s = ServerHarness::start_with(|c| c.ip_backends_only = true).await;
+    let mut c = s.connect().await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/entries.json",
+            r#"{"host": "a.example", "backend": "web.internal:80"}"#,
+        ),
+        (
+            Method::PATCH,
+            "/entries.json",
+            r#"{"upsert": [{"host": "a.example", "backend": "10.0.0.1:80"},
+                           {"host": "b.example", "backend": "web.internal:80"}]}"#,
+        ),
+        (
+            Method::PUT,
+            "/entries.json",
+            r#"[{"host": "a.example", "backend": "web.internal:80"}]"#,
+        ),
+    ] {
+        let r = c
+            .request(method.clone(), path, Some(body.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.error_code().as_deref()),
+            (400, Some("invalid_backend")),
+            "{method}"
+        );
+        assert!(r.text().contains("IP address"), "{}", r.text());
+    }
+    let r = c.request(Method::GET, "/entries.json", None).await.unwrap();
+    assert_eq!(r.json(), json!([]));
+    let r = c
+        .request(
+            Method::POST,
+            "/entries.json",
+            Some(br#"{"host": "a.example", "backend": "[fd00::1]:8080"}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    s.shutdown().await.unwrap();
+}

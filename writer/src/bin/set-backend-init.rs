@@ -535,6 +535,10 @@ fn run() -> Result<u8, String> {
     ));
     let mut writer = Command::new(WRITER);
     writer.args(["serve", "--data-dir", DATA_DIR, "--socket", SOCKET]);
+    if settings.mode == "upstream" {
+        // Upstream mode connects to addresses only: the API refuses backends given by name.
+        writer.args(["--backends", "ip"]);
+    }
     writer.env("DOMAIN", &settings.domain);
     if std::env::var("API_TOKEN").is_ok_and(|t| t.trim().is_empty()) {
         // `-e API_TOKEN=` means "no token given": use (or generate) the stored one.

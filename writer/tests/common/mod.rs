@@ -64,6 +64,7 @@ impl RouterHarness {
             metrics: metrics.clone(),
             docs_html: Arc::from(docs::html(Some("example.org")).as_str()),
             max_batch_bytes: 1024 * 1024,
+            ip_backends_only: false,
         };
         RouterHarness {
             dir,
