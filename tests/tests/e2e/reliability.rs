@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use set_backend_tests::*;
+use shm_layout::Lookup;
 
 use super::{body_is, require_writer, routed, with_api, TOKEN};
 
@@ -1636,6 +1637,101 @@ fn a_full_disk_refuses_writes_with_503_loses_nothing_and_recovers() {
     assert_eq!(failed, 0, "routing failed while the disk was full");
     drop(w);
     drop(n);
+}
+
+#[test]
+fn a_full_table_disk_answers_503_until_the_table_is_rebuilt() {
+    if skip_unless_root("a_full_table_disk_answers_503_until_the_table_is_rebuilt") {
+        return;
+    }
+    require_writer();
+    let a = Upstream::start("a");
+    let data = shared_tempdir();
+    // The store on the usual disk, the table alone on a small tmpfs: commits succeed, a new
+    // generation of the table cannot be allocated.
+    let disk = Mount::tmpfs(&data.path().join("tables"), "1m");
+    let table = disk.0.join("table");
+    let dir = data.path().join("writer");
+    let table_arg = table.to_string_lossy().into_owned();
+    let w = Writer::start_with_args(&dir, TOKEN, &["--table", &table_arg]);
+    let n = Nginx::start(with_api(&table, &w.socket));
+    let post = |host: &str| {
+        socket_api(
+            &w.socket,
+            "POST",
+            "/entries.json",
+            Some(&json!({"host": host, "backend": a.addr()}).to_string()),
+        )
+    };
+    assert!(post("steady.example").status < 300);
+    n.wait_every_worker("steady.example", body_is(&a));
+    let filler = fill(&disk.0);
+    let load = Load::start(n.port, &["steady.example".to_string()], "a", 2);
+
+    // Batches until the table must grow: every 2xx is visible in the table at once; the batch
+    // that cannot be published is stored and answered 503 table_unavailable.
+    let (mut visible, mut unavailable, mut message) = (0, 0, String::new());
+    for batch in 0..100 {
+        let hosts: Vec<String> = (0..300)
+            .map(|i| format!("grow-{batch}-{i}.example"))
+            .collect();
+        let upsert: Vec<Value> = hosts
+            .iter()
+            .map(|h| json!({"host": h, "backend": a.addr()}))
+            .collect();
+        let r = socket_api(
+            &w.socket,
+            "PATCH",
+            "/entries.json",
+            Some(&json!({"upsert": upsert}).to_string()),
+        );
+        match r.status {
+            200 => {
+                let t = Table::open(&table).expect("table");
+                for h in &hosts {
+                    assert!(
+                        matches!(t.lookup(h.as_bytes()), Lookup::Hit(_)),
+                        "acknowledged {h} is not in the table"
+                    );
+                }
+                visible += 1;
+            }
+            503 => {
+                assert_eq!(error_code(&r), "table_unavailable", "{r:?}");
+                message = r.body.clone();
+                unavailable += 1;
+                break;
+            }
+            _ => panic!("batch {batch}: {r:?}\n{}", w.log()),
+        }
+    }
+    assert_eq!(unavailable, 1, "the table never ran out of room");
+    assert!(
+        message.contains("stored") && message.contains("full"),
+        "{message}"
+    );
+    assert_eq!(
+        unix_request(&w.socket, "GET", "/healthz", &[], None)
+            .expect("healthz")
+            .status,
+        503
+    );
+
+    fs::remove_file(&filler).expect("remove filler");
+    wait_until("the table to be rebuilt", WAIT, || {
+        unix_request(&w.socket, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
+    });
+    let store = listed(&w.socket);
+    assert_eq!(table_entries(&table), store, "after the rebuild: table and store differ");
+    let (ok, failed) = load.finish();
+    eprintln!(
+        "RELIABILITY table_disk_full visible_batches={visible} unavailable_batches={unavailable} entries={} routed_requests={} failed={failed}",
+        store.len(),
+        ok + failed
+    );
+    assert_eq!(failed, 0, "routing failed while the table could not grow");
+    drop(n);
+    drop(w);
 }
 
 #[test]
