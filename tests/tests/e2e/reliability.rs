@@ -1722,7 +1722,11 @@ fn a_full_table_disk_answers_503_until_the_table_is_rebuilt() {
         unix_request(&w.socket, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
     });
     let store = listed(&w.socket);
-    assert_eq!(table_entries(&table), store, "after the rebuild: table and store differ");
+    assert_eq!(
+        table_entries(&table),
+        store,
+        "after the rebuild: table and store differ"
+    );
     let (ok, failed) = load.finish();
     eprintln!(
         "RELIABILITY table_disk_full visible_batches={visible} unavailable_batches={unavailable} entries={} routed_requests={} failed={failed}",
