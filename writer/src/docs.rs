@@ -102,7 +102,8 @@ curl -X PUT {BASE}/entries.json \
 <tr><td>405</td><td>method_not_allowed</td><td>wrong method for the route</td></tr>
 <tr><td>413</td><td>payload_too_large</td><td>body over 16 KiB (one entry) or the batch limit</td></tr>
 <tr><td>415</td><td>unsupported_media_type</td><td>a body without <code>Content-Type: application/json</code></td></tr>
-<tr><td>500, 503</td><td>internal, unavailable</td><td>nothing was acknowledged; retry</td></tr>
+<tr><td>500, 503</td><td>internal, unavailable, store_unavailable</td><td>nothing was acknowledged; retry</td></tr>
+<tr><td>503</td><td>table_unavailable</td><td>stored, but not yet in the table (full disk); retried every second</td></tr>
 </table>
 <p>A 2xx answer to a write means the change is on disk (committed and fsynced) and already in
 the table nginx reads. Anything else means it was not acknowledged.</p>
@@ -186,7 +187,8 @@ pub fn openapi() -> Value {
                                 "unauthorized", "invalid_host", "invalid_backend",
                                 "duplicate_host", "malformed_json", "invalid_body",
                                 "payload_too_large", "unsupported_media_type", "not_found",
-                                "no_route", "method_not_allowed", "unavailable", "internal"
+                                "no_route", "method_not_allowed", "unavailable",
+                                "store_unavailable", "table_unavailable", "internal"
                             ]},
                             "message": {"type": "string"}
                         }
