@@ -4,7 +4,8 @@
 //! - hostile table files loaded by real nginx workers;
 //! - `reload` and the binary upgrade (USR2, WINCH, QUIT) while clients send requests;
 //! - a battery of bad API requests, with the store and the table compared byte for byte;
-//! - a full disk under the store and the table (tmpfs), a read-only store;
+//! - a full disk under the store and the table, or under the table alone (tmpfs); a read-only
+//!   store;
 //! - the table file deleted or replaced under nginx;
 //! - who may write the table and the store, connect to the socket, read the token.
 //!
