@@ -747,8 +747,10 @@ async fn shutdown_finishes_requests_in_flight() {
     let mut s = ServerHarness::start().await;
     let endpoint = s.endpoint.clone();
     let mut writers = Vec::new();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for w in 0..4 {
         let endpoint = endpoint.clone();
+        let progress = progress.clone();
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             let Ok(mut c) =
@@ -764,14 +766,24 @@ async fn shutdown_finishes_requests_in_flight() {
                     .request(Method::POST, "/entries.json", Some(body.into_bytes()))
                     .await
                 {
-                    Ok(r) if r.status == 201 => acked.push(host),
+                    Ok(r) if r.status == 201 => {
+                        acked.push(host);
+                        progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     _ => break,
                 }
             }
             acked
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Shut down once the writers are well under way (each write is an fsync; a loaded machine
+    // may take a while to reach this).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 20
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let table_path = s.table_path.clone();
     let dir = s.dir.path().to_path_buf();
     s.shutdown().await.unwrap();
