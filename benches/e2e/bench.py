@@ -57,6 +57,7 @@ WRK = os.environ.get("WRK", shutil.which("wrk") or "/usr/bin/wrk")
 TOKEN = "bench-token-0123456789abcdef0123"
 BASE_PORT = int(os.environ.get("BENCH_BASE_PORT", "18000"))
 UP_PORTS = [BASE_PORT + 1 + i for i in range(4)]
+STATUS_PORT = BASE_PORT + 5  # the upstream's stub_status (connections accepted, requests)
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 
 
@@ -372,6 +373,10 @@ def contenders():
         "keepalive.conf", deb)
     add("map-upstream", "map → upstream{} + keepalive (1.22)", "keepalive", "nginx",
         "map-upstream.conf", deb)
+    lb = add("lua-balancer", "balancer_by_lua + lua_shared_dict + keepalive (1.22)", "keepalive",
+             "nginx", "lua-balancer.conf", deb)
+    lb.api_port = port
+    port += 1
     # upstream mode (set_backend_peer), when the module has it
     for c in (add("set-backend-peer", "set-backend upstream mode (1.22)", "keepalive", "nginx",
                   "set-backend-peer.conf", deb, module=module_so("1.22")),
@@ -482,7 +487,8 @@ class Upstream:
             os.makedirs(os.path.join(self.prefix, sub))
         cfg = os.path.join(self.prefix, "nginx.conf")
         render("upstream.conf", cfg, prefix=self.prefix, workers=1, user_line=user_line(),
-               up0=UP_PORTS[0], up1=UP_PORTS[1], up2=UP_PORTS[2], up3=UP_PORTS[3])
+               up0=UP_PORTS[0], up1=UP_PORTS[1], up2=UP_PORTS[2], up3=UP_PORTS[3],
+               status_port=STATUS_PORT)
         self.proc = Proc("upstream", [DEBIAN_NGINX, "-p", self.prefix, "-c", cfg, "-e",
                                       os.path.join(self.prefix, "error.log")], self.prefix)
         self.proc.start()
@@ -494,6 +500,15 @@ class Upstream:
                 time.sleep(0.05)
         self.proc.tail()
         raise RuntimeError("upstream not ready")
+
+    def stats(self):
+        """(connections accepted, requests) so far, from stub_status. The reading itself is one
+        connection and one request: a difference of two readings counts the later one."""
+        st, body = http_get(STATUS_PORT, "status", "/status", timeout=10.0)
+        m = re.search(r"\n\s*(\d+)\s+(\d+)\s+(\d+)", body)
+        if st != 200 or not m:
+            raise RuntimeError(f"upstream stub_status: {st} {body!r}")
+        return int(m.group(1)), int(m.group(3))
 
     def stop(self):
         if self.proc:
@@ -588,8 +603,9 @@ def cmd_throughput(a):
     dists = a.dists.split(",")
     names = a.contenders.split(",")
     os.makedirs(RESULTS, exist_ok=True)
-    out_csv = os.path.join(RESULTS, "throughput.csv")
-    start_csv = os.path.join(RESULTS, "startup.csv")
+    tag = f"-{a.tag}" if a.tag else ""
+    out_csv = os.path.join(RESULTS, f"throughput{tag}.csv")
+    start_csv = os.path.join(RESULTS, f"startup{tag}.csv")
     # rerunning some sizes replaces their rows and keeps the others'
     rows = [r for r in (read_csv(out_csv) if os.path.exists(out_csv) else [])
             if int(r["hosts"]) not in sizes]
@@ -608,18 +624,27 @@ def cmd_throughput(a):
                         run_wrk(c.target_port, n, dist, a.warmup, a.conns)
                         la = loadavg()
                         pids = tree_pids(c.proc.p.pid)
+                        up0 = st.up.stats()
                         cpu0 = cpu_ns(pids)
                         r = run_wrk(c.target_port, n, dist, a.secs, a.conns)
                         cpu = (cpu_ns(pids) - cpu0) / 1000 / max(1, r["requests"])
+                        up1 = st.up.stats()
+                        # new upstream connections and upstream requests during the run (the
+                        # warm-up run before has already opened what a keep-alive pool keeps)
+                        uconns, ureqs = up1[0] - up0[0] - 1, up1[1] - up0[1] - 1
                         row = dict(hosts=n, dist=dist, round=rnd, contender=c.name,
                                    group=c.group, rps=round(r["rps"], 1),
                                    cpu_us_per_req=round(cpu, 2),
                                    p50_ms=r["lat_p50_us"] / 1000, p99_ms=r["lat_p99_us"] / 1000,
                                    errors=r["errors"], requests=r["requests"], load1=la,
+                                   upstream_conns=uconns, upstream_requests=ureqs,
+                                   req_per_upstream_conn=round(r["requests"] / uconns, 1)
+                                   if uconns > 0 else "inf",
                                    time=datetime.datetime.utcnow().isoformat(timespec="seconds"))
                         rows.append(row)
                         log(f"{n:>8} {dist:8} r{rnd} {c.name:18} {r['rps']:9.0f} req/s {cpu:6.1f} µs cpu/req "
-                            f"p99 {r['lat_p99_us'] / 1000:6.2f} ms err {r['errors']} load {la:.1f}")
+                            f"p99 {r['lat_p99_us'] / 1000:6.2f} ms err {r['errors']} load {la:.1f} "
+                            f"upstream conns {uconns} req/conn {row['req_per_upstream_conn']}")
                     write_csv(out_csv, rows)
             for c in st.cs:
                 for s in srows:
@@ -634,7 +659,7 @@ def cmd_throughput(a):
                                   import_s=round(info["import_s"], 3)))
             write_csv(start_csv, srows)
     write_csv(out_csv, rows)
-    summarize_throughput(out_csv)
+    summarize_throughput(out_csv, tag)
 
 
 def write_csv(path, rows):
@@ -656,7 +681,18 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def summarize_throughput(path):
+def req_per_conn(rows):
+    """All the rounds' requests ÷ all the new upstream connections they made ("" when the runs
+    did not count them; "inf" when every request went over a connection opened before)."""
+    rows = [r for r in rows if r.get("upstream_conns") not in (None, "")]
+    if not rows:
+        return ""
+    conns = sum(int(r["upstream_conns"]) for r in rows)
+    reqs = sum(int(r["requests"]) for r in rows)
+    return round(reqs / conns, 1) if conns > 0 else "inf"
+
+
+def summarize_throughput(path, tag=""):
     """Medians per contender; ratios taken round by round (same minute), then their median."""
     rows = read_csv(path)
     keyed = {}
@@ -694,12 +730,15 @@ def summarize_throughput(path):
                 cpu_vs_map_128=ratio(name, "map-1.28", "cpu_us_per_req"),
                 cpu_vs_map_upstream=ratio(name, "map-upstream", "cpu_us_per_req"),
                 cpu_vs_haproxy=ratio(name, "haproxy", "cpu_us_per_req"),
+                cpu_vs_lua_balancer=ratio(name, "lua-balancer", "cpu_us_per_req"),
+                vs_lua_balancer=ratio(name, "lua-balancer"),
+                req_per_upstream_conn=req_per_conn(rounds.values()),
                 vs_map=ratio(name, "map"), vs_lua=ratio(name, "lua"), vs_floor=ratio(name, "floor"),
                 vs_map_128=ratio(name, "map-1.28"), vs_keepalive=ratio(name, "keepalive"),
                 vs_haproxy=ratio(name, "haproxy"),
                 load1_median=round(statistics.median(float(x["load1"]) for x in rounds.values()), 2),
             ))
-    write_csv(os.path.join(RESULTS, "throughput-summary.csv"), summary)
+    write_csv(os.path.join(RESULTS, f"throughput-summary{tag}.csv"), summary)
     for s in summary:
         print(f"{s['hosts']:>8} {s['dist']:8} {s['contender']:18} {s['rps_median']:>8} "
               f"[{s['rps_min']}..{s['rps_max']}] p99 {s['p99_ms_median']:.2f} ms "
@@ -1160,17 +1199,10 @@ def cmd_machine(a):
     print(json.dumps(info, indent=1))
 
 
-def cmd_report(a):
-    """Markdown tables from the result files (benches/results/report.md), for BENCHMARKS.md."""
-    out = []
-    p = lambda *x: out.append(" ".join(str(v) for v in x))  # noqa: E731
-    mj = os.path.join(RESULTS, "machine.json")
-    if os.path.exists(mj):
-        m = json.load(open(mj))
-        p(f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_mib'] // 1024} GiB, Linux "
-          f"{m['kernel']}; {m['nginx_debian']}; {m['haproxy']}; {m['wrk']}; commit {m['commit']}.")
-        p("")
-    ts = os.path.join(RESULTS, "throughput-summary.csv")
+def report_throughput(p, tag):
+    """The throughput tables and ratios of one run (tag "": throughput.csv; else throughput-TAG.csv)."""
+    sfx = f"-{tag}" if tag else ""
+    ts = os.path.join(RESULTS, f"throughput-summary{sfx}.csv")
     if os.path.exists(ts):
         rows = read_csv(ts)
         order = [c.name for c in contenders()]
@@ -1179,26 +1211,33 @@ def cmd_report(a):
             rs = sorted([r for r in rows if int(r["hosts"]) == n and r["dist"] == dist],
                         key=lambda r: order.index(r["contender"]) if r["contender"] in order else 99)
             load = statistics.median(float(r["load1_median"]) for r in rs)
-            p(f"#### {n:,} hosts, {dist} ({rs[0]['rounds']} rounds, load average ≈ {load:.0f})")
+            conns = any(r.get("req_per_upstream_conn") not in ("", None) for r in rs)
+            p(f"#### {n:,} hosts, {dist} ({rs[0]['rounds']} rounds, load average ≈ {load:.0f})"
+              + (f" — run `{tag}`" if tag else ""))
             p("")
             p("| contender | req/s median [min–max] | p99 ms | nginx/HAProxy CPU µs/req | "
-              "req/s ÷ map | req/s ÷ lua | capacity ÷ map | capacity ÷ lua | errors |")
-            p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+              "req/s ÷ map | req/s ÷ lua | capacity ÷ map | capacity ÷ lua | errors |"
+              + (" capacity ÷ lua-balancer | requests per upstream connection |" if conns else ""))
+            p("| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if conns else ""))
             for r in rs:
                 f = lambda k: "" if r.get(k) in ("", None) else r[k]  # noqa: E731
                 p(f"| {r['contender']} | {int(float(r['rps_median'])):,} "
                   f"[{int(float(r['rps_min'])):,}–{int(float(r['rps_max'])):,}] | "
                   f"{float(r['p99_ms_median']):.1f} | {f('cpu_us_median')} | {f('vs_map')} | "
-                  f"{f('vs_lua')} | {f('cpu_vs_map')} | {f('cpu_vs_lua')} | {r['errors']} |")
+                  f"{f('vs_lua')} | {f('cpu_vs_map')} | {f('cpu_vs_lua')} | {r['errors']} |"
+                  + (f" {f('cpu_vs_lua_balancer')} | {f('req_per_upstream_conn')} |" if conns else ""))
             p("")
     if os.path.exists(ts):
         # the goals, as ratios taken round by round in the same run (req/s: a ÷ b; capacity:
         # b's CPU per request ÷ a's, so > 1 means a needs less CPU per request)
-        raw = read_csv(os.path.join(RESULTS, "throughput.csv"))
+        raw = read_csv(os.path.join(RESULTS, f"throughput{sfx}.csv"))
         pairs = [("set-backend", "map"), ("set-backend", "lua"), ("set-backend-1.28", "map-1.28"),
                  ("set-backend-peer", "map-upstream"), ("set-backend-peer", "haproxy"),
-                 ("set-backend-peer", "map"), ("set-backend-peer-1.28", "map-upstream")]
-        p("#### Ratios (median over rounds of the ratio within each round)")
+                 ("set-backend-peer", "map"), ("set-backend-peer-1.28", "map-upstream"),
+                 ("set-backend-peer", "lua-balancer"), ("lua-balancer", "map-upstream"),
+                 ("lua-balancer", "lua")]
+        p("#### Ratios (median over rounds of the ratio within each round)"
+          + (f" — run `{tag}`" if tag else ""))
         p("")
         p("| a ÷ b | hosts | distribution | req/s ratio | capacity ratio (CPU/req of b ÷ of a) |")
         p("| --- | --- | --- | --- | --- |")
@@ -1218,6 +1257,22 @@ def cmd_report(a):
                     p(f"| {a_} ÷ {b_} | {n:,} | {dist} | {statistics.median(ra):.3f} | "
                       f"{statistics.median(rc):.3f} |")
         p("")
+
+
+def cmd_report(a):
+    """Markdown tables from the result files (benches/results/report.md), for BENCHMARKS.md."""
+    out = []
+    p = lambda *x: out.append(" ".join(str(v) for v in x))  # noqa: E731
+    mj = os.path.join(RESULTS, "machine.json")
+    if os.path.exists(mj):
+        m = json.load(open(mj))
+        p(f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_mib'] // 1024} GiB, Linux "
+          f"{m['kernel']}; {m['nginx_debian']}; {m['haproxy']}; {m['wrk']}; commit {m['commit']}.")
+        p("")
+    tags = [""] + sorted(f[len("throughput-summary-"):-4] for f in os.listdir(RESULTS)
+                         if f.startswith("throughput-summary-") and f.endswith(".csv"))
+    for tag in tags:
+        report_throughput(p, tag)
     for pj in sorted((os.path.join(RESULTS, f) for f in os.listdir(RESULTS)
                       if f.startswith("propagation-summary")), key=len):
         d = json.load(open(pj))
@@ -1292,6 +1347,7 @@ def main():
                    "set-backend-1.28,keepalive,map-upstream,haproxy,set-backend-peer,"
                    "set-backend-peer-1.28")
     t.add_argument("--skip-1m", default="", help="contenders left out above 100k hosts")
+    t.add_argument("--tag", default="", help="results in throughput-TAG.csv, … (keeps the main run's)")
     pr = sub.add_parser("propagation")
     pr.add_argument("--hosts", type=int, default=1000)
     pr.add_argument("--updates", type=int, default=1000)
