@@ -118,6 +118,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(batch_limit),
         )
         .route("/entries/{file}", get(get_one).delete(delete_one))
+        // The counters tell how many sites there are and how they change: the token guards
+        // them too (Prometheus sends it with `authorization: credentials_file`).
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.max_batch_bytes,
             declared_length_limit,
@@ -130,7 +133,6 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .merge(entries)
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -110,7 +110,8 @@ the table nginx reads. Anything else means it was not acknowledged.</p>
 
 <h2>Operations</h2>
 <p><code>GET /healthz</code> (200 <code>{"status":"ok"}</code>, 503 if the table is out of sync
-with the store) and <code>GET /metrics</code> (Prometheus text) need no token.</p>
+with the store) needs no token. <code>GET /metrics</code> (Prometheus text) takes the same
+token as <code>/entries</code> (for Prometheus: <code>authorization: credentials_file</code>).</p>
 </body>
 </html>
 "#;
@@ -215,8 +216,10 @@ pub fn openapi() -> Value {
             }},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics",
+                "security": [{"bearer": []}],
                 "responses": {"200": {"description": "Prometheus text format",
-                    "content": {"text/plain": {}}}}
+                    "content": {"text/plain": {}}},
+                    "401": error_response("no or wrong token")}
             }},
             "/entries.json": {
                 "get": {

@@ -271,12 +271,22 @@ async fn every_entries_route_needs_the_token() {
         h.list().await.is_empty(),
         "nothing was written without the token"
     );
-    for uri in ["/", "/openapi.json", "/healthz", "/metrics"] {
+    for uri in ["/", "/openapi.json", "/healthz"] {
         let r = h.call(Method::GET, uri, &[], "").await;
         assert_eq!(r.status, 200, "{uri} needs no token");
     }
-    let m = h.call(Method::GET, "/metrics", &[], "").await.text();
-    assert!(m.contains("set_backend_unauthorized_total 42"), "{m}");
+    let r = h.call(Method::GET, "/metrics", &[], "").await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (401, Some("unauthorized"))
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let m = h
+        .call(Method::GET, "/metrics", &[("authorization", &bearer)], "")
+        .await
+        .text();
+    // 42 refused /entries requests, and the /metrics one above.
+    assert!(m.contains("set_backend_unauthorized_total 43"), "{m}");
 }
 
 #[tokio::test]
@@ -406,7 +416,10 @@ async fn metrics_count_writes_and_describe_the_table() {
     .await;
     h.api(Method::DELETE, "/entries/zzz.example.json", None)
         .await;
-    let r = h.call(Method::GET, "/metrics", &[], "").await;
+    let bearer = format!("Bearer {TOKEN}");
+    let r = h
+        .call(Method::GET, "/metrics", &[("authorization", &bearer)], "")
+        .await;
     assert!(r.content_type.clone().unwrap().starts_with("text/plain"));
     let m = r.text();
     for line in [
