@@ -18,7 +18,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -429,7 +429,11 @@ fn serve(
         }
         requests.fetch_add(1, Ordering::Relaxed);
         if !keep_alive {
-            let _ = conn.shutdown(Shutdown::Write);
+            // Let the client (nginx) close first, so the TIME_WAIT state stays on its side:
+            // closing here first under thousands of connections a second leaves the
+            // upstream's port pairs in TIME_WAIT, and new connects to it stall.
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            while matches!(conn.read(&mut chunk), Ok(n) if n > 0) {}
             return;
         }
     }
@@ -659,6 +663,12 @@ impl Nginx {
                 "not every worker got there; per worker (answers, last status, last body): \
                  {last:?}; last {r:?}"
             );
+            // Every request is a new connection to nginx and (in variable mode) to the
+            // upstream: asking without a pause for seconds fills loopback with TIME_WAIT
+            // sockets until connects stall.
+            if good.len() < 2 {
+                thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 

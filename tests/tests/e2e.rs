@@ -46,6 +46,48 @@ fn dead_port() -> u16 {
         .expect("a refused port below 1024")
 }
 
+/// The sample configuration's `error_page` lines (the pages are under `html/`).
+const ERROR_PAGES: &str = "error_page 404 /__set_backend/404.html;
+                           error_page 502 /__set_backend/502.html;
+                           error_page 503 /__set_backend/503.html;
+                           error_page 504 /__set_backend/504.html;";
+
+/// Backends for the 502 and 504 pages: `down.example` on a refused port, `slow.example` on
+/// an upstream that answers after 3 s. Returns the table's writer (keep it), the dead port and
+/// the slow upstream.
+fn failing_backends(table: &Path) -> (TableWriter, u16, Upstream) {
+    let dead = dead_port();
+    let slow = Upstream::start_with_delay("slow", Duration::from_secs(3));
+    let w = write_table(
+        table,
+        &[
+            ("down.example", &format!("127.0.0.1:{dead}")),
+            ("slow.example", &slow.addr()),
+        ],
+    );
+    (w, dead, slow)
+}
+
+/// The 504, 502 and 404 pages for the hosts of [`failing_backends`], and their statuses in the
+/// access log (which survive the redirect to the error page's location).
+fn assert_error_pages(n: &Nginx) {
+    let r = n.get("slow.example", "/");
+    assert_eq!(r.status, 504, "{r:?}");
+    assert!(
+        r.body.contains("This site is taking too long to answer."),
+        "{r:?}"
+    );
+    let r = n.get("down.example", "/");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(r.body.contains("This site is not answering."), "{r:?}");
+    let r = n.get("unknown.example", "/");
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(r.body.contains("There isn't a site here."), "{r:?}");
+    let log = n.access_log();
+    assert!(log.contains("unknown.example 404 miss"), "{log}");
+    assert!(log.contains("down.example 502 hit"), "{log}");
+}
+
 fn body_is(upstream: &Upstream) -> impl Fn(&Response) -> bool + '_ {
     move |r| r.status == 200 && r.body.starts_with(&format!("upstream={} ", upstream.name))
 }
@@ -405,24 +447,13 @@ fn set_backend_works_in_if_and_stays_out_of_other_servers() {
 fn the_sample_error_pages_are_served_through_error_page() {
     let data = shared_tempdir();
     let table = data.path().join("table");
-    let dead = dead_port();
-    let slow = Upstream::start_with_delay("slow", Duration::from_secs(3));
-    let _w = write_table(
-        &table,
-        &[
-            ("down.example", &format!("127.0.0.1:{dead}")),
-            ("slow.example", &slow.addr()),
-        ],
-    );
+    let (_w, _dead, _slow) = failing_backends(&table);
     let n = Nginx::start(|port, _| {
         format!(
             "set_backend_table {table};
              server {{
                  listen 127.0.0.1:{port} reuseport;
-                 error_page 404 /__set_backend/404.html;
-                 error_page 502 /__set_backend/502.html;
-                 error_page 503 /__set_backend/503.html;
-                 error_page 504 /__set_backend/504.html;
+                 {ERROR_PAGES}
                  location / {{
                      set_backend $backend;
                      proxy_pass http://$backend$request_uri;
@@ -436,22 +467,7 @@ fn the_sample_error_pages_are_served_through_error_page() {
             table = table.display()
         )
     });
-    let r = n.get("slow.example", "/");
-    assert_eq!(r.status, 504);
-    assert!(
-        r.body.contains("This site is taking too long to answer."),
-        "{r:?}"
-    );
-    let r = n.get("down.example", "/");
-    assert_eq!(r.status, 502);
-    assert!(r.body.contains("This site is not answering."), "{r:?}");
-    let r = n.get("unknown.example", "/");
-    assert_eq!(r.status, 404);
-    assert!(r.body.contains("There isn't a site here."), "{r:?}");
-    // The status survives the redirect to the error page's location.
-    let log = n.access_log();
-    assert!(log.contains("unknown.example 404 miss"), "{log}");
-    assert!(log.contains("down.example 502 hit"), "{log}");
+    assert_error_pages(&n);
     // A refused connection is logged at error level by nginx, which is expected here.
     n.assert_clean_log();
 }
