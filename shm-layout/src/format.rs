@@ -83,11 +83,8 @@ const _: () = assert!(HEADER_LEN.is_multiple_of(8));
 
 /// The number of address words for an address kind.
 pub const fn addr_words(kind: u8) -> usize {
-    match kind {
-        ADDR_V4 => 1,
-        ADDR_V6 => 2,
-        _ => 0,
-    }
+    // 0 → 0, 4 → 1, 6 → 2 without branches (the reader checks the kind separately).
+    (kind as usize + 2) >> 2
 }
 
 /// Bytes rounded up to whole 8-byte words.
@@ -98,10 +95,7 @@ pub const fn words_for(bytes: usize) -> usize {
 /// The 64-bit SipHash-1-3 of `key` under `(k0, k1)`: the hash of the table.
 #[inline]
 pub fn hash_key(k0: u64, k1: u64, key: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
-    h.write(key);
-    h.finish()
+    siphasher::sip::SipHasher13::new_with_keys(k0, k1).hash(key)
 }
 
 /// The 16-bit tag stored in a slot word: the hash's high bits, never 0 (so that a used slot

@@ -6,7 +6,8 @@
 //!
 //! - [`host`]: host normalization and backend validation, shared by the writer and the module.
 //! - `format`: the on-disk constants and header fields (documented in `docs/FORMAT.md`).
-//! - `raw`: the one unsafe module: the shared mapping and word-sized atomic access to it.
+//! - `raw`: the shared mapping and word-sized atomic access to it (unsafe: raw pointers).
+//! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
 //! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the seqlock read side).
 //! - `writer`: [`TableWriter`], create / upsert / delete / grow (the seqlock write side).
 
@@ -15,6 +16,7 @@
 
 pub mod host;
 
+mod classify;
 mod format;
 mod seqlock;
 mod sync;

@@ -201,12 +201,14 @@ impl Table {
         })
     }
 
+    #[inline]
     fn index(&self) -> &[AtomicU64] {
         let w = self.map.words();
         w.get(self.index_at..self.index_at + self.geo.capacity)
             .unwrap_or(&[])
     }
 
+    #[inline]
     fn arena(&self) -> &[AtomicU64] {
         let w = self.map.words();
         w.get(self.arena_at..self.arena_at + self.arena_words)
@@ -398,10 +400,14 @@ impl Table {
             return Err("empty slot inside the entry's probe chain");
         }
         let mut value = Value::empty();
-        match seqlock::read_record(index, slot, w, arena, &key, h, &mut value) {
+        let Some(slot_word) = index.get(slot) else {
+            return Err("slot outside the index");
+        };
+        match seqlock::read_record(slot_word, w, arena, &key, h, &mut value) {
             Read::Stable(true) => Ok((key, value)),
-            Read::Stable(false) | Read::Corrupt => Err("record does not match its slot"),
-            Read::Retry(_) => Err("record kept changing"),
+            Read::Stable(false) => Err("record does not match its slot"),
+            Read::Corrupt => Err("record value holds bytes no backend has"),
+            Read::Retry => Err("record kept changing"),
         }
     }
 }

@@ -32,6 +32,7 @@
 //! is bounded (`max_probe` slots, `MAX_ATTEMPTS` unstable reads), so whatever the file holds, a
 //! lookup ends with a hit, a miss, `Busy` or `Corrupt`.
 
+use crate::classify::{bad16, is_unix};
 use crate::format::*;
 use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -42,8 +43,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// practice; it bounds the work a lookup does against a hostile or wedged file.
 pub(crate) const MAX_ATTEMPTS: u32 = 64;
 
-/// Bytes of the value buffer: the longest backend, rounded up to whole words.
-pub(crate) const VALUE_BUF: usize = words_for(MAX_BACKEND_LEN) * 8;
+/// Bytes of the value buffer: the longest backend, rounded up to whole 16-byte blocks (the
+/// value check reads it 16 bytes at a time).
+pub(crate) const VALUE_BUF: usize = MAX_BACKEND_LEN.div_ceil(16) * 16;
 
 /// A backend copied out of the table: its text and, for IP literals, its parsed address.
 /// Fixed-size, so a lookup allocates nothing.
@@ -122,26 +124,73 @@ pub enum Lookup {
 }
 
 /// What reading one record produced.
+#[derive(Clone, Copy)]
 pub(crate) enum Read {
     /// A consistent copy; `true` when its key is the one looked for (value copied out).
     Stable(bool),
-    /// Consistent but malformed.
+    /// Consistent but malformed: lengths out of range, or a value holding bytes no backend
+    /// has.
     Corrupt,
-    /// Changed during the read; the slot now holds this word.
-    Retry(u64),
+    /// Changed during the read: read the slot again.
+    Retry,
 }
 
-/// The parts of a record header, decoded and bounds-checked against the arena.
-pub(crate) struct Meta {
+/// The lengths and address kind a record's meta word declares, checked against the format's
+/// limits: the one place that says which meta words are valid.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
     pub key_len: usize,
     pub val_len: usize,
     pub addr_kind: u8,
     pub port: u16,
+    pub addr_words: usize,
+    pub key_words: usize,
+    pub val_words: usize,
+}
+
+impl Layout {
+    /// `None` if a length is 0 or over its limit, the address kind is unknown or the reserved
+    /// byte is not 0. The checks are combined into one branch: this runs on every hit.
+    #[inline(always)]
+    pub(crate) fn of(meta: u64) -> Option<Layout> {
+        let key_len = ((meta >> META_KEY_LEN_SHIFT) & 0xffff) as usize;
+        let val_len = ((meta >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
+        // The address kind and the reserved byte above it: the reserved byte must be 0 and
+        // the kind one of 0, 4, 6.
+        let kind = (meta >> META_ADDR_KIND_SHIFT) & 0xffff;
+        let known: u64 = 1 << ADDR_NONE | 1 << ADDR_V4 | 1 << ADDR_V6;
+        let bad = (key_len.wrapping_sub(1) >= MAX_HOST_LEN)
+            | (val_len.wrapping_sub(1) >= MAX_BACKEND_LEN)
+            | (kind > ADDR_V6 as u64)
+            | ((known >> (kind & 63)) & 1 == 0);
+        if bad {
+            return None;
+        }
+        Some(Layout {
+            key_len,
+            val_len,
+            addr_kind: kind as u8,
+            port: (meta >> META_PORT_SHIFT) as u16,
+            addr_words: addr_words(kind as u8),
+            key_words: words_for(key_len),
+            val_words: words_for(val_len),
+        })
+    }
+
+    /// Words after the fixed ones (seq, meta, hash): address, key, value.
+    #[inline(always)]
+    pub(crate) fn body_words(&self) -> usize {
+        self.addr_words + self.key_words + self.val_words
+    }
+}
+
+/// Where a record's parts lie, decoded and bounds-checked against the arena: what the writer
+/// and `verify` need (the lookup path uses [`Layout`] directly).
+pub(crate) struct Meta {
+    pub key_len: usize,
     pub hash: u64,
-    /// Word index (in the arena) of the first address word, then key, then value.
-    pub addr_at: usize,
+    /// Word index (in the arena) of the first key word.
     pub key_at: usize,
-    pub val_at: usize,
     /// Total words of the record, seq included.
     pub words: usize,
 }
@@ -150,33 +199,16 @@ impl Meta {
     /// Decodes `meta` and `hash` of the record at word `rec` and checks that the whole record
     /// fits in `arena_words` words. `None` if any field is out of range.
     pub(crate) fn decode(rec: usize, meta: u64, hash: u64, arena_words: usize) -> Option<Meta> {
-        let key_len = ((meta >> META_KEY_LEN_SHIFT) & 0xffff) as usize;
-        let val_len = ((meta >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
-        let addr_kind = ((meta >> META_ADDR_KIND_SHIFT) & 0xff) as u8;
-        let reserved = (meta >> 40) & 0xff;
-        let port = (meta >> META_PORT_SHIFT) as u16;
-        if key_len == 0 || key_len > MAX_HOST_LEN || val_len == 0 || val_len > MAX_BACKEND_LEN {
-            return None;
-        }
-        if !matches!(addr_kind, ADDR_NONE | ADDR_V4 | ADDR_V6) || reserved != 0 {
-            return None;
-        }
+        let l = Layout::of(meta)?;
         let addr_at = rec.checked_add(RECORD_FIXED_WORDS)?;
-        let key_at = addr_at + addr_words(addr_kind);
-        let val_at = key_at + words_for(key_len);
-        let end = val_at + words_for(val_len);
+        let end = addr_at + l.body_words();
         if end > arena_words {
             return None;
         }
         Some(Meta {
-            key_len,
-            val_len,
-            addr_kind,
-            port,
+            key_len: l.key_len,
             hash,
-            addr_at,
-            key_at,
-            val_at,
+            key_at: addr_at + l.addr_words,
             words: end - rec,
         })
     }
@@ -195,25 +227,25 @@ pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
 }
 
 /// Whether `words` hold exactly `key`, zero-padded.
-#[inline]
+#[inline(always)]
 fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
-    let chunks = key.chunks_exact(8);
-    let rest = chunks.remainder();
-    let full = chunks.len();
-    // The last, partial word: the key's final 8 bytes shifted down, when the key has them.
-    let tail = match (rest.len(), key.len().checked_sub(8)) {
-        (0, _) => 0,
-        (n, Some(at)) => key
-            .get(at..)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, |b| u64::from_le_bytes(b) >> (64 - 8 * n)),
-        (_, None) => chunk(rest, 0),
-    };
-    words.len() == full + usize::from(!rest.is_empty())
-        && chunks
-            .zip(words)
-            .all(|(c, w)| c.try_into().map(u64::from_le_bytes).ok() == Some(load(w)))
-        && (rest.is_empty() || words.get(full).map(load) == Some(tail))
+    let (full, rest) = key.as_chunks::<8>();
+    if words.len() != words_for(key.len()) {
+        return false;
+    }
+    let mut diff = 0;
+    for (c, w) in full.iter().zip(words) {
+        diff |= u64::from_le_bytes(*c) ^ load(w);
+    }
+    if !rest.is_empty() {
+        // The last, partial word: the key's final 8 bytes shifted down when it has them.
+        let tail = match key.last_chunk::<8>() {
+            Some(last) => u64::from_le_bytes(*last) >> (64 - 8 * rest.len()),
+            None => chunk(rest, 0),
+        };
+        diff |= words.get(full.len()).map_or(1, |w| load(w) ^ tail);
+    }
+    diff == 0
 }
 
 #[inline]
@@ -221,12 +253,15 @@ fn load(w: &AtomicU64) -> u64 {
     u64::from_le(w.load(Ordering::Relaxed))
 }
 
-/// Reads the record the slot word `w1` (already loaded from `index[slot]`) points to, compares
-/// its key with `key` and, on a match, copies the value into `out`.
+/// Reads the record the slot word `w1` (already loaded from `slot`) points to, compares its
+/// key with `key` and, on a match, copies the value into `out`.
+///
+/// Only a record carrying `key`'s full 64-bit hash is decoded and checked; any other record
+/// is simply not `key`'s (the lookup that owns it checks it). So a hit costs one hash compare,
+/// one meta decode, the key words and the value words.
 #[inline(always)]
 pub(crate) fn read_record(
-    index: &[AtomicU64],
-    slot: usize,
+    slot: &AtomicU64,
     w1: u64,
     arena: &[AtomicU64],
     key: &[u8],
@@ -234,84 +269,86 @@ pub(crate) fn read_record(
     out: &mut Value,
 ) -> Read {
     fence(Ordering::Acquire);
-    let rec = (w1 & SLOT_OFFSET_MASK) as usize;
-    let recheck = |stable: Read| -> Read {
-        let w2 = index.get(slot).map(load).unwrap_or(0);
-        if w2 == w1 {
-            stable
-        } else {
-            Read::Retry(w2)
-        }
-    };
-    let Some(seq) = arena.get(rec) else {
-        return recheck(Read::Corrupt);
+    let r = arena.get((w1 & SLOT_OFFSET_MASK) as usize..).unwrap_or(&[]);
+    let [seq, meta, stored_hash, body @ ..] = r else {
+        return outside_the_arena(slot, w1);
     };
     let s1 = load(seq);
     fence(Ordering::Acquire);
     if s1 & 1 == 1 {
-        let w2 = index.get(slot).map(load).unwrap_or(0);
-        return Read::Retry(w2);
+        return Read::Retry;
     }
-    let mut corrupt = true;
-    let mut eq = false;
-    let tail = arena.get(rec..).unwrap_or(&[]);
-    if let (Some(meta), Some(stored_hash)) = (tail.get(1), tail.get(2)) {
-        if let Some(m) = Meta::decode(0, load(meta), load(stored_hash), tail.len()) {
-            // `decode` checked every offset of `m` (relative to `rec`) against `tail`, so
-            // these `get`s always succeed; they only keep the code free of panic paths.
-            let r = tail.get(..m.words).unwrap_or(&[]);
-            let part = |from: usize, to: usize| r.get(from..to).unwrap_or(&[]);
-            corrupt = false;
-            if m.hash == hash && m.key_len == key.len() {
-                eq = key_eq(part(m.key_at, m.val_at), key);
-            }
-            if eq {
-                for (dst, w) in out.bytes.chunks_exact_mut(8).zip(part(m.val_at, m.words)) {
-                    dst.copy_from_slice(&load(w).to_le_bytes());
-                }
-                for (dst, w) in out.ip.chunks_exact_mut(8).zip(part(m.addr_at, m.key_at)) {
-                    dst.copy_from_slice(&load(w).to_le_bytes());
-                }
-                out.len = m.val_len as u16;
-                out.addr_kind = m.addr_kind;
-                out.port = m.port;
-            }
-        }
-    }
-    fence(Ordering::Acquire);
-    let s2 = load(seq);
-    let w2 = index.get(slot).map(load).unwrap_or(0);
-    if s1 != s2 || w1 != w2 {
-        return Read::Retry(w2);
-    }
-    if corrupt {
-        Read::Corrupt
+    let outcome = if load(stored_hash) == hash {
+        match_body(load(meta), body, key, out)
     } else {
-        Read::Stable(eq)
+        Read::Stable(false)
+    };
+    fence(Ordering::Acquire);
+    if load(seq) != s1 || load(slot) != w1 {
+        Read::Retry
+    } else {
+        outcome
     }
 }
 
-/// The bytes a canonical backend consists of (`Backend::parse` output): a value with any other
-/// byte is damage, and is never handed to nginx.
-static BACKEND_BYTE: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_lowercase()
-            || c.is_ascii_digit()
-            || matches!(c, b'.' | b'-' | b'_' | b':' | b'[' | b']');
-        b += 1;
+/// A slot pointing past the arena: damage, unless the slot moved on meanwhile.
+#[cold]
+fn outside_the_arena(slot: &AtomicU64, w1: u64) -> Read {
+    if load(slot) == w1 {
+        Read::Corrupt
+    } else {
+        Read::Retry
     }
-    t
-};
+}
 
-/// Whether every byte of `v` can appear in a canonical backend (branch-free over the bytes),
-/// and `v` does not start with `unix:` (which nginx's `proxy_pass` would read as a socket path;
-/// `Backend::parse` refuses it).
-#[inline]
-fn valid_backend(v: &[u8]) -> bool {
-    v.iter().fold(true, |ok, &b| ok & BACKEND_BYTE[b as usize]) && !v.starts_with(b"unix:")
+/// Compares the key of a record whose fixed words carried `key`'s hash and `meta` (`body` is
+/// the arena from its first address word on) and, when it is `key`, copies the value and
+/// address into `out`, checking the value's bytes on the way.
+#[inline(always)]
+fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Read {
+    let Some(l) = Layout::of(meta) else {
+        return Read::Corrupt;
+    };
+    let Some(body) = body.get(..l.body_words()) else {
+        return Read::Corrupt;
+    };
+    if l.key_len != key.len() {
+        return Read::Stable(false);
+    }
+    let Some((addr, rest)) = body.split_at_checked(l.addr_words) else {
+        return Read::Corrupt;
+    };
+    let Some((key_words, value)) = rest.split_at_checked(l.key_words) else {
+        return Read::Corrupt;
+    };
+    if !key_eq(key_words, key) {
+        return Read::Stable(false);
+    }
+    // The value, 16 bytes at a time, checked as it is copied.
+    let mut bad = 0;
+    let mut left = l.val_len;
+    for (dst, pair) in out.bytes.chunks_exact_mut(16).zip(value.chunks(2)) {
+        let lo = pair.first().map_or(0, load);
+        let hi = pair.get(1).map_or(0, load);
+        dst[..8].copy_from_slice(&lo.to_le_bytes());
+        dst[8..].copy_from_slice(&hi.to_le_bytes());
+        bad |= bad16(lo, hi, left);
+        left = left.saturating_sub(16);
+    }
+    let first = out
+        .bytes
+        .first_chunk::<8>()
+        .map_or(0, |b| u64::from_le_bytes(*b));
+    if bad != 0 || is_unix(first, l.val_len) {
+        return Read::Corrupt;
+    }
+    for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
+        dst.copy_from_slice(&load(w).to_le_bytes());
+    }
+    out.len = l.val_len as u16;
+    out.addr_kind = l.addr_kind;
+    out.port = l.port;
+    Read::Stable(true)
 }
 
 /// The geometry of a validated table: what a lookup needs besides the words.
@@ -336,6 +373,7 @@ pub enum Status {
 /// Looks `key` up, copying a hit into `out`. Allocates nothing, makes no syscalls, and ends
 /// within `max_probe` slots and `MAX_ATTEMPTS` unstable reads whatever `index` and `arena`
 /// contain. `out` is meaningful only after `Status::Hit`.
+#[inline(always)]
 pub(crate) fn lookup_into(
     g: &Geometry,
     index: &[AtomicU64],
@@ -347,39 +385,55 @@ pub(crate) fn lookup_into(
         return Status::Miss;
     }
     let hash = hash_key(g.k0, g.k1, key);
+    probe(g, index, arena, key, hash, out)
+}
+
+/// The general probe from `key`'s home slot: linear probing over at most `max_probe` slots,
+/// retrying records that change under the reader up to `MAX_ATTEMPTS` times.
+#[inline(always)]
+fn probe(
+    g: &Geometry,
+    index: &[AtomicU64],
+    arena: &[AtomicU64],
+    key: &[u8],
+    hash: u64,
+    out: &mut Value,
+) -> Status {
+    // Never 0, so empty (0) and tombstone (1) slot words, whose tag bits are 0, never match.
     let tag = tag_of(hash);
     let mask = g.capacity - 1;
-    let home = hash as usize & mask;
+    let mut slot = hash as usize & mask;
+    let mut probes = 1;
     let mut attempts = 0u32;
-    let mut i = 0usize;
-    let mut w = load(&index[home]);
-    while i < g.max_probe {
-        let slot = (home + i) & mask;
+    loop {
+        let Some(word) = index.get(slot) else {
+            return Status::Miss;
+        };
+        let w = load(word);
         if w == SLOT_EMPTY {
             return Status::Miss;
         }
-        if w != SLOT_TOMBSTONE && (w >> TAG_SHIFT) == tag {
-            match read_record(index, slot, w, arena, key, hash, out) {
-                Read::Stable(true) if valid_backend(out.as_bytes()) => return Status::Hit,
-                // A stable record whose value no writer could have stored.
-                Read::Stable(true) => return Status::Corrupt,
+        if w >> TAG_SHIFT == tag {
+            match read_record(word, w, arena, key, hash, out) {
+                Read::Stable(true) => return Status::Hit,
                 Read::Stable(false) => {}
                 Read::Corrupt => return Status::Corrupt,
-                Read::Retry(w2) => {
+                Read::Retry => {
                     attempts += 1;
                     if attempts >= MAX_ATTEMPTS {
                         return Status::Busy;
                     }
                     std::hint::spin_loop();
-                    w = w2;
                     continue;
                 }
             }
         }
-        i += 1;
-        w = load(&index[(home + i) & mask]);
+        if probes >= g.max_probe {
+            return Status::Miss;
+        }
+        probes += 1;
+        slot = (slot + 1) & mask;
     }
-    Status::Miss
 }
 
 /// [`lookup_into`] with the value returned inline.
