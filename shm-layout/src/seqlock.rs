@@ -227,7 +227,7 @@ pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
 }
 
 /// Whether `words` hold exactly `key`, zero-padded.
-#[inline(always)]
+#[inline(never)]
 fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
     let (full, rest) = key.as_chunks::<8>();
     if words.len() != words_for(key.len()) {
@@ -324,22 +324,7 @@ fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Rea
     if !key_eq(key_words, key) {
         return Read::Stable(false);
     }
-    // The value, 16 bytes at a time, checked as it is copied.
-    let mut bad = 0;
-    let mut left = l.val_len;
-    for (dst, pair) in out.bytes.chunks_exact_mut(16).zip(value.chunks(2)) {
-        let lo = pair.first().map_or(0, load);
-        let hi = pair.get(1).map_or(0, load);
-        dst[..8].copy_from_slice(&lo.to_le_bytes());
-        dst[8..].copy_from_slice(&hi.to_le_bytes());
-        bad |= bad16(lo, hi, left);
-        left = left.saturating_sub(16);
-    }
-    let first = out
-        .bytes
-        .first_chunk::<8>()
-        .map_or(0, |b| u64::from_le_bytes(*b));
-    if bad != 0 || is_unix(first, l.val_len) {
+    if !copy_value(value, l.val_len, &mut out.bytes) {
         return Read::Corrupt;
     }
     for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
@@ -349,6 +334,24 @@ fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Rea
     out.addr_kind = l.addr_kind;
     out.port = l.port;
     Read::Stable(true)
+}
+
+/// Copies the `len`-byte value held in `words` into `out`, 16 bytes at a time, checking its
+/// bytes on the way: false if one is not a backend byte or the value starts with `unix:`.
+#[inline(always)]
+fn copy_value(words: &[AtomicU64], len: usize, out: &mut [u8; VALUE_BUF]) -> bool {
+    let mut bad = 0;
+    let mut left = len;
+    for (dst, pair) in out.chunks_exact_mut(16).zip(words.chunks(2)) {
+        let lo = pair.first().map_or(0, load);
+        let hi = pair.get(1).map_or(0, load);
+        dst[..8].copy_from_slice(&lo.to_le_bytes());
+        dst[8..].copy_from_slice(&hi.to_le_bytes());
+        bad |= bad16(lo, hi, left);
+        left = left.saturating_sub(16);
+    }
+    let first = out.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
+    bad == 0 && !is_unix(first, len)
 }
 
 /// The geometry of a validated table: what a lookup needs besides the words.
@@ -401,12 +404,13 @@ fn probe(
 ) -> Status {
     // Never 0, so empty (0) and tombstone (1) slot words, whose tag bits are 0, never match.
     let tag = tag_of(hash);
-    let mask = g.capacity - 1;
-    let mut slot = hash as usize & mask;
+    // `index.len()` is the capacity, a power of two: masking keeps every slot in bounds.
+    let mask = index.len().wrapping_sub(1);
+    let mut slot = hash as usize;
     let mut probes = 1;
     let mut attempts = 0u32;
     loop {
-        let Some(word) = index.get(slot) else {
+        let Some(word) = index.get(slot & mask) else {
             return Status::Miss;
         };
         let w = load(word);
@@ -432,7 +436,7 @@ fn probe(
             return Status::Miss;
         }
         probes += 1;
-        slot = (slot + 1) & mask;
+        slot = slot.wrapping_add(1);
     }
 }
 
