@@ -105,9 +105,18 @@ fn upstream_mode_switches_a_host_while_old_connections_are_cached() {
     for _ in 0..20 {
         assert!(body_is(&a)(&n.get("moving.example", "/")));
     }
-    // The upstream counts a request after it wrote the answer: let the last one land.
-    thread::sleep(Duration::from_millis(300));
-    let before = a.requests();
+    // The upstream counts a request after it wrote the answer: wait until the count of the
+    // 20 has landed and holds still.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut before = a.requests();
+    loop {
+        thread::sleep(Duration::from_millis(50));
+        let now = a.requests();
+        if (now >= 20 && now == before) || std::time::Instant::now() > deadline {
+            break;
+        }
+        before = now;
+    }
     assert!(a.connections() <= 4, "{} connections", a.connections());
 
     upsert(&mut w, "moving.example", &b.addr());
