@@ -1,4 +1,5 @@
-//! The only unsafe code of the table: turning a file mapping into `&[AtomicU64]`.
+//! The unsafe code of the table around the mapping (the other is the SSE2 value check in
+//! `classify`): turning a file mapping into `&[AtomicU64]`.
 //!
 //! Readers and the writer touch the shared file exclusively through 8-byte atomic loads and
 //! stores (see `docs/FORMAT.md`, "Memory model"). Plain reads of bytes another process may be
