@@ -748,6 +748,19 @@ pub fn nginx_t(http_body: &str) -> (bool, String) {
     )
 }
 
+/// Asserts that `nginx -t` refuses each `(http block body, expected message)` at `emerg` level
+/// with that message (paths shown as `DIR`).
+pub fn assert_nginx_t_rejects(cases: &[(&str, &str)]) {
+    for (body, expected) in cases {
+        let (ok, stderr) = nginx_t(body);
+        assert!(!ok, "{body}: accepted");
+        assert!(
+            stderr.contains("[emerg]") && stderr.contains(expected),
+            "{body}:\n{stderr}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writer
 // ---------------------------------------------------------------------------------------------

@@ -505,14 +505,7 @@ fn config_errors_are_reported_with_file_and_line() {
             "the duplicate \"host\" variable in DIR/nginx.conf:",
         ),
     ];
-    for (body, expected) in cases {
-        let (ok, stderr) = nginx_t(body);
-        assert!(!ok, "{body}: accepted");
-        assert!(
-            stderr.contains("[emerg]") && stderr.contains(expected),
-            "{body}:\n{stderr}"
-        );
-    }
+    assert_nginx_t_rejects(&cases);
     let (ok, stderr) = nginx_t(
         "set_backend_table table; set_backend_miss continue;
          server { listen 127.0.0.1:1; set_backend $b; set_backend_unavailable 502;

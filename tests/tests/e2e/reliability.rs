@@ -158,6 +158,20 @@ fn socket_api(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Re
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
+/// One `PATCH /entries.json` upserting every host of `hosts` to `backend`.
+fn upsert_all(socket: &Path, hosts: &[String], backend: &str) -> Response {
+    let upsert: Vec<Value> = hosts
+        .iter()
+        .map(|h| json!({"host": h, "backend": backend}))
+        .collect();
+    socket_api(
+        socket,
+        "PATCH",
+        "/entries.json",
+        Some(&json!({"upsert": upsert}).to_string()),
+    )
+}
+
 /// The store's entries, through `GET /entries.json`.
 fn listed(socket: &Path) -> Vec<(String, String)> {
     let r = socket_api(socket, "GET", "/entries.json", None);
@@ -332,16 +346,7 @@ fn writer_sigkill_during_a_write_storm_fails_no_routed_request() {
     let n = Nginx::start(with_api(&w.table(), &w.socket));
 
     let steady: Vec<String> = (0..20).map(|i| format!("steady-{i}.example")).collect();
-    let upsert: Vec<Value> = steady
-        .iter()
-        .map(|h| json!({"host": h, "backend": a.addr()}))
-        .collect();
-    let r = socket_api(
-        &w.socket,
-        "PATCH",
-        "/entries.json",
-        Some(&json!({"upsert": upsert}).to_string()),
-    );
+    let r = upsert_all(&w.socket, &steady, &a.addr());
     assert_eq!(r.status, 200, "{r:?}");
     for h in &steady {
         n.wait_every_worker(h, body_is(&a));
@@ -1565,16 +1570,7 @@ fn a_full_disk_refuses_writes_with_503_loses_nothing_and_recovers() {
         let hosts: Vec<String> = (0..200)
             .map(|i| format!("full-{batch}-{i}.example"))
             .collect();
-        let upsert: Vec<Value> = hosts
-            .iter()
-            .map(|h| json!({"host": h, "backend": a.addr()}))
-            .collect();
-        let r = socket_api(
-            &w.socket,
-            "PATCH",
-            "/entries.json",
-            Some(&json!({"upsert": upsert}).to_string()),
-        );
+        let r = upsert_all(&w.socket, &hosts, &a.addr());
         match r.status {
             200 => acked.extend(hosts),
             503 => {
@@ -1676,16 +1672,7 @@ fn a_full_table_disk_answers_503_until_the_table_is_rebuilt() {
         let hosts: Vec<String> = (0..300)
             .map(|i| format!("grow-{batch}-{i}.example"))
             .collect();
-        let upsert: Vec<Value> = hosts
-            .iter()
-            .map(|h| json!({"host": h, "backend": a.addr()}))
-            .collect();
-        let r = socket_api(
-            &w.socket,
-            "PATCH",
-            "/entries.json",
-            Some(&json!({"upsert": upsert}).to_string()),
-        );
+        let r = upsert_all(&w.socket, &hosts, &a.addr());
         match r.status {
             200 => {
                 let t = Table::open(&table).expect("table");
@@ -1780,20 +1767,7 @@ fn the_table_deleted_or_replaced_under_nginx_fails_no_request() {
     let mut w = Writer::start(&dir, TOKEN);
     let n = Nginx::start(with_api(&w.table(), &w.socket));
     let hosts: Vec<String> = (0..5).map(|i| format!("kept-{i}.example")).collect();
-    let upsert: Vec<Value> = hosts
-        .iter()
-        .map(|h| json!({"host": h, "backend": a.addr()}))
-        .collect();
-    assert_eq!(
-        socket_api(
-            &w.socket,
-            "PATCH",
-            "/entries.json",
-            Some(&json!({"upsert": upsert}).to_string())
-        )
-        .status,
-        200
-    );
+    assert_eq!(upsert_all(&w.socket, &hosts, &a.addr()).status, 200);
     for h in &hosts {
         n.wait_every_worker(h, body_is(&a));
     }

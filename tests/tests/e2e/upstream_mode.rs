@@ -316,14 +316,7 @@ fn upstream_mode_config_errors_are_reported() {
             "invalid number of arguments in \"set_backend_peer\" directive in DIR/nginx.conf:",
         ),
     ];
-    for (body, expected) in cases {
-        let (ok, stderr) = nginx_t(body);
-        assert!(!ok, "{body}: accepted");
-        assert!(
-            stderr.contains("[emerg]") && stderr.contains(expected),
-            "{body}:\n{stderr}"
-        );
-    }
+    assert_nginx_t_rejects(&cases);
     let (ok, stderr) = nginx_t(
         "upstream u { set_backend_peer; keepalive 8; keepalive_timeout 30s; }
          server { listen 127.0.0.1:1; location / { proxy_pass http://u; } }",
