@@ -144,6 +144,18 @@ fn wait_exit(child: &mut Child, limit: Duration) -> bool {
     false
 }
 
+/// Stops `child` (if still held) with `first`, then with `then` if it is still running after
+/// [`WAIT`]; never SIGKILL.
+fn stop_child(child: &mut Option<Child>, first: libc::c_int, then: libc::c_int) {
+    if let Some(mut c) = child.take() {
+        signal(c.id(), first);
+        if !wait_exit(&mut c, WAIT) {
+            signal(c.id(), then);
+            wait_exit(&mut c, WAIT);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP client
 // ---------------------------------------------------------------------------------------------
@@ -704,13 +716,7 @@ impl Nginx {
 
     /// Graceful stop: QUIT, then TERM if it lingers (never KILL).
     pub fn stop(&mut self) {
-        if let Some(mut m) = self.master.take() {
-            signal(m.id(), libc::SIGQUIT);
-            if !wait_exit(&mut m, WAIT) {
-                signal(m.id(), libc::SIGTERM);
-                wait_exit(&mut m, WAIT);
-            }
-        }
+        stop_child(&mut self.master, libc::SIGQUIT, libc::SIGTERM);
     }
 }
 
@@ -864,13 +870,7 @@ impl Writer {
 
     /// Graceful stop (SIGTERM, then waits).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(c.id(), libc::SIGTERM);
-            if !wait_exit(&mut c, WAIT) {
-                signal(c.id(), libc::SIGINT);
-                wait_exit(&mut c, WAIT);
-            }
-        }
+        stop_child(&mut self.child, libc::SIGTERM, libc::SIGINT);
     }
 }
 
