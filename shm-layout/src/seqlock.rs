@@ -226,7 +226,8 @@ pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
         .fold(0, |w, &b| w << 8 | b as u64)
 }
 
-/// Whether `words` hold exactly `key`, zero-padded.
+/// Whether `words` hold exactly `key`, zero-padded. Out of line: inlined, its setup is hoisted
+/// into the probe loop and costs spilled registers on every lookup (`benches/instructions.sh`).
 #[inline(never)]
 fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
     let (full, rest) = key.as_chunks::<8>();
