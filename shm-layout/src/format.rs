@@ -95,7 +95,29 @@ pub const fn words_for(bytes: usize) -> usize {
 /// The 64-bit SipHash-1-3 of `key` under `(k0, k1)`: the hash of the table.
 #[inline]
 pub fn hash_key(k0: u64, k1: u64, key: &[u8]) -> u64 {
-    siphasher::sip::SipHasher13::new_with_keys(k0, k1).hash(key)
+    KeyHash::new(k0, k1).of(key)
+}
+
+/// A table's keyed hash with its initial state computed once, at open, rather than on every
+/// lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyHash(siphasher::sip::SipHasher13);
+
+impl KeyHash {
+    pub fn new(k0: u64, k1: u64) -> KeyHash {
+        KeyHash(siphasher::sip::SipHasher13::new_with_keys(k0, k1))
+    }
+
+    /// `(k0, k1)`, as stored in the header.
+    pub fn keys(&self) -> (u64, u64) {
+        self.0.keys()
+    }
+
+    /// The 64-bit SipHash-1-3 of `key`.
+    #[inline(never)]
+    pub fn of(&self, key: &[u8]) -> u64 {
+        self.0.hash(key)
+    }
 }
 
 /// The 16-bit tag stored in a slot word: the hash's high bits, never 0 (so that a used slot

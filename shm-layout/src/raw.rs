@@ -31,6 +31,16 @@ pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
 pub(crate) struct Mapping {
     map: memmap2::MmapRaw,
     words: usize,
+    /// The index and the arena as word ranges, checked against `words` once (by
+    /// [`Mapping::set_regions`]) so that the lookup path takes them without bounds checks.
+    index: Region,
+    arena: Region,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Region {
+    start: usize,
+    len: usize,
 }
 
 impl Mapping {
@@ -51,7 +61,59 @@ impl Mapping {
         // word is simply not part of the view.
         debug_assert_eq!(map.as_ptr() as usize % std::mem::align_of::<u64>(), 0);
         let words = map.len() / 8;
-        Mapping { map, words }
+        Mapping {
+            map,
+            words,
+            index: Region::default(),
+            arena: Region::default(),
+        }
+    }
+
+    /// Records where the index and the arena lie, as `(first word, words)`. False, changing
+    /// nothing, if either range is not inside the mapping.
+    pub(crate) fn set_regions(&mut self, index: (usize, usize), arena: (usize, usize)) -> bool {
+        let inside = |(start, len): (usize, usize)| {
+            start.checked_add(len).is_some_and(|end| end <= self.words)
+        };
+        if !inside(index) || !inside(arena) {
+            return false;
+        }
+        self.index = Region {
+            start: index.0,
+            len: index.1,
+        };
+        self.arena = Region {
+            start: arena.0,
+            len: arena.1,
+        };
+        true
+    }
+
+    /// The index's words (empty until [`Mapping::set_regions`]).
+    #[inline]
+    pub(crate) fn index(&self) -> &[AtomicU64] {
+        self.region(self.index)
+    }
+
+    /// The arena's words (empty until [`Mapping::set_regions`]).
+    #[inline]
+    pub(crate) fn arena(&self) -> &[AtomicU64] {
+        self.region(self.arena)
+    }
+
+    #[inline]
+    fn region(&self, r: Region) -> &[AtomicU64] {
+        debug_assert!(r.start + r.len <= self.words);
+        if r.len == 0 {
+            return &[];
+        }
+        // SAFETY: `set_regions`, the only place that stores a non-empty region, checked that
+        // `start + len <= self.words`, so the range lies inside the part of the mapping that
+        // `words()` exposes; the same reasoning as there applies (aligned, valid while
+        // `self.map` lives, only ever accessed atomically).
+        unsafe {
+            std::slice::from_raw_parts((self.map.as_ptr() as *const AtomicU64).add(r.start), r.len)
+        }
     }
 
     /// Length of the mapping in bytes.

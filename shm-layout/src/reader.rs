@@ -16,11 +16,6 @@ use std::path::Path;
 pub struct Table {
     map: Mapping,
     geo: Geometry,
-    /// Word index of the first slot.
-    index_at: usize,
-    /// Word index of the first arena word.
-    arena_at: usize,
-    arena_words: usize,
     generation: u64,
     /// Device and inode of the opened file, to notice a replacement by `stat`.
     file_id: (u64, u64),
@@ -121,7 +116,7 @@ impl Table {
         Self::validate(map, len, (meta.dev(), meta.ino()))
     }
 
-    fn validate(map: Mapping, len: u64, file_id: (u64, u64)) -> Result<Table, OpenError> {
+    fn validate(mut map: Mapping, len: u64, file_id: (u64, u64)) -> Result<Table, OpenError> {
         let words = map.words();
         let h = |off: usize| load(words, off).unwrap_or(0);
         if h(H_MAGIC).to_le_bytes() != MAGIC {
@@ -185,16 +180,21 @@ impl Table {
             });
         }
         let generation = h(H_GENERATION);
+        let geo = Geometry {
+            hash: KeyHash::new(h(H_HASH_K0), h(H_HASH_K1)),
+            capacity: capacity as usize,
+            max_probe: max_probe as usize,
+        };
+        let index = (HEADER_LEN / 8, geo.capacity);
+        let arena = (arena_offset as usize / 8, arena_len as usize / 8);
+        if !map.set_regions(index, arena) {
+            return Err(OpenError::Truncated {
+                len,
+                expected: file_len,
+            });
+        }
         Ok(Table {
-            geo: Geometry {
-                k0: h(H_HASH_K0),
-                k1: h(H_HASH_K1),
-                capacity: capacity as usize,
-                max_probe: max_probe as usize,
-            },
-            index_at: HEADER_LEN / 8,
-            arena_at: arena_offset as usize / 8,
-            arena_words: arena_len as usize / 8,
+            geo,
             generation,
             file_id,
             map,
@@ -203,16 +203,12 @@ impl Table {
 
     #[inline]
     fn index(&self) -> &[AtomicU64] {
-        let w = self.map.words();
-        w.get(self.index_at..self.index_at + self.geo.capacity)
-            .unwrap_or(&[])
+        self.map.index()
     }
 
     #[inline]
     fn arena(&self) -> &[AtomicU64] {
-        let w = self.map.words();
-        w.get(self.arena_at..self.arena_at + self.arena_words)
-            .unwrap_or(&[])
+        self.map.arena()
     }
 
     /// Looks up a host already in canonical form (as nginx's `$host` is). Allocates nothing and
@@ -384,7 +380,7 @@ impl Table {
         let key: Vec<u8> = (0..m.key_len)
             .map(|i| word(&arena[m.key_at + i / 8]).to_le_bytes()[i % 8])
             .collect();
-        let h = hash_key(self.geo.k0, self.geo.k1, &key);
+        let h = self.geo.hash.of(&key);
         if h != m.hash {
             return Err("stored hash does not match the key");
         }

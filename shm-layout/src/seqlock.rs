@@ -358,8 +358,7 @@ fn copy_value(words: &[AtomicU64], len: usize, out: &mut [u8; VALUE_BUF]) -> boo
 /// The geometry of a validated table: what a lookup needs besides the words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Geometry {
-    pub k0: u64,
-    pub k1: u64,
+    pub hash: KeyHash,
     /// Power of two; `index.len() == capacity`.
     pub capacity: usize,
     pub max_probe: usize,
@@ -388,7 +387,7 @@ pub(crate) fn lookup_into(
     if key.is_empty() || key.len() > MAX_HOST_LEN || index.len() != g.capacity {
         return Status::Miss;
     }
-    let hash = hash_key(g.k0, g.k1, key);
+    let hash = g.hash.of(key);
     probe(g, index, arena, key, hash, out)
 }
 
@@ -548,8 +547,7 @@ mod loom_tests {
 
     fn geometry() -> Geometry {
         Geometry {
-            k0: K.0,
-            k1: K.1,
+            hash: KeyHash::new(K.0, K.1),
             capacity: CAP,
             max_probe: CAP,
         }

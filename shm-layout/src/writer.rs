@@ -182,8 +182,7 @@ impl Layout {
         );
         Ok(Layout {
             geo: Geometry {
-                k0,
-                k1,
+                hash: KeyHash::new(k0, k1),
                 capacity,
                 max_probe,
             },
@@ -355,7 +354,7 @@ impl TableWriter {
     /// when it must.
     pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
         let key = host.as_str().as_bytes();
-        let hash = hash_key(self.t.geo.k0, self.t.geo.k1, key);
+        let hash = self.t.geo.hash.of(key);
         let mut buf = std::mem::take(&mut self.buf);
         seqlock::encode(
             &mut buf,
@@ -424,7 +423,7 @@ impl TableWriter {
     /// Removes `host`; returns whether it was present. The slot becomes a tombstone.
     pub fn delete(&mut self, host: &Host) -> Result<bool, WriteError> {
         let key = host.as_str().as_bytes();
-        let hash = hash_key(self.t.geo.k0, self.t.geo.k1, key);
+        let hash = self.t.geo.hash.of(key);
         match self.probe(key, hash) {
             Probe::Found { slot, rec } => {
                 let words = self.t.meta(rec).words;
@@ -560,7 +559,7 @@ impl TableWriter {
                 capacity,
                 arena_words,
                 generation,
-                (self.t.geo.k0, self.t.geo.k1),
+                self.t.geo.hash.keys(),
                 &self.opts,
             )?;
             let Some(bump) = self.copy_into(&next) else {
