@@ -546,7 +546,9 @@ impl TableWriter {
         let current = self.t.geo.capacity;
         let needed = capacity_for(self.entries + 1, self.opts.min_capacity);
         let mut capacity = match grow {
-            Grow::Index if self.tombstones < self.entries / 4 => needed.max(current * 2),
+            // Tombstones are the cause when they are a quarter of the entries or more; with
+            // none (`entries / 4` is 0 below 4 entries) the index itself is what ran out.
+            Grow::Index if self.tombstones * 4 <= self.entries => needed.max(current * 2),
             Grow::Index | Grow::Neither => needed,
             Grow::Arena => needed.max(current),
         };

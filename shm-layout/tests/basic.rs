@@ -156,6 +156,50 @@ fn odd_options_and_leftovers_are_handled() {
     assert_eq!(mode, 0o644);
 }
 
+/// Two hosts sharing a home slot in the smallest index, with one probe allowed: the second
+/// insert must grow the index (it once rebuilt the same 64-slot index forever while fewer than
+/// four entries made `entries / 4` zero).
+#[test]
+fn a_home_slot_collision_with_one_probe_grows_the_index() {
+    const KEY: (u64, u64) = (1, 2);
+    let hosts: Vec<String> = (0..100).map(|i| format!("c{i}.example")).collect();
+    // The table's hash (FORMAT.md §5): SipHash-1-3 under the header key.
+    let home =
+        |h: &str| siphasher::sip::SipHasher13::new_with_keys(KEY.0, KEY.1).hash(h.as_bytes()) & 63;
+    let (a, b) = hosts
+        .iter()
+        .enumerate()
+        .find_map(|(i, a)| {
+            hosts[i + 1..]
+                .iter()
+                .find(|b| home(b) == home(a))
+                .map(|b| (a, b))
+        })
+        .expect("two of 100 hosts share one of 64 home slots");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let opts = WriterOptions {
+        max_probe: 1,
+        min_capacity: 0,
+        hash_key: Some(KEY),
+        sync: false,
+        ..WriterOptions::default()
+    };
+    let (a, b) = (h(a), h(b));
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut w = TableWriter::create(&path, [], opts).unwrap();
+        w.upsert(&a, &self::b("10.0.0.1:80")).unwrap();
+        w.upsert(&b, &self::b("10.0.0.2:80")).unwrap();
+        let _ = done.send((w.len(), Table::open(&path).unwrap().stats().capacity));
+    });
+    let (entries, capacity) = wait
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the second insert finishes");
+    assert_eq!(entries, 2);
+    assert!(capacity > 64, "capacity {capacity}");
+}
+
 #[test]
 fn one_at_a_time_inserts_keep_the_index_and_file_proportionate() {
     let dir = tempfile::tempdir().unwrap();
