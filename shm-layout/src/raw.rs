@@ -104,13 +104,12 @@ impl Mapping {
     #[inline]
     fn region(&self, r: Region) -> &[AtomicU64] {
         debug_assert!(r.start + r.len <= self.words);
-        if r.len == 0 {
-            return &[];
-        }
-        // SAFETY: `set_regions`, the only place that stores a non-empty region, checked that
-        // `start + len <= self.words`, so the range lies inside the part of the mapping that
-        // `words()` exposes; the same reasoning as there applies (aligned, valid while
-        // `self.map` lives, only ever accessed atomically).
+        // SAFETY: `set_regions`, the only place that stores a region other than the empty
+        // default, checked that `start + len <= self.words`, so the range lies inside the part
+        // of the mapping that `words()` exposes; the same reasoning as there applies (aligned,
+        // valid while `self.map` lives, only ever accessed atomically). The empty default is
+        // sound too: the pointer is the start of a live mapping, never null and page-aligned
+        // (memmap2 maps one byte for an empty file).
         unsafe {
             std::slice::from_raw_parts((self.map.as_ptr() as *const AtomicU64).add(r.start), r.len)
         }

@@ -3,6 +3,7 @@
 use crate::format::*;
 use crate::host::{Backend, Host};
 use crate::raw::Mapping;
+use crate::seqlock::Needle;
 use crate::seqlock::{self, Geometry, Meta, Read};
 use crate::seqlock::{Lookup, Status, Value};
 use crate::sync::{load, AtomicU64};
@@ -399,7 +400,7 @@ impl Table {
         let Some(slot_word) = index.get(slot) else {
             return Err("slot outside the index");
         };
-        match seqlock::read_record(slot_word, w, arena, &key, h, &mut value) {
+        match seqlock::read_record(slot_word, w, arena, &Needle::new(&key), h, &mut value) {
             Read::Stable(true) => Ok((key, value)),
             Read::Stable(false) => Err("record does not match its slot"),
             Read::Corrupt => Err("record value holds bytes no backend has"),

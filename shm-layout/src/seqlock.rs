@@ -177,7 +177,7 @@ impl Layout {
         })
     }
 
-    /// Words after the fixed ones (seq, meta, hash): address, key, value.
+    /// Words after the fixed ones (seq, meta, hash): key, value, address.
     #[inline(always)]
     pub(crate) fn body_words(&self) -> usize {
         self.addr_words + self.key_words + self.val_words
@@ -200,15 +200,15 @@ impl Meta {
     /// fits in `arena_words` words. `None` if any field is out of range.
     pub(crate) fn decode(rec: usize, meta: u64, hash: u64, arena_words: usize) -> Option<Meta> {
         let l = Layout::of(meta)?;
-        let addr_at = rec.checked_add(RECORD_FIXED_WORDS)?;
-        let end = addr_at + l.body_words();
+        let key_at = rec.checked_add(RECORD_FIXED_WORDS)?;
+        let end = key_at + l.body_words();
         if end > arena_words {
             return None;
         }
         Some(Meta {
             key_len: l.key_len,
             hash,
-            key_at: addr_at + l.addr_words,
+            key_at,
             words: end - rec,
         })
     }
@@ -254,14 +254,173 @@ fn load(w: &AtomicU64) -> u64 {
     u64::from_le(w.load(Ordering::Relaxed))
 }
 
+/// The key being looked up, with its zero-padded words when it is short enough for the
+/// straight-line read ([`read_short`]): computed once per lookup, not per probed record.
+pub(crate) struct Needle<'a> {
+    bytes: &'a [u8],
+    short: bool,
+    /// The key's words, zero-padded, and a mask per word: all ones for the key's own words,
+    /// zero past them (where a record holds its value).
+    words: [u64; SHORT_WORDS],
+    masks: [u64; SHORT_WORDS],
+    key_words: usize,
+}
+
+/// Keys and values of up to this many words are matched and copied without loops.
+const SHORT_WORDS: usize = 4;
+
+/// Words of a record the short read may touch, counted from its sequence word: the fixed
+/// words, a short key, a short value and two address words. A power of two, so that masked
+/// indices into it need no bounds check.
+const WINDOW: usize = 16;
+const _: () = assert!(RECORD_FIXED_WORDS + 2 + 2 * SHORT_WORDS <= WINDOW);
+const _: () = assert!(WINDOW.is_power_of_two());
+const _: () = assert!(SHORT_WORDS * 8 <= VALUE_BUF);
+
+impl<'a> Needle<'a> {
+    #[inline(always)]
+    pub(crate) fn new(key: &'a [u8]) -> Needle<'a> {
+        let mut buf = [[0u8; 8]; SHORT_WORDS];
+        let short = key.len() <= SHORT_WORDS * 8;
+        if short {
+            buf.as_flattened_mut()[..key.len()].copy_from_slice(key);
+        }
+        let key_words = words_for(key.len());
+        Needle {
+            bytes: key,
+            short,
+            words: buf.map(u64::from_le_bytes),
+            masks: std::array::from_fn(|i| if i < key_words { !0 } else { 0 }),
+            key_words,
+        }
+    }
+}
+
 /// Reads the record the slot word `w1` (already loaded from `slot`) points to, compares its
 /// key with `key` and, on a match, copies the value into `out`.
 ///
 /// Only a record carrying `key`'s full 64-bit hash is decoded and checked; any other record
 /// is simply not `key`'s (the lookup that owns it checks it). So a hit costs one hash compare,
 /// one meta decode, the key words and the value words.
+///
+/// Short keys and values in a record with [`WINDOW`] words of arena from its start (all but
+/// the last few records) take [`read_short`]; the rest [`read_any`].
 #[inline(always)]
 pub(crate) fn read_record(
+    slot: &AtomicU64,
+    w1: u64,
+    arena: &[AtomicU64],
+    key: &Needle,
+    hash: u64,
+    out: &mut Value,
+) -> Read {
+    let window = arena
+        .get((w1 & SLOT_OFFSET_MASK) as usize..)
+        .and_then(|r| r.first_chunk::<WINDOW>());
+    match window {
+        Some(rec) if key.short => read_short(slot, w1, rec, arena, key, hash, out),
+        _ => read_any(slot, w1, arena, key.bytes, hash, out),
+    }
+}
+
+/// [`read_record`] for a short key, with fixed-count loads at indices clamped to the record's
+/// own words: no loops and no bounds checks. A value too long for it goes to [`read_any`].
+#[inline(always)]
+fn read_short(
+    slot: &AtomicU64,
+    w1: u64,
+    rec: &[AtomicU64; WINDOW],
+    arena: &[AtomicU64],
+    key: &Needle,
+    hash: u64,
+    out: &mut Value,
+) -> Read {
+    let at = |i: usize| load(&rec[i & (WINDOW - 1)]);
+    fence(Ordering::Acquire);
+    let s1 = at(0);
+    fence(Ordering::Acquire);
+    if s1 & 1 == 1 {
+        return Read::Retry;
+    }
+    let outcome = if at(2) == hash {
+        match match_short(rec, at(1), key, out) {
+            Some(outcome) => outcome,
+            None => return read_any(slot, w1, arena, key.bytes, hash, out),
+        }
+    } else {
+        Read::Stable(false)
+    };
+    fence(Ordering::Acquire);
+    if at(0) != s1 || load(slot) != w1 {
+        Read::Retry
+    } else {
+        outcome
+    }
+}
+
+/// The key compare and value copy of [`read_short`]; `None` when the value is too long for it.
+#[inline(always)]
+fn match_short(
+    rec: &[AtomicU64; WINDOW],
+    meta: u64,
+    key: &Needle,
+    out: &mut Value,
+) -> Option<Read> {
+    let at = |i: usize| load(&rec[i & (WINDOW - 1)]);
+    // A value of 0 or more than the short bytes goes to the general read, which tells the
+    // long ones from the damaged ones.
+    if ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8 {
+        return None;
+    }
+    let Some(l) = Layout::of(meta) else {
+        return Some(Read::Corrupt);
+    };
+    if l.key_len != key.bytes.len() {
+        return Some(Read::Stable(false));
+    }
+    // The key and value lie at positions `key` alone gives (the record's key length is
+    // `key`'s), so their loads need not wait for the meta word; only the address follows the
+    // value. Every index below is at most 3 + 4 + 4 + 1 < WINDOW: inside the window, though
+    // past this record's end for a short record (those words are loaded and ignored: masked
+    // out of the key compare, past the value's length in the copy).
+    let mut diff = 0;
+    for (i, (word, mask)) in key.words.iter().zip(key.masks).enumerate() {
+        diff |= (at(RECORD_FIXED_WORDS + i) ^ word) & mask;
+    }
+    if diff != 0 {
+        return Some(Read::Stable(false));
+    }
+    let val_at = RECORD_FIXED_WORDS + key.key_words;
+    let (lo, hi) = (at(val_at), at(val_at + 1));
+    out.bytes[..8].copy_from_slice(&lo.to_le_bytes());
+    out.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
+    let mut bad = bad16(lo, hi, l.val_len);
+    if l.val_len > 16 {
+        let (lo, hi) = (at(val_at + 2), at(val_at + 3));
+        out.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
+        out.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
+        bad |= bad16(lo, hi, l.val_len - 16);
+    }
+    if bad != 0 || is_unix(lo, l.val_len) {
+        return Some(Read::Corrupt);
+    }
+    let addr_at = val_at + l.val_words;
+    if l.addr_words > 0 {
+        out.ip[..8].copy_from_slice(&at(addr_at).to_le_bytes());
+        if l.addr_words > 1 {
+            out.ip[8..].copy_from_slice(&at(addr_at + 1).to_le_bytes());
+        }
+    }
+    out.len = l.val_len as u16;
+    out.addr_kind = l.addr_kind;
+    out.port = l.port;
+    Some(Read::Stable(true))
+}
+
+/// [`read_record`] for any key and record: the general form, with loops over the key and
+/// value words and every slice bounds-checked.
+#[inline(never)]
+fn read_any(
     slot: &AtomicU64,
     w1: u64,
     arena: &[AtomicU64],
@@ -303,8 +462,8 @@ fn outside_the_arena(slot: &AtomicU64, w1: u64) -> Read {
 }
 
 /// Compares the key of a record whose fixed words carried `key`'s hash and `meta` (`body` is
-/// the arena from its first address word on) and, when it is `key`, copies the value and
-/// address into `out`, checking the value's bytes on the way.
+/// the arena from its first key word on) and, when it is `key`, copies the value and address
+/// into `out`, checking the value's bytes on the way.
 #[inline(always)]
 fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Read {
     let Some(l) = Layout::of(meta) else {
@@ -316,10 +475,10 @@ fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Rea
     if l.key_len != key.len() {
         return Read::Stable(false);
     }
-    let Some((addr, rest)) = body.split_at_checked(l.addr_words) else {
+    let Some((key_words, rest)) = body.split_at_checked(l.key_words) else {
         return Read::Corrupt;
     };
-    let Some((key_words, value)) = rest.split_at_checked(l.key_words) else {
+    let Some((value, addr)) = rest.split_at_checked(l.val_words) else {
         return Read::Corrupt;
     };
     if !key_eq(key_words, key) {
@@ -384,11 +543,11 @@ pub(crate) fn lookup_into(
     key: &[u8],
     out: &mut Value,
 ) -> Status {
-    if key.is_empty() || key.len() > MAX_HOST_LEN || index.len() != g.capacity {
+    if key.is_empty() || key.len() > MAX_HOST_LEN {
         return Status::Miss;
     }
     let hash = g.hash.of(key);
-    probe(g, index, arena, key, hash, out)
+    probe(g, index, arena, &Needle::new(key), hash, out)
 }
 
 /// The general probe from `key`'s home slot: linear probing over at most `max_probe` slots,
@@ -398,7 +557,7 @@ fn probe(
     g: &Geometry,
     index: &[AtomicU64],
     arena: &[AtomicU64],
-    key: &[u8],
+    key: &Needle,
     hash: u64,
     out: &mut Value,
 ) -> Status {
@@ -476,7 +635,7 @@ pub(crate) fn slot_word(hash: u64, rec: usize) -> u64 {
     (tag_of(hash) << TAG_SHIFT) | (rec as u64 & SLOT_OFFSET_MASK)
 }
 
-/// Encodes a record's words after the sequence number: meta, hash, address, key, value.
+/// Encodes a record's words after the sequence number: meta, hash, key, value, address.
 pub(crate) fn encode(
     buf: &mut Vec<u64>,
     hash: u64,
@@ -500,14 +659,14 @@ pub(crate) fn encode(
         | (port as u64) << META_PORT_SHIFT;
     buf.push(meta);
     buf.push(hash);
-    for i in 0..addr_words(kind) {
-        buf.push(chunk(&ip, i));
-    }
     for i in 0..words_for(key.len()) {
         buf.push(chunk(key, i));
     }
     for i in 0..words_for(value.len()) {
         buf.push(chunk(value, i));
+    }
+    for i in 0..addr_words(kind) {
+        buf.push(chunk(&ip, i));
     }
 }
 
@@ -522,6 +681,101 @@ mod tests {
             chunk(b"abcdefghij", 1),
             u64::from_le_bytes(*b"ij\0\0\0\0\0\0")
         );
+    }
+
+    /// Looks `key` up in a one-slot table holding only the record `data` (words after the
+    /// sequence number), followed by `spare` words of garbage.
+    fn lookup_one(data: &[u64], spare: usize, key: &[u8]) -> (Status, Value) {
+        let g = Geometry {
+            hash: KeyHash::new(K.0, K.1),
+            capacity: 1,
+            max_probe: 1,
+        };
+        let arena: Vec<AtomicU64> = std::iter::once(0)
+            .chain(data.iter().copied())
+            .chain(std::iter::repeat_n(!0, spare))
+            .map(AtomicU64::new)
+            .collect();
+        let index = [AtomicU64::new(slot_word(g.hash.of(key), 0))];
+        let mut out = Value::empty();
+        let status = lookup_into(&g, &index, &arena, key, &mut out);
+        (status, out)
+    }
+
+    const K: (u64, u64) = (7, 11);
+
+    /// The straight-line read (short keys and values, a full window of arena after the record)
+    /// and the general one (the record at the arena's end) agree for every key and value length
+    /// around the short limits and every address kind, hits and near misses alike.
+    #[test]
+    fn short_and_general_reads_agree() {
+        let addrs: [Option<SocketAddr>; 3] = [
+            None,
+            Some("10.1.2.3:8080".parse().unwrap()),
+            Some("[2001:db8::7]:443".parse().unwrap()),
+        ];
+        let mut data = Vec::new();
+        for key_len in (1..=40).chain([MAX_HOST_LEN]) {
+            let key: Vec<u8> = (0..key_len).map(|i| b'a' + (i % 26) as u8).collect();
+            let hash = hash_key(K.0, K.1, &key);
+            for val_len in (1..=40).chain([MAX_BACKEND_LEN]) {
+                let value: Vec<u8> = (0..val_len).map(|i| b"0123456789.:"[i % 12]).collect();
+                for addr in addrs {
+                    encode(&mut data, hash, &key, &value, addr);
+                    for spare in [0, WINDOW] {
+                        let (status, out) = lookup_one(&data, spare, &key);
+                        let at = format!("key {key_len}, value {val_len}, {addr:?}, spare {spare}");
+                        assert_eq!(status, Status::Hit, "{at}");
+                        assert_eq!(out.as_bytes(), &value[..], "{at}");
+                        assert_eq!(out.addr(), addr, "{at}");
+                        // The same hash and length, another key: a miss.
+                        let mut other = key.clone();
+                        *other.last_mut().unwrap() = b'#';
+                        let mut forged = data.clone();
+                        let last_key_word = 2 + words_for(key_len) - 1;
+                        forged[last_key_word] = chunk(&other, words_for(key_len) - 1);
+                        assert_eq!(lookup_one(&forged, spare, &key).0, Status::Miss, "{at}");
+                        // A value byte no backend has, first and last: corrupt.
+                        for pos in [0, val_len - 1] {
+                            let mut bad = value.clone();
+                            bad[pos] = b'/';
+                            encode(&mut forged, hash, &key, &bad, addr);
+                            assert_eq!(
+                                lookup_one(&forged, spare, &key).0,
+                                Status::Corrupt,
+                                "{at} at {pos}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Damaged meta words are corrupt on both reads, never a hit or a panic.
+    #[test]
+    fn short_and_general_reads_refuse_bad_meta() {
+        let key = b"example.com";
+        let hash = hash_key(K.0, K.1, key);
+        let mut data = Vec::new();
+        encode(&mut data, hash, key, b"10.0.0.1:80", None);
+        let meta = data[0];
+        for bad in [
+            meta & !(0xffff << META_VAL_LEN_SHIFT),
+            meta | 0xffff << META_VAL_LEN_SHIFT,
+            meta | 5 << META_ADDR_KIND_SHIFT,
+            meta | 1 << (META_ADDR_KIND_SHIFT + 8),
+        ] {
+            for spare in [0, WINDOW] {
+                let mut forged = data.clone();
+                forged[0] = bad;
+                assert_eq!(
+                    lookup_one(&forged, spare, key).0,
+                    Status::Corrupt,
+                    "{bad:#x}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -113,13 +113,13 @@ fn header_damage_gives_precise_errors() {
     b[0] = b'X';
     assert!(matches!(open_bytes(&b), Err(OpenError::BadMagic)));
     let mut b = good.clone();
-    set(&mut b, 8, 2 | (0x0A0B_0C0D << 32));
+    set(&mut b, 8, 1 | (0x0A0B_0C0D << 32));
     seal(&mut b);
     assert!(matches!(
         open_bytes(&b),
         Err(OpenError::Version {
-            expected: 1,
-            got: 2
+            expected: 2,
+            got: 1
         })
     ));
     let mut b = good.clone();
@@ -258,11 +258,8 @@ fn record_lengths_out_of_range_are_corrupt() {
     // A stable record whose value holds a byte no backend has ('/' would change proxy_pass).
     let mut b = good.clone();
     let meta = word(&b, meta_at);
-    let (key_len, addr) = (
-        (meta & 0xffff) as usize,
-        if (meta >> 32) & 0xff == 4 { 1 } else { 0 },
-    );
-    let value_at = ARENA_AT + (rec + 3 + addr + key_len.div_ceil(8)) * 8;
+    let key_len = (meta & 0xffff) as usize;
+    let value_at = ARENA_AT + (rec + 3 + key_len.div_ceil(8)) * 8;
     b[value_at] = b'/';
     let t = open_bytes(&b).unwrap();
     assert_eq!(t.lookup(b"site-3.example"), Lookup::Corrupt);

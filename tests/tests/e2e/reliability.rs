@@ -466,8 +466,7 @@ fn value_at(b: &[u8], host: &str) -> usize {
     let (_, rec) = record_of(b, host);
     let meta = word(b, ARENA_AT + (rec + 1) * 8);
     let key_len = (meta & 0xffff) as usize;
-    let addr = if (meta >> 32) & 0xff == 4 { 1 } else { 0 };
-    ARENA_AT + (rec + 3 + addr + key_len.div_ceil(8)) * 8
+    ARENA_AT + (rec + 3 + key_len.div_ceil(8)) * 8
 }
 
 /// The crafted files: (name, bytes, Some(what the open error says) or None if it opens).
@@ -491,10 +490,13 @@ fn hostile_corpus(
     let mut b = good.to_vec();
     b[0] = b'X';
     add("bad magic", b, Some("bad magic"));
-    let mut b = good.to_vec();
-    set(&mut b, 8, 2 | (0x0A0B_0C0D << 32));
-    seal(&mut b);
-    add("version 2", b, Some("version"));
+    // The format's previous version and a future one.
+    for version in [1u64, 3] {
+        let mut b = good.to_vec();
+        set(&mut b, 8, version | (0x0A0B_0C0D << 32));
+        seal(&mut b);
+        add(&format!("version {version}"), b, Some("version"));
+    }
     let mut b = good.to_vec();
     set(
         &mut b,
