@@ -87,7 +87,7 @@ fn lookups(c: &mut Criterion) {
             })
         });
         // 64 hot hosts in turn: one host's cost depends on how far from its home slot the
-        // table's random hash key happened to put it (0, 1, 2… slots); 64 average that out.
+        // table's hash key put it (0, 1, 2… slots); 64 average that out.
         let set: Vec<String> = (0..64).map(|i| host((n / 2 + i * 37) % n)).collect();
         let mut k = 0;
         g.bench_function(BenchmarkId::new("hot64", "table-into"), |b| {

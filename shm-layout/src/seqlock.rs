@@ -270,29 +270,55 @@ pub(crate) struct Needle<'a> {
 const SHORT_WORDS: usize = 4;
 
 /// Words of a record the short read may touch, counted from its sequence word: the fixed
-/// words, a short key, a short value and two address words. A power of two, so that masked
-/// indices into it need no bounds check.
-const WINDOW: usize = 16;
-const _: () = assert!(RECORD_FIXED_WORDS + 2 + 2 * SHORT_WORDS <= WINDOW);
-const _: () = assert!(WINDOW.is_power_of_two());
+/// words, a short key, a short value and two address words.
+const WINDOW: usize = RECORD_FIXED_WORDS + 2 * SHORT_WORDS + 2;
 const _: () = assert!(SHORT_WORDS * 8 <= VALUE_BUF);
 
 impl<'a> Needle<'a> {
     #[inline(always)]
     pub(crate) fn new(key: &'a [u8]) -> Needle<'a> {
-        let mut buf = [[0u8; 8]; SHORT_WORDS];
         let short = key.len() <= SHORT_WORDS * 8;
-        if short {
-            buf.as_flattened_mut()[..key.len()].copy_from_slice(key);
-        }
         let key_words = words_for(key.len());
         Needle {
             bytes: key,
             short,
-            words: buf.map(u64::from_le_bytes),
+            words: if short {
+                short_words(key)
+            } else {
+                [0; SHORT_WORDS]
+            },
             masks: std::array::from_fn(|i| if i < key_words { !0 } else { 0 }),
             key_words,
         }
+    }
+}
+
+/// The words of a key of at most 32 bytes, zero-padded, from at most four overlapping loads of
+/// the key (no copy through memory: a copy's overlapping stores would stall the loads that
+/// read the words back).
+#[inline(always)]
+fn short_words(key: &[u8]) -> [u64; SHORT_WORDS] {
+    debug_assert!(key.len() <= SHORT_WORDS * 8);
+    let n = key.len();
+    if let (Some(head), Some(last)) = (key.first_chunk::<16>(), key.last_chunk::<16>()) {
+        // Bytes 16.. are the last 16 shifted down past the ones the head already has.
+        let tail = u128::from_le_bytes(*last)
+            .checked_shr(8 * (32 - n) as u32)
+            .unwrap_or(0);
+        let head = u128::from_le_bytes(*head);
+        [
+            head as u64,
+            (head >> 64) as u64,
+            tail as u64,
+            (tail >> 64) as u64,
+        ]
+    } else if let (Some(head), Some(last)) = (key.first_chunk::<8>(), key.last_chunk::<8>()) {
+        let tail = u64::from_le_bytes(*last)
+            .checked_shr(8 * (16 - n) as u32)
+            .unwrap_or(0);
+        [u64::from_le_bytes(*head), tail, 0, 0]
+    } else {
+        [chunk(key, 0), 0, 0, 0]
     }
 }
 
@@ -335,7 +361,7 @@ fn read_short(
     hash: u64,
     out: &mut Value,
 ) -> Read {
-    let at = |i: usize| load(&rec[i & (WINDOW - 1)]);
+    let at = |i: usize| load(&rec[i]);
     fence(Ordering::Acquire);
     let s1 = at(0);
     fence(Ordering::Acquire);
@@ -366,7 +392,6 @@ fn match_short(
     key: &Needle,
     out: &mut Value,
 ) -> Option<Read> {
-    let at = |i: usize| load(&rec[i & (WINDOW - 1)]);
     // A value of 0 or more than the short bytes goes to the general read, which tells the
     // long ones from the damaged ones.
     if ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8 {
@@ -380,23 +405,27 @@ fn match_short(
     }
     // The key and value lie at positions `key` alone gives (the record's key length is
     // `key`'s), so their loads need not wait for the meta word; only the address follows the
-    // value. Every index below is at most 3 + 4 + 4 + 1 < WINDOW: inside the window, though
-    // past this record's end for a short record (those words are loaded and ignored: masked
-    // out of the key compare, past the value's length in the copy).
+    // value. The fixed-count loads below stay inside the window, though they may run past a
+    // short record's end (those words are ignored: masked out of the key compare, past the
+    // value's length in the copy).
     let mut diff = 0;
     for (i, (word, mask)) in key.words.iter().zip(key.masks).enumerate() {
-        diff |= (at(RECORD_FIXED_WORDS + i) ^ word) & mask;
+        diff |= (load(&rec[RECORD_FIXED_WORDS + i]) ^ word) & mask;
     }
     if diff != 0 {
         return Some(Read::Stable(false));
     }
-    let val_at = RECORD_FIXED_WORDS + key.key_words;
-    let (lo, hi) = (at(val_at), at(val_at + 1));
+    // The value's words and the address words after them, as one fixed-size slice.
+    let tail = rec
+        .get(RECORD_FIXED_WORDS + key.key_words..)?
+        .first_chunk::<{ SHORT_WORDS + 2 }>()?;
+    let word = |i: usize| load(&tail[i]);
+    let (lo, hi) = (word(0), word(1));
     out.bytes[..8].copy_from_slice(&lo.to_le_bytes());
     out.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
     let mut bad = bad16(lo, hi, l.val_len);
     if l.val_len > 16 {
-        let (lo, hi) = (at(val_at + 2), at(val_at + 3));
+        let (lo, hi) = (word(2), word(3));
         out.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
         out.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
         bad |= bad16(lo, hi, l.val_len - 16);
@@ -404,11 +433,9 @@ fn match_short(
     if bad != 0 || is_unix(lo, l.val_len) {
         return Some(Read::Corrupt);
     }
-    let addr_at = val_at + l.val_words;
-    if l.addr_words > 0 {
-        out.ip[..8].copy_from_slice(&at(addr_at).to_le_bytes());
-        if l.addr_words > 1 {
-            out.ip[8..].copy_from_slice(&at(addr_at + 1).to_le_bytes());
+    if let Some(addr) = tail.get(l.val_words..l.val_words + l.addr_words) {
+        for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
+            dst.copy_from_slice(&load(w).to_le_bytes());
         }
     }
     out.len = l.val_len as u16;
@@ -673,6 +700,16 @@ pub(crate) fn encode(
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_words_are_the_padded_chunks() {
+        let bytes: Vec<u8> = (1..=32).collect();
+        for n in 0..=32 {
+            let key = &bytes[..n];
+            let want: [u64; SHORT_WORDS] = std::array::from_fn(|i| chunk(key, i));
+            assert_eq!(short_words(key), want, "{n} bytes");
+        }
+    }
 
     #[test]
     fn chunk_pads_with_zeroes() {
