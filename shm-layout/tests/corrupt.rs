@@ -228,6 +228,40 @@ fn a_record_stuck_mid_write_answers_busy() {
     assert!(t.verify().is_err());
 }
 
+/// A table of the previous format version at the path (left by an older writer): readers refuse
+/// it, and a writer does not read it but publishes its own generation 1 over it.
+#[test]
+fn a_writer_replaces_a_file_of_the_previous_version() {
+    let mut b = valid_bytes();
+    set(&mut b, 8, 1 | (0x0A0B_0C0D << 32));
+    seal(&mut b);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    std::fs::write(&path, &b).unwrap();
+    assert!(matches!(
+        Table::open(&path),
+        Err(OpenError::Version {
+            expected: 2,
+            got: 1
+        })
+    ));
+    let opts = WriterOptions {
+        sync: false,
+        ..WriterOptions::default()
+    };
+    let entries = [(
+        Host::parse("new.example").unwrap(),
+        Backend::parse("10.9.9.9:80").unwrap(),
+    )];
+    let w = TableWriter::create(&path, entries, opts).unwrap();
+    assert_eq!(w.generation(), 1);
+    let t = Table::open(&path).unwrap();
+    assert_eq!(t.generation(), 1);
+    assert_eq!(t.verify().unwrap().entries, 1);
+    assert!(matches!(t.lookup(b"new.example"), Lookup::Hit(v) if v.as_str() == "10.9.9.9:80"));
+    assert_eq!(t.lookup(b"site-3.example"), Lookup::Miss);
+}
+
 #[test]
 fn record_lengths_out_of_range_are_corrupt() {
     let good = valid_bytes();
