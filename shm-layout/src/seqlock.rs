@@ -349,8 +349,8 @@ pub(crate) fn read_record(
     }
 }
 
-/// [`read_record`] for a short key, with fixed-count loads at indices clamped to the record's
-/// own words: no loops and no bounds checks. A value too long for it goes to [`read_any`].
+/// [`read_record`] for a short key: a fixed number of loads at fixed or key-given positions, no
+/// loops and no bounds checks. A value too long for it goes to [`read_any`].
 #[inline(always)]
 fn read_short(
     slot: &AtomicU64,
