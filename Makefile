@@ -58,7 +58,7 @@ bench-writes: bench-build ## Write throughput through each contender's update AP
 bench-memory: bench-build ## Memory and start time with 1M hosts
 	$(BENCH_E2E) memory
 
-bench-plots: ## PNG plots and benches/results/report.md (the tables of BENCHMARKS.md) from benches/results/
+bench-plots: ## PNG plots and benches/results/report.md (every table of the runs) from benches/results/
 	$(BENCH_E2E) report >/dev/null
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
