@@ -2,15 +2,18 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build test bench run lint fmt clean fuzz soak
+.PHONY: help deps build test bench run lint fmt clean fuzz soak
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-build: ## Build everything (nginx from the nginx-src crate, the module, the writer)
+deps: ## Debian packages of the build and the tests: installed as root, else the apt-get line to run (scripts/deps.sh)
+	./scripts/deps.sh
+
+build: deps ## Build everything (nginx from the nginx-src crate, the module, the writer)
 	$(CARGO) build --workspace
 
-test: ## Run every test: unit, property, loom, multi-process, end to end with real nginx
+test: deps ## Run every test: unit, property, loom, multi-process, end to end with real nginx
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace -- --test-threads=2
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test -p shm-layout --lib --release --target-dir target/loom -- loom
@@ -25,7 +28,7 @@ BENCH_SIZES ?= 1000,100000,1000000
 BENCH_ROUNDS ?= 5
 BENCH_SECS ?= 3
 
-bench-criterion: ## The criterion benchmarks: table lookups, writer API (no nginx)
+bench-criterion: deps ## The criterion benchmarks: table lookups, writer API (no nginx)
 	$(CARGO) bench -p set-backend-benches
 
 bench-deps: ## Install (as root) or list the Debian packages of the end-to-end benchmarks
@@ -62,7 +65,7 @@ bench-plots: ## PNG plots and benches/results/report.md (every table of the runs
 	$(BENCH_E2E) report >/dev/null
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
-run: ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
+run: deps ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh
 
 .PHONY: container container-test
@@ -72,7 +75,7 @@ container: ## Build the release image `set-backend` from the Dockerfile (docker 
 container-test: ## Build the image and test it: API, routing, error pages, users, logs, restarts, signals, size
 	./tests/container/test.sh
 
-lint: ## rustfmt and clippy, warnings as errors
+lint: deps ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
@@ -98,7 +101,7 @@ SOAK_RELOADS ?= 30
 SOAK_UPGRADES ?= 10
 SOAK_RANDOM_TABLES ?= 40
 SOAK_FUZZ_SECS ?= 600
-soak: ## The long reliability runs of RELIABILITY.md: churn, 100+ writer kills, nginx operations under load, fuzzing (about 30 min)
+soak: deps ## The long reliability runs of RELIABILITY.md: churn, 100+ writer kills, nginx operations under load, fuzzing (about 30 min)
 	$(CARGO) build --workspace
 	SB_CHURN_SECS=$(SOAK_CHURN_SECS) $(CARGO) test -p shm-layout --release --test churn -- --nocapture
 	SET_BACKEND_CRASH_SECS=0 SET_BACKEND_CRASH_MIN_KILLS=$(SOAK_CRASH_KILLS) \

@@ -15,7 +15,8 @@
 # writer generates one),
 # RUN_DIR (default target/run), CARGO_TARGET_DIR; NGINX_BIN (an nginx binary to use instead of the
 # one built here) and SKIP_BUILD=1 (use what is built) are for the tests. Logs of both go to
-# this terminal; Ctrl-C stops both (nginx with QUIT, the writer with TERM).
+# this terminal; Ctrl-C stops both (nginx with QUIT, the writer with TERM). `make run` checks the
+# Debian packages first (scripts/deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
