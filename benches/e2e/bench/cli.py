@@ -1,0 +1,61 @@
+"""The subcommands and their flags; `main()` runs one."""
+
+import argparse
+import os
+import signal
+
+from . import __doc__ as DOC
+from .config import RUN
+from .machine import cmd_machine
+from .memory import cmd_memory
+from .propagation import cmd_propagation
+from .report import cmd_report
+from .throughput import cmd_throughput
+from .writes import cmd_writes
+
+DEFAULT_CONTENDERS = ("floor,map,lua,set-backend,haproxy-close,map-1.28,set-backend-1.28,"
+                      "keepalive,map-upstream,haproxy,set-backend-peer,set-backend-peer-1.28")
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="bench.py", description=DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("throughput", help="wrk against the contenders in rounds, per table size")
+    t.set_defaults(run=cmd_throughput)
+    t.add_argument("--sizes", default="1000,100000,1000000")
+    t.add_argument("--dists", default="uniform,zipf")
+    t.add_argument("--rounds", type=int, default=3)
+    t.add_argument("--secs", type=int, default=5)
+    t.add_argument("--warmup", type=int, default=1)
+    t.add_argument("--conns", type=int, default=32)
+    t.add_argument("--contenders", default=DEFAULT_CONTENDERS)
+    t.add_argument("--skip-1m", default="", help="contenders left out above 100k hosts")
+    t.add_argument("--tag", default="", help="results in throughput-TAG.csv, … (keeps the main run's)")
+    pr = sub.add_parser("propagation", help="write ack → every worker routes it; map + reload")
+    pr.set_defaults(run=cmd_propagation)
+    pr.add_argument("--hosts", type=int, default=1000)
+    pr.add_argument("--updates", type=int, default=1000)
+    pr.add_argument("--reloads", type=int, default=1000)
+    pr.add_argument("--load-secs", type=int, default=15)
+    pr.add_argument("--conns", type=int, default=32)
+    w = sub.add_parser("writes", help="write throughput through each update API")
+    w.set_defaults(run=cmd_writes)
+    w.add_argument("--hosts", type=int, default=100000)
+    w.add_argument("--secs", type=int, default=5)
+    w.add_argument("--reload-count", type=int, default=20)
+    m = sub.add_parser("memory", help="memory and start time of each contender")
+    m.set_defaults(run=cmd_memory)
+    m.add_argument("--hosts", type=int, default=1000000)
+    sub.add_parser("machine", help="benches/results/machine.json").set_defaults(run=cmd_machine)
+    sub.add_parser("report", help="benches/results/report.md").set_defaults(run=cmd_report)
+    return p
+
+
+def main(argv=None):
+    a = parser().parse_args(argv)
+    # TERM / HUP (timeout, a closed terminal) unwind like Ctrl-C, so the servers are stopped
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    os.makedirs(RUN, exist_ok=True)
+    a.run(a)
