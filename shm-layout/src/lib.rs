@@ -10,6 +10,8 @@
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
 //! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the seqlock read side).
 //! - `writer`: [`TableWriter`], create / upsert / delete / grow (the seqlock write side).
+//! - [`testkit`] (feature `testkit`): hostile tables for tests, damaged by the format's
+//!   constants.
 
 // A loom build compiles only the protocol, leaving the file-backed helpers unused.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
@@ -28,6 +30,9 @@ mod raw;
 mod reader;
 #[cfg(not(loom))]
 mod writer;
+
+#[cfg(all(feature = "testkit", not(loom)))]
+pub mod testkit;
 
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use host::{Backend, BackendError, Host, HostError, MAX_BACKEND_LEN, MAX_HOST_LEN};

@@ -2,57 +2,19 @@
 //! `Corrupt`; never a panic, a hang or an out-of-bounds read.
 
 use proptest::prelude::*;
+use shm_layout::testkit::*;
 use shm_layout::{Backend, Host, Lookup, OpenError, Table, TableWriter, WriterOptions};
-use std::hash::Hasher;
 use std::path::Path;
 
-const KEY: (u64, u64) = (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
-const CAPACITY: usize = 256;
-const INDEX_AT: usize = 4096;
-const ARENA_AT: usize = INDEX_AT + CAPACITY * 8;
+const SITES: usize = 100;
 
 fn hosts() -> Vec<String> {
-    (0..100).map(|i| format!("site-{i}.example")).collect()
+    (0..SITES).map(site).collect()
 }
 
 /// The bytes of a valid table of 100 entries, capacity 256, with a pinned hash key.
 fn valid_bytes() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("table");
-    let entries = hosts().into_iter().enumerate().map(|(i, h)| {
-        (
-            Host::parse(&h).unwrap(),
-            Backend::parse(&format!("10.0.0.{i}:80")).unwrap(),
-        )
-    });
-    let opts = WriterOptions {
-        min_capacity: CAPACITY as u64,
-        hash_key: Some(KEY),
-        sync: false,
-        ..WriterOptions::default()
-    };
-    drop(TableWriter::create(&path, entries, opts).unwrap());
-    std::fs::read(&path).unwrap()
-}
-
-fn word(b: &[u8], off: usize) -> u64 {
-    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
-}
-
-fn set(b: &mut [u8], off: usize, v: u64) {
-    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
-}
-
-fn sip(k0: u64, k1: u64, bytes: &[u8]) -> u64 {
-    let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
-    h.write(bytes);
-    h.finish()
-}
-
-/// Recomputes the header checksum, so that a crafted body gets past `open`.
-fn seal(b: &mut [u8]) {
-    let c = sip(0, 0, &b[..112]);
-    set(b, 112, c);
+    valid_table(SITES, |i| format!("10.0.0.{i}:80"))
 }
 
 fn open_bytes(bytes: &[u8]) -> Result<Table, OpenError> {
@@ -98,7 +60,7 @@ fn header_damage_gives_precise_errors() {
         Err(OpenError::Truncated { len: 0, .. })
     ));
     assert!(matches!(
-        open_bytes(&good[..4095]),
+        open_bytes(&good[..HEADER_LEN - 1]),
         Err(OpenError::Truncated { .. })
     ));
     assert!(matches!(
@@ -110,10 +72,10 @@ fn header_damage_gives_precise_errors() {
         Err(OpenError::BadMagic)
     ));
     let mut b = good.clone();
-    b[0] = b'X';
+    b[H_MAGIC] = b'X';
     assert!(matches!(open_bytes(&b), Err(OpenError::BadMagic)));
     let mut b = good.clone();
-    set(&mut b, 8, 1 | (0x0A0B_0C0D << 32));
+    set(&mut b, H_VERSION, version_word(1));
     seal(&mut b);
     assert!(matches!(
         open_bytes(&b),
@@ -123,27 +85,12 @@ fn header_damage_gives_precise_errors() {
         })
     ));
     let mut b = good.clone();
-    set(
-        &mut b,
-        8,
-        (1u32.swap_bytes() as u64) | ((0x0A0B_0C0Du32.swap_bytes() as u64) << 32),
-    );
+    set(&mut b, H_VERSION, big_endian_version_word());
     assert!(matches!(open_bytes(&b), Err(OpenError::Endianness)));
     let mut b = good.clone();
-    b[40] ^= 1; // hash key changed without resealing
+    b[H_HASH_K1] ^= 1; // hash key changed without resealing
     assert!(matches!(open_bytes(&b), Err(OpenError::Checksum)));
-    for (off, value, field) in [
-        (16, 8192, "header_len"),
-        (24, 2, "hash_id"),
-        (48, 255, "capacity"),
-        (48, 0, "capacity"),
-        (56, 0, "max_probe"),
-        (56, CAPACITY as u64 + 1, "max_probe"),
-        (64, 0, "index_offset"),
-        (72, 4096, "arena_offset"),
-        (80, 12, "arena_len"),
-        (88, 1 << 40, "file_len"),
-    ] {
+    for (off, value, field) in header_field_damage() {
         let msg = case(&|b| {
             set(b, off, value);
             seal(b);
@@ -152,10 +99,10 @@ fn header_damage_gives_precise_errors() {
     }
     // A header promising more than the file holds.
     let msg = case(&|b| {
-        let arena_len = word(b, 80) + 8;
-        set(b, 80, arena_len);
-        let file_len = word(b, 88) + 8;
-        set(b, 88, file_len);
+        let arena_len = word(b, H_ARENA_LEN) + 8;
+        set(b, H_ARENA_LEN, arena_len);
+        let file_len = word(b, H_FILE_LEN) + 8;
+        set(b, H_FILE_LEN, file_len);
         seal(b);
     });
     assert!(msg.contains("truncated"), "{msg}");
@@ -163,17 +110,7 @@ fn header_damage_gives_precise_errors() {
 
 #[test]
 fn slots_pointing_outside_the_arena_are_corrupt_not_crashes() {
-    let mut b = valid_bytes();
-    for s in 0..CAPACITY {
-        let w = word(&b, INDEX_AT + s * 8);
-        if w > 1 {
-            set(
-                &mut b,
-                INDEX_AT + s * 8,
-                (w & !((1 << 48) - 1)) | ((1 << 48) - 1),
-            );
-        }
-    }
+    let b = slots_outside_the_arena(&valid_bytes());
     let t = open_bytes(&b).unwrap();
     let answers = probe_all(&t);
     assert!(
@@ -185,12 +122,7 @@ fn slots_pointing_outside_the_arena_are_corrupt_not_crashes() {
 
 #[test]
 fn a_full_index_of_tombstones_ends_in_a_miss() {
-    let mut b = valid_bytes();
-    set(&mut b, 56, CAPACITY as u64);
-    seal(&mut b);
-    for s in 0..CAPACITY {
-        set(&mut b, INDEX_AT + s * 8, 1);
-    }
+    let b = every_slot(&valid_bytes(), SLOT_TOMBSTONE);
     let t = open_bytes(&b).unwrap();
     assert!(probe_all(&t).iter().all(|l| *l == Lookup::Miss));
 }
@@ -199,14 +131,7 @@ fn a_full_index_of_tombstones_ends_in_a_miss() {
 fn every_slot_claiming_every_record_ends_in_a_miss_or_hit() {
     // All slots carry the tag of `site-0.example` and point at one record: probing a key with
     // that tag visits every slot once and must stop.
-    let mut b = valid_bytes();
-    set(&mut b, 56, CAPACITY as u64);
-    seal(&mut b);
-    let h = sip(KEY.0, KEY.1, b"site-0.example");
-    let tag = (h >> 48).max(1);
-    for s in 0..CAPACITY {
-        set(&mut b, INDEX_AT + s * 8, tag << 48);
-    }
+    let b = every_slot(&valid_bytes(), slot_word(tag(&site(0)), 0));
     let t = open_bytes(&b).unwrap();
     let answers = probe_all(&t);
     assert!(matches!(answers[0], Lookup::Hit(_) | Lookup::Miss));
@@ -215,14 +140,8 @@ fn every_slot_claiming_every_record_ends_in_a_miss_or_hit() {
 #[test]
 fn a_record_stuck_mid_write_answers_busy() {
     let mut b = valid_bytes();
-    let h = sip(KEY.0, KEY.1, b"site-7.example");
-    let cap = CAPACITY as u64;
-    let slot = (0..cap)
-        .map(|i| ((h & (cap - 1)) + i) & (cap - 1))
-        .find(|&s| word(&b, INDEX_AT + s as usize * 8) >> 48 == (h >> 48).max(1))
-        .unwrap();
-    let rec = (word(&b, INDEX_AT + slot as usize * 8) & ((1 << 48) - 1)) as usize;
-    set(&mut b, ARENA_AT + rec * 8, 3); // odd sequence number: a writer died mid-write
+    let (_, rec) = record_of(&b, &site(7));
+    set(&mut b, record_word_at(rec, 0), 3); // odd sequence number: a writer died mid-write
     let t = open_bytes(&b).unwrap();
     assert_eq!(t.lookup(b"site-7.example"), Lookup::Busy);
     assert!(t.verify().is_err());
@@ -233,7 +152,7 @@ fn a_record_stuck_mid_write_answers_busy() {
 #[test]
 fn a_writer_replaces_a_file_of_the_previous_version() {
     let mut b = valid_bytes();
-    set(&mut b, 8, 1 | (0x0A0B_0C0D << 32));
+    set(&mut b, H_VERSION, version_word(1));
     seal(&mut b);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("table");
@@ -265,23 +184,10 @@ fn a_writer_replaces_a_file_of_the_previous_version() {
 #[test]
 fn record_lengths_out_of_range_are_corrupt() {
     let good = valid_bytes();
-    let h = sip(KEY.0, KEY.1, b"site-3.example");
-    let cap = CAPACITY as u64;
-    let slot = (0..cap)
-        .map(|i| ((h & (cap - 1)) + i) & (cap - 1))
-        .find(|&s| word(&good, INDEX_AT + s as usize * 8) >> 48 == (h >> 48).max(1))
-        .unwrap();
-    let rec = (word(&good, INDEX_AT + slot as usize * 8) & ((1 << 48) - 1)) as usize;
-    let meta_at = ARENA_AT + (rec + 1) * 8;
-    for meta in [
-        0,
-        0xffff,
-        14 | 0xffff << 16,
-        14 | 12 << 16 | 9 << 32,
-        14 | 12 << 16 | 1 << 40,
-    ] {
+    let (slot, rec) = record_of(&good, &site(3));
+    for meta in impossible_metas() {
         let mut b = good.clone();
-        set(&mut b, meta_at, meta);
+        set(&mut b, meta_at(rec), meta);
         let t = open_bytes(&b).unwrap();
         assert_eq!(
             t.lookup(b"site-3.example"),
@@ -291,9 +197,7 @@ fn record_lengths_out_of_range_are_corrupt() {
     }
     // A stable record whose value holds a byte no backend has ('/' would change proxy_pass).
     let mut b = good.clone();
-    let meta = word(&b, meta_at);
-    let key_len = (meta & 0xffff) as usize;
-    let value_at = ARENA_AT + (rec + 3 + key_len.div_ceil(8)) * 8;
+    let value_at = value_at(&b, &site(3));
     b[value_at] = b'/';
     let t = open_bytes(&b).unwrap();
     assert_eq!(t.lookup(b"site-3.example"), Lookup::Corrupt);
@@ -305,14 +209,39 @@ fn record_lengths_out_of_range_are_corrupt() {
     assert_eq!(t.lookup(b"site-3.example"), Lookup::Corrupt);
     // A record at the very end of the arena whose value would run past it.
     let mut b = good.clone();
-    let arena_words = word(&b, 80) as usize / 8;
+    let arena_words = word(&b, H_ARENA_LEN) as usize / 8;
     let last = arena_words - 4;
-    let tag_word = word(&b, INDEX_AT + slot as usize * 8) & !((1 << 48) - 1);
-    set(&mut b, INDEX_AT + slot as usize * 8, tag_word | last as u64);
-    set(&mut b, ARENA_AT + (last + 1) * 8, 14 | 200 << 16);
-    set(&mut b, ARENA_AT + (last + 2) * 8, h);
+    set(&mut b, slot_at(slot), slot_word(tag(&site(3)), last));
+    set(&mut b, meta_at(last), meta(14, 200, 0));
+    set(&mut b, record_word_at(last, 2), key_hash(&site(3)));
     let t = open_bytes(&b).unwrap();
     assert_eq!(t.lookup(b"site-3.example"), Lookup::Corrupt);
+}
+
+/// The corpus the end-to-end tests load into nginx, opened here without it: each file fails to
+/// open with the error it is labelled with, or opens and answers every lookup.
+#[test]
+fn the_hostile_corpus_opens_as_labelled() {
+    let good = valid_bytes();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut below = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let corpus = hostile_corpus(&good, 16, &mut below);
+    assert!(corpus.len() >= 50, "{} files", corpus.len());
+    for h in &corpus {
+        match (open_bytes(&h.bytes), h.open_error) {
+            (Err(e), Some(what)) => assert!(e.to_string().contains(what), "{}: {e}", h.name),
+            (Ok(t), None) => {
+                probe_all(&t);
+            }
+            (Ok(_), Some(what)) => panic!("{}: opened, want an error naming {what}", h.name),
+            (Err(e), None) => panic!("{}: {e}", h.name),
+        }
+    }
 }
 
 fn mutate(path: &Path, good: &[u8], flips: &[(usize, u8)], reseal: bool) -> Option<Table> {
