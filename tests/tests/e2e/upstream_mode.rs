@@ -2,9 +2,10 @@
 //! and `proxy_pass http://set_backend;`.
 
 use std::path::Path;
+use std::thread;
 use std::time::Duration;
 
-use super::*;
+use set_backend_tests::*;
 
 /// The upstream-mode server: every host routed through the `set_backend` upstream block, with
 /// upstream keepalive; answers tagged with the worker's pid and `$upstream_addr`.

@@ -1,0 +1,43 @@
+//! Tables built directly in tests, without the writer daemon.
+
+use std::path::Path;
+
+use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
+
+/// Options for tables built directly in tests: no fsync, so they build fast.
+pub fn table_options() -> WriterOptions {
+    WriterOptions {
+        sync: false,
+        ..WriterOptions::default()
+    }
+}
+
+/// Creates (or publishes a new generation of) the table at `path` with `entries`.
+pub fn write_table(path: &Path, entries: &[(&str, &str)]) -> TableWriter {
+    let entries: Vec<(Host, Backend)> = entries
+        .iter()
+        .map(|(h, b)| {
+            (
+                Host::parse(h).expect("host"),
+                Backend::parse(b).expect("backend"),
+            )
+        })
+        .collect();
+    TableWriter::create(path, entries, table_options()).expect("create table")
+}
+
+/// Upserts `host → backend` through `w`.
+pub fn upsert(w: &mut TableWriter, host: &str, backend: &str) {
+    w.upsert(
+        &Host::parse(host).expect("host"),
+        &Backend::parse(backend).expect("backend"),
+    )
+    .expect("upsert");
+}
+
+/// The entries of the table file, sorted.
+pub fn table_entries(path: &Path) -> Vec<(String, String)> {
+    let mut e = Table::open(path).expect("open the table").entries();
+    e.sort();
+    e
+}
