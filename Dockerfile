@@ -73,15 +73,16 @@ RUN --mount=type=cache,id=set-backend-cargo-registry,target=/usr/local/cargo/reg
     objs/nginx -V
 
 # 2. The module (against /usr/src/nginx, through NGINX_SOURCE_DIR/NGINX_BUILD_DIR: nginx-sys
-#    then takes that tree instead of building its own) and the writer with its PID 1,
-#    set-backend-init. The cache mounts keep the registry and the target directory between
-#    builds, so a source change recompiles only what changed.
+#    then takes that tree instead of building its own), the writer, and the container's PID 1,
+#    set-backend-init (container/init). The cache mounts keep the registry and the target
+#    directory between builds, so a source change recompiles only what changed.
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,id=set-backend-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=set-backend-target,target=/src/target \
     set -eu; \
-    cargo build --release --locked -p ngx_http_set_backend_module -p set-backend-writer; \
+    cargo build --release --locked -p ngx_http_set_backend_module -p set-backend-writer \
+      -p set-backend-init; \
     mkdir -p /out; \
     cp target/release/libngx_http_set_backend_module.so target/release/set-backend \
        target/release/set-backend-init /out/
