@@ -13,7 +13,12 @@
 //! | `DELETE /entries/<host>.json`     | 204, 404 if absent                            |
 //!
 //! Layers, outside in: request tracing; a global in-flight limit; on `/entries`, the token
-//! check, then a body limit per route (small for one entry, large for batches).
+//! check ([`require_token`]), then a body limit per route (small for one entry, large for
+//! batches).
+//!
+//! Every write takes one path: the handler parses its body into an [`Op`] ([`valid`] counts a
+//! refusal), [`submit`] hands it to the engine and counts the outcome, and the handler turns
+//! the [`Outcome`] into its answer; every failure is an [`ApiError`] returned with `?`.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -27,7 +32,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shm_layout::{Backend, Host};
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -36,7 +40,8 @@ use tower_http::trace::TraceLayer;
 use crate::engine::{EngineHandle, Op, Outcome};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, WriteOp, WriteOutcome};
-use crate::store::Store;
+use crate::model::{BatchRequest, Entry, ReplaceResult};
+use crate::store::SharedStore;
 use crate::{auth, docs};
 
 /// Requests handled at once; more wait in line (bounds memory under a flood).
@@ -49,7 +54,7 @@ pub const MAX_ENTRY_BODY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     /// Reads (one entry, the list) go straight to the store.
-    pub store: Store,
+    pub store: SharedStore,
     /// Writes go through the engine, which commits and publishes them.
     pub engine: EngineHandle,
     /// The API token every `/entries` request must present.
@@ -62,28 +67,6 @@ pub struct AppState {
     pub max_batch_bytes: usize,
     /// Refuse backends that are host names (`--backends ip`, for upstream mode).
     pub ip_backends_only: bool,
-}
-
-/// One entry, as the API reads and writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Entry {
-    /// The host name (stored lowercase, without port or trailing dot, as A-labels).
-    pub host: String,
-    /// Where to send its requests: `host:port`, `a.b.c.d:port` or `[v6]:port`.
-    pub backend: String,
-}
-
-/// The body of `PATCH /entries.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// Entries to create or update.
-    #[serde(default)]
-    pub upsert: Vec<Entry>,
-    /// Hosts to delete; absent hosts are counted, not refused.
-    #[serde(default)]
-    pub delete: Vec<String>,
 }
 
 /// `Json<T>` whose rejections use the API's error shape.
@@ -125,10 +108,7 @@ pub fn router(state: AppState) -> Router {
             state.max_batch_bytes,
             declared_length_limit,
         ))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(index))
         .route("/openapi.json", get(openapi))
@@ -139,6 +119,24 @@ pub fn router(state: AppState) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Middleware on every `/entries` route: 401 in the JSON shape unless the token matches.
+async fn require_token(
+    State(s): State<AppState>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if auth::bearer_matches(presented, s.token.as_bytes()) {
+        next.run(req).await
+    } else {
+        s.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
+        ApiError::Unauthorized.into_response()
+    }
 }
 
 /// Refuses a body whose declared `Content-Length` is over the route's limit at once, with 413,
@@ -168,8 +166,11 @@ async fn index(State(s): State<AppState>) -> Html<String> {
     Html(s.docs_html.to_string())
 }
 
-async fn openapi() -> Json<serde_json::Value> {
-    Json(docs::openapi())
+async fn openapi(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(docs::openapi(docs::Contract {
+        max_batch_bytes: s.max_batch_bytes,
+        ip_backends_only: s.ip_backends_only,
+    }))
 }
 
 async fn healthz(State(s): State<AppState>) -> Response {
@@ -230,36 +231,59 @@ fn entry_json(host: &Host, backend: &str) -> Json<Entry> {
     })
 }
 
-async fn upsert(State(s): State<AppState>, body: Result<JsonBody<Entry>, ApiError>) -> Response {
-    let (host, backend) = match body.and_then(|JsonBody(e)| parse_entry(&e, s.ip_backends_only)) {
-        Ok(entry) => entry,
-        Err(e) => {
-            s.metrics.write(WriteOp::Upsert, WriteOutcome::Invalid);
-            return e.into_response();
+/// A parsed request, or its refusal counted as an invalid `kind` write.
+fn valid<T>(s: &AppState, kind: WriteOp, parsed: Result<T, ApiError>) -> Result<T, ApiError> {
+    parsed.inspect_err(|_| s.metrics.write(kind, WriteOutcome::Invalid))
+}
+
+/// The one way a write reaches the store: queued to the engine, answered once it is committed
+/// and published, its outcome (or its failure) counted.
+async fn submit(s: &AppState, kind: WriteOp, op: Op) -> Result<Outcome, ApiError> {
+    match s.engine.submit(op).await {
+        Ok(outcome) => {
+            let counted = match outcome {
+                Outcome::Created => WriteOutcome::Created,
+                Outcome::Updated => WriteOutcome::Updated,
+                Outcome::Deleted => WriteOutcome::Deleted,
+                Outcome::Absent => WriteOutcome::Absent,
+                Outcome::Batch(_) | Outcome::Replaced { .. } => WriteOutcome::Applied,
+            };
+            s.metrics.write(kind, counted);
+            Ok(outcome)
         }
-    };
-    match s
-        .engine
-        .submit(Op::Upsert(host.clone(), backend.clone()))
-        .await
-    {
-        Ok(Outcome::Created) => {
-            s.metrics.write(WriteOp::Upsert, WriteOutcome::Created);
-            let mut r = (StatusCode::CREATED, entry_json(&host, backend.as_str())).into_response();
+        Err(e) => {
+            s.metrics.write(kind, WriteOutcome::Error);
+            Err(e.into())
+        }
+    }
+}
+
+/// The engine answers each op with the outcome of its own kind; anything else is a bug.
+fn unexpected(outcome: Outcome) -> ApiError {
+    tracing::error!(
+        ?outcome,
+        "the engine answered with an outcome of another kind"
+    );
+    ApiError::Internal
+}
+
+async fn upsert(
+    State(s): State<AppState>,
+    body: Result<JsonBody<Entry>, ApiError>,
+) -> Result<Response, ApiError> {
+    let parsed = body.and_then(|JsonBody(e)| parse_entry(&e, s.ip_backends_only));
+    let (host, backend) = valid(&s, WriteOp::Upsert, parsed)?;
+    let stored = entry_json(&host, backend.as_str());
+    match submit(&s, WriteOp::Upsert, Op::Upsert(host.clone(), backend)).await? {
+        Outcome::Created => {
+            let mut r = (StatusCode::CREATED, stored).into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("/entries/{host}.json")) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            r
+            Ok(r)
         }
-        Ok(Outcome::Updated) => {
-            s.metrics.write(WriteOp::Upsert, WriteOutcome::Updated);
-            entry_json(&host, backend.as_str()).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(e) => {
-            s.metrics.write(WriteOp::Upsert, WriteOutcome::Error);
-            ApiError::from(e).into_response()
-        }
+        Outcome::Updated => Ok(stored.into_response()),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -270,13 +294,9 @@ async fn get_one(
     let host = host_from_path(file)?;
     let store = s.store.clone();
     let h = host.clone();
-    let found = tokio::task::spawn_blocking(move || store.get(&h))
+    let found = tokio::task::spawn_blocking(move || store.get(h.as_str()))
         .await
-        .map_err(|_| ApiError::Internal)?
-        .map_err(|e| {
-            tracing::error!(error = %e, "store read failed");
-            ApiError::StoreUnavailable(crate::error::store_fault(&e.to_string()))
-        })?;
+        .map_err(|_| ApiError::Internal)??;
     match found {
         Some(b) => Ok(entry_json(&host, &b).into_response()),
         None => Err(ApiError::NotFound(host.into_string())),
@@ -286,28 +306,12 @@ async fn get_one(
 async fn delete_one(
     State(s): State<AppState>,
     file: Result<Path<String>, PathRejection>,
-) -> Response {
-    let host = match host_from_path(file) {
-        Ok(h) => h,
-        Err(e) => {
-            s.metrics.write(WriteOp::Delete, WriteOutcome::Invalid);
-            return e.into_response();
-        }
-    };
-    match s.engine.submit(Op::Delete(host.clone())).await {
-        Ok(Outcome::Deleted) => {
-            s.metrics.write(WriteOp::Delete, WriteOutcome::Deleted);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(Outcome::Absent) => {
-            s.metrics.write(WriteOp::Delete, WriteOutcome::Absent);
-            ApiError::NotFound(host.into_string()).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(e) => {
-            s.metrics.write(WriteOp::Delete, WriteOutcome::Error);
-            ApiError::from(e).into_response()
-        }
+) -> Result<Response, ApiError> {
+    let host = valid(&s, WriteOp::Delete, host_from_path(file))?;
+    match submit(&s, WriteOp::Delete, Op::Delete(host.clone())).await? {
+        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+        Outcome::Absent => Err(ApiError::NotFound(host.into_string())),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -350,69 +354,30 @@ fn parse_batch(req: &BatchRequest, ip_only: bool) -> Result<Op, ApiError> {
     Ok(Op::Batch { upserts, deletes })
 }
 
-/// The engine answers each op with the outcome of its own kind; anything else is a bug.
-fn unexpected(outcome: Outcome) -> Response {
-    tracing::error!(
-        ?outcome,
-        "the engine answered with an outcome of another kind"
-    );
-    ApiError::Internal.into_response()
-}
-
 async fn batch(
     State(s): State<AppState>,
     body: Result<JsonBody<BatchRequest>, ApiError>,
-) -> Response {
-    let op = body.and_then(|JsonBody(req)| parse_batch(&req, s.ip_backends_only));
-    let op = match op {
-        Ok(op) => op,
-        Err(e) => {
-            s.metrics.write(WriteOp::Batch, WriteOutcome::Invalid);
-            return e.into_response();
-        }
-    };
-    match s.engine.submit(op).await {
-        Ok(Outcome::Batch(c)) => {
-            s.metrics.write(WriteOp::Batch, WriteOutcome::Applied);
-            Json(c).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(e) => {
-            s.metrics.write(WriteOp::Batch, WriteOutcome::Error);
-            ApiError::from(e).into_response()
-        }
+) -> Result<Response, ApiError> {
+    let parsed = body.and_then(|JsonBody(req)| parse_batch(&req, s.ip_backends_only));
+    let op = valid(&s, WriteOp::Batch, parsed)?;
+    match submit(&s, WriteOp::Batch, op).await? {
+        Outcome::Batch(c) => Ok(Json(c).into_response()),
+        other => Err(unexpected(other)),
     }
 }
 
 async fn replace_all(
     State(s): State<AppState>,
     body: Result<JsonBody<Vec<Entry>>, ApiError>,
-) -> Response {
-    let op = body.and_then(|JsonBody(entries)| {
-        parse_entries(
-            &entries,
-            &mut HashSet::with_capacity(entries.len()),
-            s.ip_backends_only,
-        )
-        .map(Op::ReplaceAll)
+) -> Result<Response, ApiError> {
+    let parsed = body.and_then(|JsonBody(entries)| {
+        let mut seen = HashSet::with_capacity(entries.len());
+        parse_entries(&entries, &mut seen, s.ip_backends_only).map(Op::ReplaceAll)
     });
-    let op = match op {
-        Ok(op) => op,
-        Err(e) => {
-            s.metrics.write(WriteOp::Replace, WriteOutcome::Invalid);
-            return e.into_response();
-        }
-    };
-    match s.engine.submit(op).await {
-        Ok(Outcome::Replaced { entries }) => {
-            s.metrics.write(WriteOp::Replace, WriteOutcome::Applied);
-            Json(json!({"entries": entries})).into_response()
-        }
-        Ok(other) => unexpected(other),
-        Err(e) => {
-            s.metrics.write(WriteOp::Replace, WriteOutcome::Error);
-            ApiError::from(e).into_response()
-        }
+    let op = valid(&s, WriteOp::Replace, parsed)?;
+    match submit(&s, WriteOp::Replace, op).await? {
+        Outcome::Replaced { entries } => Ok(Json(ReplaceResult { entries }).into_response()),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -429,7 +394,7 @@ async fn list(State(s): State<AppState>) -> Response {
         buf.push(b'[');
         let mut first = true;
         let mut open = true;
-        let r = store.for_each(|host, backend| {
+        let r = store.for_each(&mut |host, backend| {
             if !first {
                 buf.push(b',');
             }

@@ -1,4 +1,5 @@
-//! The API token: where it comes from, and the check every `/entries` request passes.
+//! The API token: where it comes from, and how a presented one is compared. No HTTP here:
+//! the middleware that applies [`bearer_matches`] to every `/entries` request is in `api`.
 //!
 //! No token ships with the daemon. It comes from `API_TOKEN`, else from the token file; if
 //! neither exists, a random one is generated and written to the token file with mode 0600
@@ -9,16 +10,8 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
-
-use crate::api::AppState;
-use crate::error::ApiError;
 
 /// The shortest token accepted from the environment or a file.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -33,7 +26,8 @@ pub enum TokenSource {
 }
 
 /// The token from `env` (the value of `API_TOKEN`), else from `path`, else a new one written
-/// to `path` (mode 0600, parent directories created).
+/// to `path` (mode 0600, parent directories created). Every token taken from outside passes
+/// [`check`].
 pub fn resolve_token(env: Option<String>, path: &Path) -> io::Result<(String, TokenSource)> {
     if let Some(t) = env {
         return check(t.trim().to_string(), "API_TOKEN").map(|t| (t, TokenSource::Env));
@@ -41,11 +35,17 @@ pub fn resolve_token(env: Option<String>, path: &Path) -> io::Result<(String, To
     match fs::read_to_string(path) {
         Ok(t) => {
             let what = path.display().to_string();
-            return check(t.trim().to_string(), &what).map(|t| (t, TokenSource::File));
+            check(t.trim().to_string(), &what).map(|t| (t, TokenSource::File))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            write_new_token(path).map(|t| (t, TokenSource::Generated))
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     }
+}
+
+/// Generates a token and writes it to `path` (mode 0600, never over an existing file).
+fn write_new_token(path: &Path) -> io::Result<String> {
     let token = generate()?;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
@@ -57,9 +57,10 @@ pub fn resolve_token(env: Option<String>, path: &Path) -> io::Result<(String, To
         .open(path)?;
     f.write_all(format!("{token}\n").as_bytes())?;
     f.sync_all()?;
-    Ok((token, TokenSource::Generated))
+    Ok(token)
 }
 
+/// Refuses a token an attacker could guess or a header could not carry.
 fn check(token: String, what: &str) -> io::Result<String> {
     if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(io::Error::new(
@@ -89,17 +90,6 @@ pub fn bearer_matches(header: Option<&[u8]>, token: &[u8]) -> bool {
     let presented = h[7..].trim_ascii();
     // Length is not secret (every generated token has the same); the bytes are.
     presented.len() == token.len() && bool::from(presented.ct_eq(token))
-}
-
-/// Middleware on every `/entries` route: 401 in the JSON shape unless the token matches.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let header = req.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
-    if bearer_matches(header, state.token.as_bytes()) {
-        next.run(req).await
-    } else {
-        state.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
-        ApiError::Unauthorized.into_response()
-    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::Method;
 
-use crate::api::{BatchRequest, Entry};
 use crate::client::{encode_host, Connection, Endpoint, Response};
+use crate::model::{BatchRequest, Entry};
 
 /// The default data directory: the store, the table and the token file live here.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/set-backend";

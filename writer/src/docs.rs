@@ -3,6 +3,9 @@
 //! router and check the answer against the document, so the two cannot drift apart.
 
 use serde_json::{json, Value};
+use shm_layout::{MAX_BACKEND_LEN, MAX_HOST_LEN};
+
+use crate::api::MAX_ENTRY_BODY;
 
 /// The `GET /` page. `domain` (the `DOMAIN` environment variable) makes the examples name
 /// `https://api.$DOMAIN`, as the operator's nginx serves them.
@@ -130,13 +133,165 @@ fn entry_response(description: &str) -> Value {
     })
 }
 
-/// The OpenAPI 3.1 document served at `/openapi.json`.
-pub fn openapi() -> Value {
+/// What the served document depends on: the limits and the backend kinds this daemon
+/// enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Contract {
+    /// Body limit of batch and replace-all requests (`--max-batch-bytes`).
+    pub max_batch_bytes: usize,
+    /// Only IP-literal backends (`--backends ip`).
+    pub ip_backends_only: bool,
+}
+
+/// One DNS label as the server accepts it (before lowercasing): letters, digits, `_` and
+/// `-`, 1 to 63 characters, not starting or ending with `-`.
+const LABEL: &str = "[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?";
+/// An IPv4 address as the server parses it: four decimal octets, no leading zeros.
+const IPV4: &str = "(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\\.){3}\
+                    (?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+/// The characters of a non-ASCII (internationalized) host: any non-ASCII character, and of
+/// ASCII only letters, digits, `-`, `_`, `.` and `:`.
+const IDN_CHAR: &str = "[^\\x00-\\x2c\\x2f\\x3b-\\x40\\x5b-\\x5e\\x60\\x7b-\\x7f]";
+
+/// A regular expression for a port of exactly `digits` digits (leading zeros allowed) with a
+/// value up to 65535, and at least 1 unless `zero`.
+fn port_of(digits: usize, zero: bool) -> String {
+    let mut alts = Vec::new();
+    if digits < 5 {
+        if zero {
+            alts.push(format!("[0-9]{{{digits}}}"));
+        } else {
+            // The first non-zero digit after `a` zeros.
+            alts.extend((0..digits).map(|a| format!("0{{{a}}}[1-9][0-9]{{{}}}", digits - 1 - a)));
+        }
+    } else {
+        alts.extend(
+            [
+                "[1-5][0-9]{4}",
+                "6[0-4][0-9]{3}",
+                "65[0-4][0-9]{2}",
+                "655[0-2][0-9]",
+                "6553[0-5]",
+            ]
+            .map(String::from),
+        );
+        if zero {
+            alts.push("0[0-9]{4}".into());
+        } else {
+            alts.extend((0..4).map(|a| format!("00{{{a}}}[1-9][0-9]{{{}}}", 3 - a)));
+        }
+    }
+    format!("(?:{})", alts.join("|"))
+}
+
+/// A host as a request may give it. An ASCII name of labels, at most 253 characters, then
+/// optionally one trailing dot and a `:port` (which the server strips): one branch per form,
+/// so each branch's `maxLength` is exact. A name with non-ASCII characters is converted to
+/// A-labels by the server (IDNA, UTS #46): its schema is the characters and the byte limit
+/// only. An IPv4 literal is refused.
+fn host_schema() -> Value {
+    let name = format!("{LABEL}(?:\\.{LABEL})*");
+    let mut forms = vec![
+        json!({"type": "string", "pattern": format!("^{name}$"), "maxLength": MAX_HOST_LEN}),
+        json!({"type": "string", "pattern": format!("^{name}\\.$"), "maxLength": MAX_HOST_LEN + 1}),
+    ];
+    for dot in [0, 1] {
+        let d = if dot == 1 { "\\." } else { "" };
+        for digits in 1..=5 {
+            forms.push(json!({"type": "string",
+                "pattern": format!("^{name}{d}:{}$", port_of(digits, true)),
+                "maxLength": MAX_HOST_LEN + dot + 1 + digits}));
+        }
+    }
+    forms.push(json!({"type": "string",
+        "pattern": format!("^{IDN_CHAR}*[^\\x00-\\x7f]{IDN_CHAR}*$"),
+        "maxLength": 4 * MAX_HOST_LEN}));
+    json!({
+        "type": "string",
+        "description": "A host name, as typed: letters, digits, `-` and `_` in labels of 1 to \
+            63 characters, at most 253 characters, optionally a trailing dot and a `:port`; or \
+            an internationalized name (converted to A-labels). IP literals are refused. \
+            Stored lowercase, without port or trailing dot.",
+        "anyOf": forms,
+        "not": {"pattern": format!("^{IPV4}\\.?(?::[0-9]*)?$")},
+        "example": "some.host.com"
+    })
+}
+
+/// A backend: `name:port`, `a.b.c.d:port` or `[v6]:port` (only the last two under
+/// `ip_backends_only`), port 1 to 65535, at most 259 characters. The name form has one branch
+/// per port length, so that the name's own limit (253) is exact too; a name made only of
+/// digits and dots must be an IPv4 address, and `unix` is refused.
+fn backend_schema(ip_only: bool) -> Value {
+    let mut forms = Vec::new();
+    if !ip_only {
+        let name = format!("{LABEL}(?:\\.{LABEL})*");
+        for digits in 1..=5 {
+            forms.push(json!({"type": "string",
+            "pattern": format!("^{name}:{}$", port_of(digits, false)),
+            "maxLength": MAX_HOST_LEN + 1 + digits,
+            "not": {"anyOf": [
+                {"pattern": "^[0-9.]+:"},
+                {"pattern": "^[Uu][Nn][Ii][Xx]:"}
+            ]}}));
+        }
+    }
+    let port = format!(
+        "(?:{})",
+        (1..=5)
+            .map(|d| port_of(d, false))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    forms.push(json!({"type": "string", "pattern": format!("^{IPV4}:{port}$")}));
+    forms.push(
+        json!({"type": "string", "pattern": format!("^\\[[0-9A-Fa-f:.]{{2,45}}\\]:{port}$"),
+        "description": "an IPv6 address in RFC 4291 text form, in brackets"}),
+    );
+    let what = if ip_only {
+        "`a.b.c.d:port` or `[v6]:port` (this writer serves nginx's upstream mode, which \
+         connects to addresses and does not resolve names)"
+    } else {
+        "`name:port`, `a.b.c.d:port` or `[v6]:port`"
+    };
+    json!({
+        "type": "string", "maxLength": MAX_BACKEND_LEN,
+        "description": format!("Where to send the host's requests: {what}, port 1 to 65535. \
+            No scheme, path, userinfo or whitespace."),
+        "anyOf": forms,
+        "example": "10.0.0.7:3000"
+    })
+}
+
+/// A request body with its size limit: `x-max-body-bytes` (a larger body is refused with
+/// 413), and the schema.
+fn request_body(schema: Value, limit: usize, example: Value) -> Value {
+    json!({
+        "required": true,
+        "description": format!("JSON, at most {limit} bytes."),
+        "x-max-body-bytes": limit,
+        "content": {"application/json": {"schema": schema, "example": example}}
+    })
+}
+
+/// The OpenAPI 3.1 document served at `/openapi.json`: every constraint the server enforces
+/// on a request is declared in it (the tests send requests just inside and just outside each
+/// one and check the server agrees with the schema).
+pub fn openapi(contract: Contract) -> Value {
     let host_param = json!({
         "name": "file", "in": "path", "required": true,
-        "description": "The URL-encoded host followed by `.json`, e.g. `some.host.com.json`.",
+        "description": "The URL-encoded host (see the `Host` schema) followed by `.json`, \
+            e.g. `some.host.com.json`.",
         "schema": {"type": "string", "pattern": "\\.json$"},
         "example": "some.host.com.json"
+    });
+    let entry_ref = json!({"$ref": "#/components/schemas/Entry"});
+    let entries_ref = json!({"type": "array", "items": {"$ref": "#/components/schemas/Entry"}});
+    let batch = contract.max_batch_bytes;
+    let unauthorized = json!({
+        "description": "no or wrong token",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     });
     json!({
         "openapi": "3.1.0",
@@ -148,24 +303,27 @@ pub fn openapi() -> Value {
                 to the table nginx reads."
         },
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "`Authorization: Bearer <token>`: the daemon's API_TOKEN or \
+                    its token file. Every `/entries` route and `/metrics` need it."}},
             "schemas": {
+                "Host": host_schema(),
+                "Backend": backend_schema(contract.ip_backends_only),
                 "Entry": {
                     "type": "object", "additionalProperties": false,
                     "required": ["host", "backend"],
                     "properties": {
-                        "host": {"type": "string", "maxLength": 1012,
-                            "description": "Stored lowercase, without port or trailing dot, \
-                                internationalized names as A-labels."},
-                        "backend": {"type": "string", "maxLength": 259,
-                            "description": "host:port, a.b.c.d:port or [v6]:port."}
+                        "host": {"$ref": "#/components/schemas/Host"},
+                        "backend": {"$ref": "#/components/schemas/Backend"}
                     }
                 },
                 "Batch": {
                     "type": "object", "additionalProperties": false,
+                    "description": "Applied all or nothing. A host may appear once in all of \
+                        `upsert` and `delete` together (compared after normalization).",
                     "properties": {
                         "upsert": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
-                        "delete": {"type": "array", "items": {"type": "string"}}
+                        "delete": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}}
                     }
                 },
                 "BatchResult": {
@@ -219,7 +377,7 @@ pub fn openapi() -> Value {
                 "security": [{"bearer": []}],
                 "responses": {"200": {"description": "Prometheus text format",
                     "content": {"text/plain": {}}},
-                    "401": error_response("no or wrong token")}
+                    "401": unauthorized.clone()}
             }},
             "/entries.json": {
                 "get": {
@@ -227,22 +385,21 @@ pub fn openapi() -> Value {
                     "security": [{"bearer": []}],
                     "responses": {
                         "200": {"description": "all entries", "content": {"application/json": {
-                            "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}}}}},
-                        "401": error_response("no or wrong token")
+                            "schema": entries_ref}}},
+                        "401": unauthorized.clone()
                     }
                 },
                 "post": {
                     "summary": "Create or update one entry",
                     "security": [{"bearer": []}],
-                    "requestBody": {"required": true, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Entry"},
-                        "example": {"host": "some.host.com", "backend": "10.0.0.7:3000"}}}},
+                    "requestBody": request_body(entry_ref, MAX_ENTRY_BODY,
+                        json!({"host": "some.host.com", "backend": "10.0.0.7:3000"})),
                     "responses": {
                         "200": entry_response("updated; the entry as stored"),
                         "201": entry_response("created; the entry as stored"),
                         "400": error_response("invalid host, backend or body"),
-                        "401": error_response("no or wrong token"),
-                        "413": error_response("body over 16 KiB"),
+                        "401": unauthorized.clone(),
+                        "413": error_response(&format!("body over {MAX_ENTRY_BODY} bytes")),
                         "415": error_response("not application/json"),
                         "500": error_response("not acknowledged"),
                         "503": error_response("shutting down; not acknowledged")
@@ -251,16 +408,15 @@ pub fn openapi() -> Value {
                 "patch": {
                     "summary": "Atomic batch of upserts and deletes (all or nothing)",
                     "security": [{"bearer": []}],
-                    "requestBody": {"required": true, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/Batch"},
-                        "example": {"upsert": [{"host": "a.example", "backend": "10.0.0.1:80"}],
-                            "delete": ["old.example"]}}}},
+                    "requestBody": request_body(json!({"$ref": "#/components/schemas/Batch"}),
+                        batch, json!({"upsert": [{"host": "a.example", "backend": "10.0.0.1:80"}],
+                            "delete": ["old.example"]})),
                     "responses": {
                         "200": {"description": "applied", "content": {"application/json": {
                             "schema": {"$ref": "#/components/schemas/BatchResult"}}}},
                         "400": error_response("an invalid or duplicate host, backend or body; nothing applied"),
-                        "401": error_response("no or wrong token"),
-                        "413": error_response("body over the batch limit"),
+                        "401": unauthorized.clone(),
+                        "413": error_response(&format!("body over {batch} bytes")),
                         "415": error_response("not application/json"),
                         "500": error_response("not acknowledged"),
                         "503": error_response("shutting down; not acknowledged")
@@ -269,15 +425,14 @@ pub fn openapi() -> Value {
                 "put": {
                     "summary": "Atomically replace every entry",
                     "security": [{"bearer": []}],
-                    "requestBody": {"required": true, "content": {"application/json": {
-                        "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Entry"}},
-                        "example": [{"host": "some.host.com", "backend": "10.0.0.7:3000"}]}}},
+                    "requestBody": request_body(entries_ref.clone(), batch,
+                        json!([{"host": "some.host.com", "backend": "10.0.0.7:3000"}])),
                     "responses": {
                         "200": {"description": "replaced", "content": {"application/json": {
                             "schema": {"$ref": "#/components/schemas/ReplaceResult"}}}},
                         "400": error_response("an invalid or duplicate entry; nothing changed"),
-                        "401": error_response("no or wrong token"),
-                        "413": error_response("body over the batch limit"),
+                        "401": unauthorized.clone(),
+                        "413": error_response(&format!("body over {batch} bytes")),
                         "415": error_response("not application/json"),
                         "500": error_response("not acknowledged"),
                         "503": error_response("shutting down; not acknowledged")
@@ -292,7 +447,7 @@ pub fn openapi() -> Value {
                     "responses": {
                         "200": entry_response("the entry"),
                         "400": error_response("not a valid host"),
-                        "401": error_response("no or wrong token"),
+                        "401": unauthorized.clone(),
                         "404": error_response("no such entry")
                     }
                 },
@@ -303,7 +458,7 @@ pub fn openapi() -> Value {
                     "responses": {
                         "204": {"description": "deleted"},
                         "400": error_response("not a valid host"),
-                        "401": error_response("no or wrong token"),
+                        "401": unauthorized.clone(),
                         "404": error_response("no such entry"),
                         "500": error_response("not acknowledged"),
                         "503": error_response("shutting down; not acknowledged")

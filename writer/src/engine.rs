@@ -31,7 +31,8 @@ use shm_layout::{Backend, Host, TableWriter, WriteError, WriterOptions};
 use tokio::sync::oneshot;
 
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, ENTRIES};
+use crate::model::BatchCounts;
+use crate::store::{Change, Fault, SharedStore, StoreError};
 
 /// The most requests committed together. Large enough to amortize an fsync, small enough
 /// that the first request of a group does not wait long for the last one's work.
@@ -67,26 +68,13 @@ pub enum Outcome {
     },
 }
 
-/// What a committed batch did, per kind of change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct BatchCounts {
-    /// Upserts of hosts that were not stored.
-    pub created: u64,
-    /// Upserts of hosts that were stored.
-    pub updated: u64,
-    /// Deletes of stored hosts.
-    pub deleted: u64,
-    /// Deletes of hosts that were not stored (not an error).
-    pub absent: u64,
-}
-
 /// Why an [`Op`] was not acknowledged.
 #[derive(Debug, Clone)]
 pub enum EngineError {
     /// The store failed; nothing of the request was stored.
-    Store(String),
+    Store(StoreError),
     /// Committed but not published, and the table could not be rebuilt.
-    Publish(String),
+    Publish(PublishError),
     /// The engine has stopped (the daemon is shutting down).
     Stopped,
 }
@@ -98,6 +86,43 @@ impl std::fmt::Display for EngineError {
             EngineError::Publish(e) => write!(f, "publish: {e}"),
             EngineError::Stopped => f.write_str("the writer is shutting down"),
         }
+    }
+}
+
+/// Why a committed change could not be published into the table.
+#[derive(Debug, Clone)]
+pub struct PublishError {
+    /// The kind of failure (a full disk, mostly), decided from the `io::Error`.
+    pub kind: Fault,
+    /// The error, for the log line.
+    message: String,
+}
+
+impl PublishError {
+    fn table(e: &WriteError) -> PublishError {
+        let kind = match e {
+            WriteError::Io(io) => Fault::of_io(io),
+            WriteError::Locked(_) => Fault::Locked,
+        };
+        PublishError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for PublishError {
+    fn from(e: StoreError) -> PublishError {
+        PublishError {
+            kind: e.kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for PublishError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 
@@ -133,7 +158,7 @@ impl EngineHandle {
 /// The engine thread's state.
 struct Engine {
     /// The source of truth.
-    store: Store,
+    store: SharedStore,
     /// The published table; `None` only after building it from the store failed.
     table: Option<TableWriter>,
     /// Where the table lives and how to build it, for rebuilds.
@@ -152,13 +177,13 @@ struct Engine {
 /// Builds the table from the store (taking the table lock) and starts the engine thread.
 /// Fails if another process holds the table.
 pub fn start(
-    store: Store,
+    store: SharedStore,
     table_path: std::path::PathBuf,
     opts: WriterOptions,
     metrics: Arc<Metrics>,
     heartbeat: Duration,
 ) -> Result<(EngineHandle, thread::JoinHandle<()>), StartError> {
-    let entries = store.load_all().map_err(StartError::Store)?;
+    let entries = load_all(&*store).map_err(StartError::Store)?;
     let table = TableWriter::create(&table_path, entries, opts.clone()).map_err(|e| match e {
         WriteError::Locked(p) => StartError::Locked(p),
         e => StartError::Table(e.to_string()),
@@ -263,7 +288,7 @@ impl Engine {
     }
 
     /// Reopens the store after a failed commit.
-    fn reopen_store(&mut self) -> Result<(), crate::store::StoreError> {
+    fn reopen_store(&mut self) -> Result<(), StoreError> {
         self.store.reopen().inspect(|()| {
             tracing::info!("the store was reopened after an I/O error");
             self.store_failed = false;
@@ -276,9 +301,7 @@ impl Engine {
         let result = if self.store_failed {
             match self.reopen_store() {
                 Ok(()) => self.commit(group),
-                Err(e) => Err(EngineError::Store(format!(
-                    "the store could not be reopened after an I/O error: {e}"
-                ))),
+                Err(e) => Err(EngineError::Store(e)),
             }
         } else {
             self.commit(group)
@@ -315,85 +338,69 @@ impl Engine {
         }
     }
 
-    /// Applies the group in one write transaction and commits it.
+    /// Applies the group to the store in one durable commit; answers each request's outcome.
     fn commit(
         &mut self,
         group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
     ) -> Result<Vec<Outcome>, EngineError> {
-        let err = |e: &dyn std::fmt::Display| EngineError::Store(e.to_string());
-        let db = self.store.db().map_err(|e| err(&e))?;
-        let mut txn = db.begin_write().map_err(|e| err(&e))?;
-        // redb's default, stated: `commit` returns only once the data is fsynced. The whole
-        // acknowledgement guarantee rests on this line.
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(|e| err(&e))?;
-        let mut outcomes = Vec::with_capacity(group.len());
-        // Whether the group changed anything: a group that did not (deletes of absent hosts)
-        // is aborted, so a refused or idle request never writes the store file.
-        let mut changed = false;
-        {
-            let mut t = txn.open_table(ENTRIES).map_err(|e| err(&e))?;
-            for (op, _) in group {
-                let outcome = match op {
-                    Op::Upsert(h, b) => {
-                        changed = true;
-                        let old = t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))?;
-                        if old.is_some() {
-                            Outcome::Updated
-                        } else {
-                            Outcome::Created
-                        }
-                    }
-                    Op::Delete(h) => {
-                        let old = t.remove(h.as_str()).map_err(|e| err(&e))?;
-                        if old.is_some() {
-                            changed = true;
-                            Outcome::Deleted
-                        } else {
-                            Outcome::Absent
-                        }
-                    }
-                    Op::Batch { upserts, deletes } => {
-                        let mut c = BatchCounts::default();
-                        for h in deletes {
-                            match t.remove(h.as_str()).map_err(|e| err(&e))? {
-                                Some(_) => {
-                                    changed = true;
-                                    c.deleted += 1;
-                                }
-                                None => c.absent += 1,
-                            }
-                        }
-                        changed |= !upserts.is_empty();
-                        for (h, b) in upserts {
-                            match t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))? {
-                                Some(_) => c.updated += 1,
-                                None => c.created += 1,
-                            }
-                        }
-                        Outcome::Batch(c)
-                    }
-                    Op::ReplaceAll(entries) => {
-                        changed = true;
-                        t.retain(|_, _| false).map_err(|e| err(&e))?;
-                        for (h, b) in entries {
-                            t.insert(h.as_str(), b.as_str()).map_err(|e| err(&e))?;
-                        }
-                        Outcome::Replaced {
-                            entries: entries.len() as u64,
-                        }
-                    }
-                };
-                outcomes.push(outcome);
+        let mut changes = Vec::new();
+        for (op, _) in group {
+            match op {
+                Op::Upsert(h, b) => changes.push(put(h, b)),
+                Op::Delete(h) => changes.push(Change::Remove(h.as_str())),
+                Op::Batch { upserts, deletes } => {
+                    changes.extend(deletes.iter().map(|h| Change::Remove(h.as_str())));
+                    changes.extend(upserts.iter().map(|(h, b)| put(h, b)));
+                }
+                Op::ReplaceAll(entries) => {
+                    changes.push(Change::Clear);
+                    changes.extend(entries.iter().map(|(h, b)| put(h, b)));
+                }
             }
         }
-        if !changed {
-            txn.abort().map_err(|e| err(&e))?;
-            return Ok(outcomes);
-        }
         let t0 = Instant::now();
-        txn.commit().map_err(|e| err(&e))?;
-        self.metrics.commit_seconds.observe(t0.elapsed());
+        let applied = self.store.apply(&changes).map_err(EngineError::Store)?;
+        if applied.committed {
+            self.metrics.commit_seconds.observe(t0.elapsed());
+        }
+        // Each op's answers, in the order its changes were listed above.
+        let mut existed = applied.existed.into_iter();
+        let mut next = || existed.next().unwrap_or(false);
+        let outcomes = group
+            .iter()
+            .map(|(op, _)| match op {
+                Op::Upsert(..) if next() => Outcome::Updated,
+                Op::Upsert(..) => Outcome::Created,
+                Op::Delete(_) if next() => Outcome::Deleted,
+                Op::Delete(_) => Outcome::Absent,
+                Op::Batch { upserts, deletes } => {
+                    let mut c = BatchCounts::default();
+                    for _ in deletes {
+                        if next() {
+                            c.deleted += 1;
+                        } else {
+                            c.absent += 1;
+                        }
+                    }
+                    for _ in upserts {
+                        if next() {
+                            c.updated += 1;
+                        } else {
+                            c.created += 1;
+                        }
+                    }
+                    Outcome::Batch(c)
+                }
+                Op::ReplaceAll(entries) => {
+                    for _ in 0..=entries.len() {
+                        next();
+                    }
+                    Outcome::Replaced {
+                        entries: entries.len() as u64,
+                    }
+                }
+            })
+            .collect();
         Ok(outcomes)
     }
 
@@ -424,16 +431,16 @@ impl Engine {
 
     /// Replaces the table with a new generation built from the store. The table lock stays
     /// held when there is a table to replace.
-    fn rebuild_table(&mut self) -> Result<(), String> {
-        let built = self
-            .store
-            .load_all()
-            .map_err(|e| e.to_string())
-            .and_then(|entries| match self.table.as_mut() {
-                Some(table) => table.replace_all(entries).map_err(|e| e.to_string()),
-                None => TableWriter::create(&self.table_path, entries, self.opts.clone())
-                    .map(|t| self.table = Some(t))
-                    .map_err(|e| e.to_string()),
+    fn rebuild_table(&mut self) -> Result<(), PublishError> {
+        let built = load_all(&*self.store)
+            .map_err(PublishError::from)
+            .and_then(|entries| {
+                match self.table.as_mut() {
+                    Some(table) => table.replace_all(entries),
+                    None => TableWriter::create(&self.table_path, entries, self.opts.clone())
+                        .map(|t| self.table = Some(t)),
+                }
+                .map_err(|e| PublishError::table(&e))
             });
         match built {
             Ok(()) => {
@@ -451,6 +458,29 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The store's change for an upsert.
+fn put<'a>(h: &'a Host, b: &'a Backend) -> Change<'a> {
+    Change::Put {
+        host: h.as_str(),
+        backend: b.as_str(),
+    }
+}
+
+/// Every entry of the store, parsed back into the table's types. An entry that no longer
+/// parses (a store written by a version with looser rules) is skipped with a warning rather
+/// than keeping the daemon down.
+fn load_all(store: &dyn crate::store::Store) -> Result<Vec<(Host, Backend)>, StoreError> {
+    let mut out = Vec::new();
+    store.for_each(&mut |h, b| {
+        match (Host::parse(h), Backend::parse(b)) {
+            (Ok(host), Ok(backend)) => out.push((host, backend)),
+            _ => tracing::warn!(host = h, backend = b, "skipping an invalid stored entry"),
+        }
+        true
+    })?;
+    Ok(out)
 }
 
 /// Publishes a committed group into the table in order.

@@ -11,6 +11,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::store::StoreError;
 
 /// Everything a request can fail with.
 #[derive(Debug)]
@@ -147,32 +148,26 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    /// A failed read: nothing was changed.
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "store read failed");
+        ApiError::StoreUnavailable(e.kind.describe())
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::Stopped => ApiError::Unavailable,
             EngineError::Store(e) => {
                 tracing::error!(error = %e, "write refused: the store failed");
-                ApiError::StoreUnavailable(store_fault(&e))
+                ApiError::StoreUnavailable(e.kind.describe())
             }
             EngineError::Publish(e) => {
                 tracing::error!(error = %e, "write committed but not published");
-                ApiError::TableUnavailable(store_fault(&e))
+                ApiError::TableUnavailable(e.kind.describe())
             }
         }
-    }
-}
-
-/// The kind of a store failure, from the error's text (redb wraps the `io::Error` in several
-/// error types): what an operator can act on, without internals.
-pub(crate) fn store_fault(error: &str) -> &'static str {
-    if error.contains("No space left on device") || error.contains("Disk quota exceeded") {
-        "its file system is full"
-    } else if error.contains("Read-only file system") {
-        "its file system is read-only"
-    } else if error.contains("Permission denied") {
-        "permission denied"
-    } else {
-        "an I/O error; see the writer's log"
     }
 }

@@ -4,12 +4,18 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the axum router, handlers, request/response types and layers.
+//! - [`api`]: the axum router, the handlers (one write path), the token middleware and the
+//!   layers.
 //! - [`error`]: [`ApiError`](error::ApiError), the one JSON error shape.
-//! - [`auth`]: the API token (environment, file, or generated) and the bearer check.
+//! - [`model`]: the JSON types the API, the CLI and the client share (entries, batches,
+//!   counts).
+//! - [`auth`]: the API token (environment, file, or generated) and the constant-time bearer
+//!   comparison; no HTTP.
 //! - [`engine`]: the thread that commits writes to the store in groups and then publishes
 //!   them into the table; the only writer of both.
-//! - [`store`]: the `redb` store, the source of truth the table is rebuilt from at start.
+//! - [`store`]: the [`Store`](store::Store) interface to the source of truth (apply a group in
+//!   one durable commit, read, stream in order, reopen) with error kinds, and its `redb`
+//!   implementation; nothing else touches the database.
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`docs`]: the HTML page at `/` and the OpenAPI document at `/openapi.json`.
 //! - [`listen`]: binding the unix socket (mode, group) and the optional loopback TCP port.
@@ -36,6 +42,7 @@ pub mod engine;
 pub mod error;
 pub mod listen;
 pub mod metrics;
+pub mod model;
 pub mod store;
 
 use std::future::Future;
@@ -109,7 +116,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let store_path = config.store_path.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_path))
+    let store = tokio::task::spawn_blocking(move || store::RedbStore::open_shared(&store_path))
         .await
         .map_err(|e| RunError(e.to_string()))?
         .map_err(|e| RunError(e.to_string()))?;

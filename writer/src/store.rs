@@ -1,52 +1,164 @@
-//! The durable store: one `redb` file holding every entry, host → backend, both in canonical
-//! text form. It is the source of truth; the table file is rebuilt from it at every start.
+//! The durable store: every read and write of the source of truth goes through the [`Store`]
+//! trait, so the engine and the handlers never see the database behind it. [`RedbStore`] is
+//! the one implementation today: one `redb` file holding every entry, host → backend, both in
+//! canonical text form. The table file is rebuilt from it at every start.
 //!
-//! Only the engine thread writes it (one write transaction per group of requests); request
-//! handlers read it through their own read transactions, which never block the writer.
+//! Only the engine thread writes it ([`Store::apply`], one durable commit per group of
+//! requests); request handlers read it through their own read transactions, which never block
+//! the writer.
 //!
-//! After an I/O error (a full disk, a read-only file system) `redb` refuses every later
-//! operation until the database is closed and opened again; [`Store::reopen`] does that, and
-//! the engine calls it before the next write and on its heartbeat, so the daemon recovers by
-//! itself once the disk has room again.
+//! Errors carry a [`Fault`] decided where the error arises (an `io::Error`'s kind, redb's own
+//! variants), never by matching text. After an I/O error (a full disk, a read-only file
+//! system) `redb` refuses every later operation until the database is closed and opened again;
+//! [`Store::reopen`] does that, and the engine calls it before the next write and on its
+//! heartbeat, so the daemon recovers by itself once the disk has room again.
 
 use std::fmt;
 use std::fs;
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use shm_layout::{Backend, Host};
 
 /// The one table of the store: canonical host → canonical backend.
-pub(crate) const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
+const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
 
-/// A shared handle on the store file.
-#[derive(Clone)]
-pub struct Store {
-    /// The open database; `redb` locks the file, so a second daemon on it fails to open.
-    /// `None` after an I/O error, until [`Store::reopen`] succeeds.
-    db: Arc<RwLock<Option<Arc<Database>>>>,
-    /// Where the file is, for error messages.
-    path: PathBuf,
+/// One change of a group given to [`Store::apply`]; hosts and backends are canonical text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Store `backend` for `host`.
+    Put { host: &'a str, backend: &'a str },
+    /// Remove `host` if it is stored.
+    Remove(&'a str),
+    /// Remove every entry (a replace-all is `Clear` followed by its `Put`s).
+    Clear,
+}
+
+/// The source of truth, as the engine and the handlers use it. Implementations are shared
+/// between threads; every method is one consistent transaction.
+pub trait Store: Send + Sync {
+    /// Applies `changes` in order in one transaction and commits it durably (the call returns
+    /// only once the commit would survive a power loss), all or nothing. A group that changes
+    /// nothing (deletes of absent hosts) is not committed.
+    fn apply(&self, changes: &[Change<'_>]) -> Result<Applied, StoreError>;
+
+    /// The backend stored for `host`.
+    fn get(&self, host: &str) -> Result<Option<String>, StoreError>;
+
+    /// How many entries the store holds.
+    fn count(&self) -> Result<u64, StoreError>;
+
+    /// Calls `f` with every entry in host order, from one consistent snapshot, until it
+    /// returns false. Streams: nothing is collected.
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError>;
+
+    /// Closes the store and opens it again: the way out of a failed state after an I/O
+    /// error. Fails (and stays closed, to be retried) while the cause persists.
+    fn reopen(&self) -> Result<(), StoreError>;
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Per change, whether its host was stored just before it (`false` for
+    /// [`Change::Clear`]).
+    pub existed: Vec<bool>,
+    /// Whether anything changed, so that a commit was made.
+    pub committed: bool,
+}
+
+/// A store shared by the engine and the handlers.
+pub type SharedStore = Arc<dyn Store>;
+
+/// What kind of failure a [`StoreError`] is: what an operator can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The file system is full (or over quota).
+    NoSpace,
+    /// The file system is mounted read-only.
+    ReadOnly,
+    /// The process may not read or write the file.
+    Permission,
+    /// Another process has the store open.
+    Locked,
+    /// The store is closed after an earlier I/O error, until it is reopened.
+    Closed,
+    /// The file's content is invalid.
+    Corrupt,
+    /// Any other I/O error.
+    Io,
+    /// Anything else (a bug, an unexpected state of the database).
+    Other,
+}
+
+impl Fault {
+    /// The kind of an I/O error, from its `ErrorKind` or its errno.
+    pub fn of_io(e: &io::Error) -> Fault {
+        match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Fault::NoSpace,
+            io::ErrorKind::ReadOnlyFilesystem => Fault::ReadOnly,
+            io::ErrorKind::PermissionDenied => Fault::Permission,
+            _ => match e.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => Fault::NoSpace,
+                Some(libc::EROFS) => Fault::ReadOnly,
+                Some(libc::EACCES) | Some(libc::EPERM) => Fault::Permission,
+                _ => Fault::Io,
+            },
+        }
+    }
+
+    /// The kind in words safe to show to a client (no paths, no internals).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Fault::NoSpace => "its file system is full",
+            Fault::ReadOnly => "its file system is read-only",
+            Fault::Permission => "permission denied",
+            Fault::Locked => "another process holds it",
+            Fault::Corrupt => "its file is damaged; see the writer's log",
+            Fault::Closed | Fault::Io | Fault::Other => "an I/O error; see the writer's log",
+        }
+    }
 }
 
 /// Why the store failed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoreError {
+    /// What kind of failure, decided at the source.
+    pub kind: Fault,
     /// What was being done, for the log line.
     context: &'static str,
-    /// The underlying error, as text (redb has several error types).
+    /// The underlying error, as text, for the log line.
     message: String,
 }
 
 impl StoreError {
-    pub(crate) fn new(context: &'static str, e: impl fmt::Display) -> StoreError {
+    pub fn new(kind: Fault, context: &'static str, e: impl fmt::Display) -> StoreError {
         StoreError {
+            kind,
             context,
             message: e.to_string(),
         }
     }
+
+    /// A redb error, its kind taken from the `io::Error` inside when there is one.
+    fn redb(context: &'static str, e: impl Into<redb::Error>) -> StoreError {
+        let e: redb::Error = e.into();
+        let kind = match &e {
+            redb::Error::Io(io) => Fault::of_io(io),
+            redb::Error::PreviousIo | redb::Error::DatabaseClosed => Fault::Closed,
+            redb::Error::Corrupted(_) => Fault::Corrupt,
+            redb::Error::DatabaseAlreadyOpen => Fault::Locked,
+            _ => Fault::Other,
+        };
+        StoreError::new(kind, context, e)
+    }
+}
+
+/// `map_err(at("what"))`: a redb error of any type as a [`StoreError`].
+fn at<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::redb(context, e)
 }
 
 impl fmt::Display for StoreError {
@@ -57,98 +169,121 @@ impl fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-impl Store {
+/// The store in one `redb` file.
+pub struct RedbStore {
+    /// The open database; `redb` locks the file, so a second daemon on it fails to open.
+    /// `None` after an I/O error, until [`Store::reopen`] succeeds.
+    db: RwLock<Option<Arc<Database>>>,
+    /// Where the file is, for reopening and error messages.
+    path: PathBuf,
+}
+
+impl RedbStore {
     /// Opens the store at `path`, creating it (mode 0600) and its table if needed.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let db = open_database(path)?;
-        Ok(Store {
-            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
+        Ok(RedbStore {
+            db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
         })
     }
 
-    /// The open database, or an error while it is closed after an I/O failure.
-    pub(crate) fn db(&self) -> Result<Arc<Database>, StoreError> {
-        self.db
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| StoreError::new("the store is closed after an I/O error", "reopening"))
-    }
-
-    /// Closes the database and opens it again: the way out of `redb`'s failed state after an
-    /// I/O error. Fails (and stays closed, to be retried) while the disk still refuses, or
-    /// while a reader still holds the old handle.
-    pub fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        drop(slot.take());
-        let db = open_database(&self.path)?;
-        *slot = Some(Arc::new(db));
-        Ok(())
+    /// [`RedbStore::open`], shared.
+    pub fn open_shared(path: &Path) -> Result<SharedStore, StoreError> {
+        Ok(Arc::new(RedbStore::open(path)?))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The backend stored for `host`.
-    pub fn get(&self, host: &Host) -> Result<Option<String>, StoreError> {
-        let txn = self
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::new("begin read", e))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(|e| StoreError::new("open table", e))?;
-        let v = table
-            .get(host.as_str())
-            .map_err(|e| StoreError::new("get", e))?;
+    /// The open database, or an error while it is closed after an I/O failure.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                StoreError::new(Fault::Closed, "the store is closed after an I/O error", "")
+            })
+    }
+
+    fn read(&self) -> Result<redb::ReadOnlyTable<&'static str, &'static str>, StoreError> {
+        let txn = self.db()?.begin_read().map_err(at("begin read"))?;
+        txn.open_table(ENTRIES).map_err(at("open table"))
+    }
+}
+
+impl Store for RedbStore {
+    fn apply(&self, changes: &[Change<'_>]) -> Result<Applied, StoreError> {
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(at("begin write"))?;
+        // redb's default, stated: `commit` returns only once the data is fsynced. The whole
+        // acknowledgement guarantee rests on this line.
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(at("set durability"))?;
+        let mut existed = Vec::with_capacity(changes.len());
+        // Whether the group changed anything: one that did not (deletes of absent hosts) is
+        // aborted, so a refused or idle request never writes the store file.
+        let mut changed = false;
+        {
+            let mut t = txn.open_table(ENTRIES).map_err(at("open table"))?;
+            for c in changes {
+                let was = match *c {
+                    Change::Put { host, backend } => {
+                        changed = true;
+                        t.insert(host, backend).map_err(at("insert"))?.is_some()
+                    }
+                    Change::Remove(host) => {
+                        let was = t.remove(host).map_err(at("remove"))?.is_some();
+                        changed |= was;
+                        was
+                    }
+                    Change::Clear => {
+                        changed = true;
+                        t.retain(|_, _| false).map_err(at("clear"))?;
+                        false
+                    }
+                };
+                existed.push(was);
+            }
+        }
+        if changed {
+            txn.commit().map_err(at("commit"))?;
+        } else {
+            txn.abort().map_err(at("abort"))?;
+        }
+        Ok(Applied {
+            existed,
+            committed: changed,
+        })
+    }
+
+    fn get(&self, host: &str) -> Result<Option<String>, StoreError> {
+        let v = self.read()?.get(host).map_err(at("get"))?;
         Ok(v.map(|v| v.value().to_string()))
     }
 
-    /// How many entries the store holds.
-    pub fn count(&self) -> Result<u64, StoreError> {
-        let txn = self
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::new("begin read", e))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(|e| StoreError::new("open table", e))?;
-        table.len().map_err(|e| StoreError::new("len", e))
+    fn count(&self) -> Result<u64, StoreError> {
+        self.read()?.len().map_err(at("len"))
     }
 
-    /// Every entry, parsed back into the table's types. An entry that no longer parses (a
-    /// store written by a version with looser rules) is skipped with a warning rather than
-    /// keeping the daemon down.
-    pub fn load_all(&self) -> Result<Vec<(Host, Backend)>, StoreError> {
-        let mut out = Vec::new();
-        self.for_each(|h, b| {
-            match (Host::parse(h), Backend::parse(b)) {
-                (Ok(host), Ok(backend)) => out.push((host, backend)),
-                _ => tracing::warn!(host = h, backend = b, "skipping an invalid stored entry"),
-            }
-            true
-        })?;
-        Ok(out)
-    }
-
-    /// Calls `f` with every entry in host order, from one consistent snapshot, until it
-    /// returns false.
-    pub fn for_each(&self, mut f: impl FnMut(&str, &str) -> bool) -> Result<(), StoreError> {
-        let txn = self
-            .db()?
-            .begin_read()
-            .map_err(|e| StoreError::new("begin read", e))?;
-        let table = txn
-            .open_table(ENTRIES)
-            .map_err(|e| StoreError::new("open table", e))?;
-        for item in table.iter().map_err(|e| StoreError::new("iterate", e))? {
-            let (k, v) = item.map_err(|e| StoreError::new("iterate", e))?;
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError> {
+        let table = self.read()?;
+        for item in table.iter().map_err(at("iterate"))? {
+            let (k, v) = item.map_err(at("iterate"))?;
             if !f(k.value(), v.value()) {
                 break;
             }
         }
+        Ok(())
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        drop(slot.take());
+        let db = open_database(&self.path)?;
+        *slot = Some(Arc::new(db));
         Ok(())
     }
 }
@@ -157,16 +292,20 @@ impl Store {
 fn open_database(path: &Path) -> Result<Database, StoreError> {
     let db = Database::create(path).map_err(|e| match e {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::new(
+            Fault::Locked,
             "store is already open in another process (is another writer running?)",
             path.display(),
         ),
-        e => StoreError::new("cannot open the store", format!("{}: {e}", path.display())),
+        e => {
+            let mut se = StoreError::redb("cannot open the store", e);
+            se.message = format!("{}: {}", path.display(), se.message);
+            se
+        }
     })?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-        .map_err(|e| StoreError::new("cannot set the store's permissions", e))?;
-    let txn = db.begin_write().map_err(|e| StoreError::new("begin", e))?;
-    txn.open_table(ENTRIES)
-        .map_err(|e| StoreError::new("open table", e))?;
-    txn.commit().map_err(|e| StoreError::new("commit", e))?;
+        .map_err(|e| StoreError::new(Fault::of_io(&e), "cannot set the store's permissions", e))?;
+    let txn = db.begin_write().map_err(at("begin write"))?;
+    txn.open_table(ENTRIES).map_err(at("open table"))?;
+    txn.commit().map_err(at("commit"))?;
     Ok(db)
 }

@@ -13,7 +13,7 @@ use hyper::Method;
 use set_backend_writer::api::{self, AppState};
 use set_backend_writer::client::{Connection, Endpoint, Response};
 use set_backend_writer::metrics::Metrics;
-use set_backend_writer::store::Store;
+use set_backend_writer::store::RedbStore;
 use set_backend_writer::{docs, engine, listen, Config};
 use shm_layout::WriterOptions;
 
@@ -41,9 +41,14 @@ impl Drop for RouterHarness {
 
 impl RouterHarness {
     pub fn new() -> RouterHarness {
+        RouterHarness::with(|_| {})
+    }
+
+    /// A router whose state is the default one changed by `tweak`.
+    pub fn with(tweak: impl FnOnce(&mut AppState)) -> RouterHarness {
         let dir = tempfile::tempdir().unwrap();
         let table_path = dir.path().join("table");
-        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        let store = RedbStore::open_shared(&dir.path().join("store.redb")).unwrap();
         let metrics = Arc::new(Metrics::new());
         let opts = WriterOptions {
             min_capacity: 16,
@@ -57,7 +62,7 @@ impl RouterHarness {
             Duration::from_millis(200),
         )
         .unwrap();
-        let state = AppState {
+        let mut state = AppState {
             store,
             engine: engine.clone(),
             token: Arc::from(TOKEN),
@@ -66,6 +71,7 @@ impl RouterHarness {
             max_batch_bytes: 1024 * 1024,
             ip_backends_only: false,
         };
+        tweak(&mut state);
         RouterHarness {
             dir,
             router: api::router(state),
@@ -138,7 +144,7 @@ impl RouterHarness {
 /// Parses a `GET /entries.json` answer.
 pub fn entries_of(r: &Response) -> Vec<(String, String)> {
     assert_eq!(r.status, 200, "{}", r.text());
-    let v: Vec<api::Entry> = serde_json::from_slice(&r.body).unwrap();
+    let v: Vec<set_backend_writer::model::Entry> = serde_json::from_slice(&r.body).unwrap();
     v.into_iter().map(|e| (e.host, e.backend)).collect()
 }
 
