@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::nginx::{nginx_command, reload, write_conf};
+use crate::nginx::{nginx_command, reload, run_ok, write_conf};
+use crate::process::show_if_failing;
 use crate::{alive, free_port, get, shared_tempdir, signal, wait_until, WAIT};
 
 /// A daemonized nginx (`daemon on`): the binary upgrade needs a master whose parent is not
@@ -25,16 +26,9 @@ impl Daemonized {
         let dir = shared_tempdir();
         let port = free_port();
         let conf_path = write_conf(dir.path(), &http(port, dir.path()), true);
-        let out = nginx_command(dir.path(), &conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("start nginx");
-        assert!(
-            out.status.success(),
-            "nginx: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            nginx_command(dir.path(), &conf_path).stdin(Stdio::null()),
+            "start nginx",
         );
         let n = Daemonized {
             dir,
@@ -115,8 +109,6 @@ impl Drop for Daemonized {
                 }
             }
         }
-        if thread::panicking() {
-            eprintln!("---- error.log ----\n{}", self.error_log());
-        }
+        show_if_failing("error.log", || self.error_log());
     }
 }

@@ -60,18 +60,19 @@ pub fn unix_request(
 /// Sends `raw` bytes as they are (a request of any shape, even a broken one) to 127.0.0.1:port
 /// and parses what comes back. `raw` should say `Connection: close`.
 pub fn raw_request(port: u16, raw: &[u8]) -> io::Result<Response> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(WAIT))?;
-    s.write_all(raw)?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    parse_response(&out)
+    raw_exchange(s, raw)
 }
 
 /// [`raw_request`] over a unix socket.
 pub fn raw_unix_request(socket: &Path, raw: &[u8]) -> io::Result<Response> {
-    let mut s = UnixStream::connect(socket)?;
+    let s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(WAIT))?;
+    raw_exchange(s, raw)
+}
+
+fn raw_exchange<S: Read + Write>(mut s: S, raw: &[u8]) -> io::Result<Response> {
     s.write_all(raw)?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
@@ -100,10 +101,7 @@ fn exchange<S: Read + Write>(
     if let Some(b) = body {
         req.push_str(b);
     }
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    raw_exchange(s, req.as_bytes())
 }
 
 fn parse_response(raw: &[u8]) -> io::Result<Response> {

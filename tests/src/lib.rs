@@ -47,17 +47,20 @@ pub use conf::{assert_error_pages, failing_backends, routed, with_api, with_api_
 pub use daemonized::Daemonized;
 pub use http::{get, raw_request, raw_unix_request, request, unix_request, Response};
 pub use load::{reload_under_load, Load};
-pub use nginx::{assert_nginx_t_rejects, nginx_t, Nginx};
+pub use nginx::{assert_nginx_t_rejects, lines_with, nginx_t, Nginx};
 pub use paths::{paths, writer_built, Paths};
 pub use process::{
     alive, dead_port, free_port, running_as_root, shared_tempdir, signal, wait_until,
 };
 pub use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
 pub use soak::{env_count, Rng};
-pub use table::{table_entries, table_options, upsert, write_table};
+pub use table::{table_entries, table_in_tempdir, table_options, table_with, upsert, write_table};
 pub use upstream::{body_is, Upstream};
 pub use writer::{require_writer, Writer, TOKEN};
-pub use writer_api::{api, assert_table_matches_store, error_code, listed, socket_api, upsert_all};
+pub use writer_api::{
+    api, assert_table_matches_store, error_code, listed, post_entry, socket_api, upsert_all,
+    writer_behind_nginx,
+};
 
 /// How long any single wait lasts before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::{free_port, is_root, shared_tempdir, stop_child};
+use crate::process::{free_port, is_root, shared_tempdir, show_if_failing, stop_child};
 use crate::{get, paths, Response, WAIT};
 
 /// A running nginx with the module.
@@ -46,10 +46,15 @@ fn main_conf(dir: &Path, http_body: &str, daemon: bool) -> String {
     )
 }
 
-/// `nginx -p dir -c conf`, to which the caller adds its arguments.
+/// `nginx -p dir -c conf -e dir/error.log`, to which the caller adds its arguments.
 pub(crate) fn nginx_command(dir: &Path, conf: &Path) -> Command {
     let mut c = Command::new(&paths().nginx);
-    c.arg("-p").arg(dir).arg("-c").arg(conf);
+    c.arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(conf)
+        .arg("-e")
+        .arg(dir.join("error.log"));
     c
 }
 
@@ -77,8 +82,6 @@ impl Nginx {
             let conf_path = write_conf(dir.path(), &http(port, dir.path()), false);
             let _ = fs::remove_file(dir.path().join("error.log"));
             let master = nginx_command(dir.path(), &conf_path)
-                .arg("-e")
-                .arg(dir.path().join("error.log"))
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("spawn nginx");
@@ -238,25 +241,30 @@ impl Nginx {
 impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
-        if thread::panicking() {
-            eprintln!(
-                "---- error.log of {} ----\n{}---- end of error.log ----",
-                self.dir.path().display(),
-                self.error_log()
-            );
-        }
+        let name = format!("error.log of {}", self.dir.path().display());
+        show_if_failing(&name, || self.error_log());
     }
+}
+
+/// The lines of `log` that contain `needle`.
+pub fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(needle)).collect()
 }
 
 /// `nginx -s reload` (the signal goes to the master named in the pid file).
 pub(crate) fn reload(dir: &Path, conf: &Path) {
-    let out = nginx_command(dir, conf)
-        .args(["-s", "reload"])
-        .output()
-        .expect("nginx -s reload");
+    run_ok(
+        nginx_command(dir, conf).args(["-s", "reload"]),
+        "nginx -s reload",
+    );
+}
+
+/// Runs `cmd` to its end; fails the test with its stderr unless it succeeds.
+pub(crate) fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
-        "nginx -s reload: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -267,8 +275,6 @@ pub fn nginx_t(http_body: &str) -> (bool, String) {
     let conf_path = write_conf(dir.path(), http_body, false);
     let out = nginx_command(dir.path(), &conf_path)
         .arg("-t")
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
         .output()
         .expect("nginx -t");
     (

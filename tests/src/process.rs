@@ -75,6 +75,13 @@ fn wait_exit(child: &mut Child, limit: Duration) -> bool {
     false
 }
 
+/// On a failing test, prints `what` (a log) under a banner naming it.
+pub(crate) fn show_if_failing(name: &str, what: impl FnOnce() -> String) {
+    if thread::panicking() {
+        eprintln!("---- {name} ----\n{}---- end of {name} ----", what());
+    }
+}
+
 /// Stops `child` (if still held) with `first`, then with `then` if it is still running after
 /// [`WAIT`]; never SIGKILL.
 pub(crate) fn stop_child(child: &mut Option<Child>, first: libc::c_int, then: libc::c_int) {

@@ -1,8 +1,10 @@
 //! Tables built directly in tests, without the writer daemon.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
+
+use crate::shared_tempdir;
 
 /// Options for tables built directly in tests: no fsync, so they build fast.
 pub fn table_options() -> WriterOptions {
@@ -40,4 +42,19 @@ pub fn table_entries(path: &Path) -> Vec<(String, String)> {
     let mut e = Table::open(path).expect("open the table").entries();
     e.sort();
     e
+}
+
+/// A directory nginx's workers can read and the path of a table in it (not created yet).
+pub fn table_in_tempdir() -> (tempfile::TempDir, PathBuf) {
+    let data = shared_tempdir();
+    let table = data.path().join("table");
+    (data, table)
+}
+
+/// [`table_in_tempdir`] with the table written with `entries`: keep the directory and the
+/// table's writer while the test runs.
+pub fn table_with(entries: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, TableWriter) {
+    let (data, table) = table_in_tempdir();
+    let w = write_table(&table, entries);
+    (data, table, w)
 }

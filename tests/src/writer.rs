@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::process::{is_root, signal, stop_child};
+use crate::process::{is_root, show_if_failing, signal, stop_child};
 use crate::{paths, unix_request, writer_built, WAIT};
 
 /// The API token the tests start the writer with.
@@ -139,11 +139,6 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.stop();
-        if thread::panicking() {
-            eprintln!(
-                "---- writer log ----\n{}---- end of writer log ----",
-                self.log()
-            );
-        }
+        show_if_failing("writer log", || self.log());
     }
 }

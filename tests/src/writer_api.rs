@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::{request, table_entries, unix_request, Nginx, Response, Writer, TOKEN};
+use crate::{request, table_entries, unix_request, with_api, Nginx, Response, Writer, TOKEN};
 
 /// An authenticated request straight to the writer's socket.
 pub fn socket_api(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Response {
@@ -76,4 +76,21 @@ pub fn error_code(r: &Response) -> String {
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
         .unwrap_or_else(|| "-".into())
+}
+
+/// `POST /entries.json` of `host → backend`, straight to the socket.
+pub fn post_entry(socket: &Path, host: &str, backend: &str) -> Response {
+    socket_api(
+        socket,
+        "POST",
+        "/entries.json",
+        Some(&json!({"host": host, "backend": backend}).to_string()),
+    )
+}
+
+/// The writer on `dir` (started with [`TOKEN`]) and nginx in front of it ([`with_api`]).
+pub fn writer_behind_nginx(dir: &Path) -> (Writer, Nginx) {
+    let w = Writer::start(dir, TOKEN);
+    let n = Nginx::start(with_api(&w.table(), &w.socket));
+    (w, n)
 }

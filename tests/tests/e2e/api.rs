@@ -10,8 +10,7 @@ fn the_api_through_api_domain_adds_lists_and_deletes() {
     require_writer();
     let a = Upstream::start("a");
     let data = shared_tempdir();
-    let w = Writer::start(&data.path().join("writer"), TOKEN);
-    let n = Nginx::start(with_api(&w.table(), &w.socket));
+    let (_w, n) = writer_behind_nginx(&data.path().join("writer"));
 
     let body = format!(
         r#"{{"host": "Blog.Example.COM.", "backend": "{}"}}"#,
@@ -54,8 +53,7 @@ fn nginx_keeps_serving_while_the_writer_restarts() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let data = shared_tempdir();
     let dir = data.path().join("writer");
-    let mut w = Writer::start(&dir, TOKEN);
-    let n = Nginx::start(with_api(&w.table(), &w.socket));
+    let (mut w, n) = writer_behind_nginx(&dir);
     let body = format!(
         r#"{{"host": "durable.example", "backend": "{}"}}"#,
         a.addr()

@@ -7,12 +7,8 @@ use set_backend_tests::*;
 #[test]
 fn routes_by_host_whatever_its_case_port_or_trailing_dot() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(
-        &table,
-        &[("site-a.example", &a.addr()), ("site-b.example", &b.addr())],
-    );
+    let (_data, table, _w) =
+        table_with(&[("site-a.example", &a.addr()), ("site-b.example", &b.addr())]);
     let n = Nginx::start(routed(&table));
 
     let r = n.get("site-a.example", "/some/page?x=1");
@@ -43,9 +39,7 @@ fn routes_by_host_whatever_its_case_port_or_trailing_dot() {
 #[test]
 fn unknown_host_gets_the_404_page_and_a_miss_in_the_log() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("known.example", &a.addr())]);
     let n = Nginx::start(routed(&table));
 
     let r = n.get("unknown.example", "/");
@@ -85,9 +79,7 @@ fn http10_without_host(port: u16) -> String {
 #[test]
 fn miss_and_unavailable_can_continue_to_a_fallback() {
     let (a, fallback) = (Upstream::start("a"), Upstream::start("fallback"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("known.example", &a.addr())]);
     let n = Nginx::start(|port, _| {
         format!(
             "set_backend_table {table};
@@ -146,9 +138,7 @@ fn miss_and_unavailable_can_continue_to_a_fallback() {
 #[test]
 fn set_backend_works_in_if_and_stays_out_of_other_servers() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("iffy.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("iffy.example", &a.addr())]);
     let n = Nginx::start(|port, _| {
         format!(
             "set_backend_table {table};
@@ -207,8 +197,7 @@ fn set_backend_works_in_if_and_stays_out_of_other_servers() {
 
 #[test]
 fn the_sample_error_pages_are_served_through_error_page() {
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let (_w, _dead, _slow) = failing_backends(&table);
     let n = Nginx::start(|port, _| {
         format!(
@@ -280,9 +269,7 @@ fn config_errors_are_reported_with_file_and_line() {
 #[test]
 fn reload_while_requests_flow_fails_none() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("steady.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("steady.example", &a.addr())]);
     let n = Nginx::start(routed(&table));
     n.every_worker("steady.example", body_is(&a));
     reload_under_load(&n, "steady.example", &a);

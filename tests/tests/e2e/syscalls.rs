@@ -66,9 +66,7 @@ fn set_backend_adds_no_syscalls_per_request() {
         return;
     }
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("measured.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("measured.example", &a.addr())]);
     let n = Nginx::start(|port, _| {
         format!(
             "set_backend_table {table};

@@ -9,9 +9,7 @@ use set_backend_tests::*;
 #[test]
 fn an_update_is_seen_by_every_worker_and_a_delete_gives_404() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let mut w = write_table(&table, &[("moving.example", &a.addr())]);
+    let (_data, table, mut w) = table_with(&[("moving.example", &a.addr())]);
     let n = Nginx::start(routed(&table));
 
     let pids = n.every_worker("moving.example", body_is(&a));
@@ -35,9 +33,7 @@ fn an_update_is_seen_by_every_worker_and_a_delete_gives_404() {
 #[test]
 fn a_new_generation_is_remapped_by_every_worker() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let mut w = write_table(&table, &[("first.example", &a.addr())]);
+    let (_data, table, mut w) = table_with(&[("first.example", &a.addr())]);
     let n = Nginx::start(routed(&table));
     n.every_worker("first.example", body_is(&a));
 
@@ -60,9 +56,7 @@ fn a_new_generation_is_remapped_by_every_worker() {
 #[test]
 fn a_file_replaced_without_the_superseded_flag_is_noticed_by_the_timer() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("swapped.example", &a.addr())]);
+    let (data, table, _w) = table_with(&[("swapped.example", &a.addr())]);
     let n = Nginx::start(routed(&table));
     n.every_worker("swapped.example", body_is(&a));
 
@@ -87,8 +81,7 @@ fn a_file_replaced_without_the_superseded_flag_is_noticed_by_the_timer() {
 #[test]
 fn a_missing_table_gives_503_until_it_appears() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let n = Nginx::start(routed(&table));
 
     let r = n.get("late.example", "/");
@@ -127,8 +120,7 @@ fn a_missing_table_gives_503_until_it_appears() {
 #[test]
 fn a_corrupt_table_gives_503_and_never_crashes_a_worker() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (data, table) = table_in_tempdir();
     // Garbage of a plausible size, then a valid table with a damaged header.
     std::fs::write(&table, vec![0x5a; 64 * 1024]).expect("write garbage");
     let n = Nginx::start(routed(&table));

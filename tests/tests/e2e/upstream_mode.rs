@@ -43,12 +43,8 @@ fn upstream_mode(table: &Path, extra: &str) -> impl Fn(u16, &Path) -> String {
 #[test]
 fn upstream_mode_routes_by_host() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(
-        &table,
-        &[("site-a.example", &a.addr()), ("site-b.example", &b.addr())],
-    );
+    let (_data, table, _w) =
+        table_with(&[("site-a.example", &a.addr()), ("site-b.example", &b.addr())]);
     let n = Nginx::start(upstream_mode(&table, ""));
 
     let r = n.get("site-a.example", "/some/page?x=1");
@@ -69,9 +65,7 @@ fn upstream_mode_routes_by_host() {
 #[test]
 fn upstream_mode_reuses_upstream_connections() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("reused.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("reused.example", &a.addr())]);
     let n = Nginx::start(upstream_mode(&table, ""));
 
     const N: usize = 200;
@@ -98,9 +92,7 @@ fn upstream_mode_reuses_upstream_connections() {
 #[test]
 fn upstream_mode_switches_a_host_while_old_connections_are_cached() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let mut w = write_table(&table, &[("moving.example", &a.addr())]);
+    let (_data, table, mut w) = table_with(&[("moving.example", &a.addr())]);
     let n = Nginx::start(upstream_mode(&table, ""));
 
     for _ in 0..20 {
@@ -145,8 +137,7 @@ fn upstream_mode_switches_a_host_while_old_connections_are_cached() {
 #[test]
 fn upstream_mode_answers_misses_and_an_unavailable_table_like_variable_mode() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     // No table yet: 503 with the built-in page, before any upstream is tried.
     let n = Nginx::start(upstream_mode(&table, ""));
     let r = n.get("known.example", "/");
@@ -184,8 +175,7 @@ fn upstream_mode_answers_misses_and_an_unavailable_table_like_variable_mode() {
 
 #[test]
 fn upstream_mode_gives_502_for_a_dead_backend_and_504_for_a_slow_one() {
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let (_w, dead, _slow) = failing_backends(&table);
     let n = Nginx::start(upstream_mode(
         &table,
@@ -214,8 +204,7 @@ fn upstream_mode_gives_502_for_a_dead_backend_and_504_for_a_slow_one() {
 #[test]
 fn upstream_mode_refuses_a_host_name_backend_with_502_and_one_error_line() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let named = format!("localhost:{}", a.port);
     let _w = write_table(
         &table,
@@ -228,10 +217,7 @@ fn upstream_mode_refuses_a_host_name_backend_with_502_and_one_error_line() {
     assert_eq!(r.header("X-Upstream-Addr"), Some(named.as_str()));
     assert_eq!(a.requests(), 0);
     let log = n.error_log();
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("set_backend: backend"))
-        .collect();
+    let lines = lines_with(&log, "set_backend: backend");
     assert_eq!(lines.len(), 1, "{log}");
     assert!(
         lines[0].contains("[error]")
@@ -251,9 +237,7 @@ fn upstream_mode_refuses_a_host_name_backend_with_502_and_one_error_line() {
 #[test]
 fn upstream_mode_miss_continue_reaches_the_upstream_and_fails_with_502() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("known.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("known.example", &a.addr())]);
     let n = Nginx::start(upstream_mode(&table, "set_backend_miss continue;"));
     let r = n.get("other.example", "/");
     assert_eq!(r.status, 502, "{r:?}");
@@ -271,9 +255,7 @@ fn upstream_mode_miss_continue_reaches_the_upstream_and_fails_with_502() {
 #[test]
 fn upstream_mode_reload_while_requests_flow_fails_none() {
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
-    let _w = write_table(&table, &[("steady.example", &a.addr())]);
+    let (_data, table, _w) = table_with(&[("steady.example", &a.addr())]);
     let n = Nginx::start(upstream_mode(&table, ""));
     n.every_worker("steady.example", body_is(&a));
     reload_under_load(&n, "steady.example", &a);
@@ -348,8 +330,7 @@ fn upstream_mode_connects_to_an_ipv6_backend() {
             );
         }
     });
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let backend = format!("[::1]:{port}");
     let _w = write_table(&table, &[("six.example", &backend)]);
     let n = Nginx::start(upstream_mode(&table, ""));

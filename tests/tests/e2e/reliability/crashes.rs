@@ -88,8 +88,7 @@ fn writer_sigkill_during_a_write_storm_fails_no_routed_request() {
     let a = Upstream::start("a");
     let data = shared_tempdir();
     let dir = data.path().join("writer");
-    let mut w = Writer::start(&dir, TOKEN);
-    let n = Nginx::start(with_api(&w.table(), &w.socket));
+    let (mut w, n) = writer_behind_nginx(&dir);
 
     let steady: Vec<String> = (0..20).map(|i| format!("steady-{i}.example")).collect();
     let r = upsert_all(&w.socket, &steady, &a.addr());

@@ -18,8 +18,7 @@ fn hostile_table_files_never_crash_a_worker() {
     let a = Upstream::start("a");
     let good = valid_table(SITES, |_| a.addr());
     let corpus = hostile_corpus(&good, random, &mut |n| rng.below(n));
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let mut requests = 0;
     let mut statuses: BTreeSet<u16> = BTreeSet::new();
     for Hostile {
@@ -66,10 +65,7 @@ fn hostile_table_files_never_crash_a_worker() {
         );
         n.assert_clean_log();
         if let Some(what) = open_error {
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("cannot map table"))
-                .collect();
+            let lines = lines_with(&log, "cannot map table");
             assert_eq!(lines.len(), 2, "{name}: one line per worker\n{log}");
             assert!(
                 lines

@@ -11,8 +11,7 @@ fn reload_and_binary_upgrade_under_load_fail_no_request() {
     let reloads = env_count("SB_RELIABILITY_RELOADS", 3);
     let upgrades = env_count("SB_RELIABILITY_UPGRADES", 2);
     let a = Upstream::start("a");
-    let data = shared_tempdir();
-    let table = data.path().join("table");
+    let (_data, table) = table_in_tempdir();
     let hosts: Vec<String> = (0..10).map(|i| format!("ops-{i}.example")).collect();
     let entries: Vec<(&str, String)> = hosts.iter().map(|h| (h.as_str(), a.addr())).collect();
     let entries: Vec<(&str, &str)> = entries.iter().map(|(h, b)| (*h, b.as_str())).collect();

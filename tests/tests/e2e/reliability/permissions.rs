@@ -60,35 +60,28 @@ fn workers_cannot_write_the_table_or_the_store_and_only_nginx_reaches_the_socket
         checks += 1;
         assert_eq!(as_user(uid, uid, &script), allowed, "{what}: {script}");
     };
-    check(
-        "workers read the table",
-        true,
-        NOBODY,
-        format!("cat {} > /dev/null", q(&table)),
-    );
+    let read = |p: &Path| format!("cat {} > /dev/null", q(p));
+    let write = |p: &Path| format!("printf x >> {}", q(p));
+    check("workers read the table", true, NOBODY, read(&table));
     check(
         "workers cannot write the table",
         false,
         NOBODY,
-        format!("printf x >> {}", q(&table)),
+        write(&table),
     );
-    check(
-        "workers cannot read the store",
-        false,
-        NOBODY,
-        format!("cat {} > /dev/null", q(&store)),
-    );
+    check("workers cannot read the store", false, NOBODY, read(&store));
     check(
         "workers cannot write the store",
         false,
         NOBODY,
-        format!("printf x >> {}", q(&store)),
+        write(&store),
     );
+    let new_table = dir.join("table.new");
     check(
         "workers cannot replace the table",
         false,
         NOBODY,
-        format!("touch {}", q(&dir.join("table.new"))),
+        format!("touch {}", q(&new_table)),
     );
     let curl = |p: &Path| {
         format!(
@@ -135,12 +128,7 @@ fn workers_cannot_write_the_table_or_the_store_and_only_nginx_reaches_the_socket
         fs::metadata(&token).expect("token").permissions().mode() & 0o777,
         0o600
     );
-    check(
-        "workers cannot read the token",
-        false,
-        NOBODY,
-        format!("cat {} > /dev/null", q(&token)),
-    );
+    check("workers cannot read the token", false, NOBODY, read(&token));
     eprintln!("RELIABILITY permissions checks={} violations=0", checks + 4);
     n.assert_clean_log();
 }

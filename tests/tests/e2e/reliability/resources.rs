@@ -8,7 +8,6 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use set_backend_tests::*;
 use shm_layout::Lookup;
 
@@ -82,14 +81,8 @@ fn a_full_disk_refuses_writes_with_503_loses_nothing_and_recovers() {
     let data = shared_tempdir();
     let disk = Mount::tmpfs(&data.path().join("disk"), "6m");
     let dir = disk.0.join("writer");
-    let mut w = Writer::start(&dir, TOKEN);
-    let n = Nginx::start(with_api(&w.table(), &w.socket));
-    let r = socket_api(
-        &w.socket,
-        "POST",
-        "/entries.json",
-        Some(&json!({"host": "before.example", "backend": a.addr()}).to_string()),
-    );
+    let (mut w, n) = writer_behind_nginx(&dir);
+    let r = post_entry(&w.socket, "before.example", &a.addr());
     assert!(r.status < 300, "{r:?}");
     n.wait_every_worker("before.example", body_is(&a));
 
@@ -131,12 +124,7 @@ fn a_full_disk_refuses_writes_with_503_loses_nothing_and_recovers() {
     let mut recovered = None;
     let deadline = Instant::now() + WAIT;
     while recovered.is_none() && Instant::now() < deadline {
-        let r = socket_api(
-            &w.socket,
-            "POST",
-            "/entries.json",
-            Some(&json!({"host": "after.example", "backend": a.addr()}).to_string()),
-        );
+        let r = post_entry(&w.socket, "after.example", &a.addr());
         if r.status < 300 {
             recovered = Some(r);
         } else {
@@ -183,14 +171,7 @@ fn a_full_table_disk_answers_503_until_the_table_is_rebuilt() {
     let table_arg = table.to_string_lossy().into_owned();
     let w = Writer::start_with_args(&dir, TOKEN, &["--table", &table_arg]);
     let n = Nginx::start(with_api(&table, &w.socket));
-    let post = |host: &str| {
-        socket_api(
-            &w.socket,
-            "POST",
-            "/entries.json",
-            Some(&json!({"host": host, "backend": a.addr()}).to_string()),
-        )
-    };
+    let post = |host: &str| post_entry(&w.socket, host, &a.addr());
     assert!(post("steady.example").status < 300);
     n.wait_every_worker("steady.example", body_is(&a));
     let filler = fill(&disk.0);
@@ -288,8 +269,7 @@ fn the_table_deleted_or_replaced_under_nginx_fails_no_request() {
     let a = Upstream::start("a");
     let data = shared_tempdir();
     let dir = data.path().join("writer");
-    let mut w = Writer::start(&dir, TOKEN);
-    let n = Nginx::start(with_api(&w.table(), &w.socket));
+    let (mut w, n) = writer_behind_nginx(&dir);
     let hosts: Vec<String> = (0..5).map(|i| format!("kept-{i}.example")).collect();
     assert_eq!(upsert_all(&w.socket, &hosts, &a.addr()).status, 200);
     for h in &hosts {
@@ -300,12 +280,7 @@ fn the_table_deleted_or_replaced_under_nginx_fails_no_request() {
     // Deleted: the workers keep their mapping; the writer keeps publishing into it.
     fs::remove_file(w.table()).expect("rm table");
     thread::sleep(Duration::from_millis(5500)); // past a 5 s check of the path
-    let r = socket_api(
-        &w.socket,
-        "POST",
-        "/entries.json",
-        Some(&json!({"host": "late.example", "backend": a.addr()}).to_string()),
-    );
+    let r = post_entry(&w.socket, "late.example", &a.addr());
     assert!(r.status < 300, "{r:?}");
     n.wait_every_worker("late.example", body_is(&a));
 
@@ -322,12 +297,7 @@ fn the_table_deleted_or_replaced_under_nginx_fails_no_request() {
     // A restarted writer publishes a good table again; the workers map it.
     w.stop();
     let w = Writer::start(&dir, TOKEN);
-    let r = socket_api(
-        &w.socket,
-        "POST",
-        "/entries.json",
-        Some(&json!({"host": "again.example", "backend": a.addr()}).to_string()),
-    );
+    let r = post_entry(&w.socket, "again.example", &a.addr());
     assert!(r.status < 300, "{r:?}");
     n.wait_every_worker("again.example", body_is(&a));
     let (ok, failed) = load.finish();
