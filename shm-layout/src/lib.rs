@@ -10,8 +10,8 @@
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
 //! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the seqlock read side).
 //! - `writer`: [`TableWriter`], create / upsert / delete / grow (the seqlock write side).
-//! - [`testkit`] (feature `testkit`): hostile tables for tests, damaged by the format's
-//!   constants.
+//! - [`testkit`] (feature `testkit`): for tests: hostile tables damaged by the format's
+//!   constants, the acknowledged-writes model, a seeded generator.
 
 // A loom build compiles only the protocol, leaving the file-backed helpers unused.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]

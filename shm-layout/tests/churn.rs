@@ -6,6 +6,7 @@
 //! Runs about 10 s; `SB_CHURN_SECS=600 cargo test -p shm-layout --release --test churn` for a
 //! soak run.
 
+use shm_layout::testkit::Rng;
 use shm_layout::{Backend, Host, Lookup, Table, TableWriter, WriterOptions};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
@@ -48,17 +49,6 @@ fn value_ok(host: &str, v: &str) -> bool {
     parse().unwrap_or(false)
 }
 
-/// A small deterministic generator (xorshift), seeded per process.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 fn seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -67,12 +57,12 @@ fn seed() -> u64 {
 }
 
 fn writer_main(path: &Path) {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     // Restarted after every kill: rebuild from "the store" (here, a fresh random state), which
     // publishes a new generation over the old file as the real writer does at start.
     let initial = (0..HOSTS / 2).map(|i| {
         let h = host(i);
-        let v = value(&h, rng.next() % 1_000_000);
+        let v = value(&h, rng.next_u64() % 1_000_000);
         (Host::parse(&h).unwrap(), Backend::parse(&v).unwrap())
     });
     let opts = WriterOptions {
@@ -82,23 +72,23 @@ fn writer_main(path: &Path) {
     };
     let mut w = TableWriter::create(path, initial, opts).unwrap();
     loop {
-        let i = rng.next() % HOSTS;
+        let i = rng.next_u64() % HOSTS;
         let h = host(i);
         let key = Host::parse(&h).unwrap();
-        if rng.next().is_multiple_of(4) {
+        if rng.next_u64().is_multiple_of(4) {
             w.delete(&key).unwrap();
         } else {
-            let v = value(&h, rng.next() % 1_000_000);
+            let v = value(&h, rng.next_u64() % 1_000_000);
             w.upsert(&key, &Backend::parse(&v).unwrap()).unwrap();
         }
-        if rng.next().is_multiple_of(20_000) {
+        if rng.next_u64().is_multiple_of(20_000) {
             w.compact().unwrap();
         }
     }
 }
 
 fn reader_main(path: &Path, secs: u64) {
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let deadline = Instant::now() + Duration::from_secs(secs);
     // The path always names a complete table: generations replace it by rename.
     let open = || Table::open(path).unwrap_or_else(|e| panic!("reader cannot open the table: {e}"));
@@ -111,7 +101,7 @@ fn reader_main(path: &Path, secs: u64) {
                 t = open();
                 remaps += 1;
             }
-            let h = host(rng.next() % HOSTS);
+            let h = host(rng.next_u64() % HOSTS);
             lookups += 1;
             match t.lookup(h.as_bytes()) {
                 Lookup::Hit(v) => {
@@ -187,11 +177,11 @@ fn readers_never_see_torn_values_while_the_writer_is_killed() {
     }
     let readers: Vec<Child> = (0..2).map(|_| spawn("reader", &path, secs)).collect();
 
-    let mut rng = Rng(seed());
+    let mut rng = Rng::new(seed());
     let mut kills = 0;
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20 + rng.next() % 200));
+        std::thread::sleep(Duration::from_millis(20 + rng.next_u64() % 200));
         kill9(&mut writer);
         kills += 1;
         writer = spawn("writer", &path, secs);

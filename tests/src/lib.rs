@@ -18,15 +18,14 @@
 //! - `writer`: [`Writer`], the `set-backend serve` daemon on a unix socket in a data directory.
 //! - `writer_api`: requests to the writer's API (straight to its socket or through nginx) and
 //!   the check that the table holds what the store holds.
-//! - `acked`: [`Acked`], the writes the writer acknowledged, checked against the store after a
-//!   fault.
+//! - [`Acked`] (the writes the writer acknowledged, checked against the store after a fault) and
+//!   [`Rng`] come from shm-layout's `testkit`.
 //! - `load`: [`Load`], clients requesting routed hosts non-stop, counting failures.
-//! - `soak`: the soak run's knobs ([`env_count`]) and a seeded [`Rng`].
+//! - `soak`: the soak run's knobs ([`env_count`]) and a replayable [`seeded_rng`].
 //!
 //! Every wait is bounded; nothing is killed with SIGKILL except the writer, where a test
 //! crashes it on purpose.
 
-mod acked;
 mod conf;
 mod daemonized;
 mod http;
@@ -42,7 +41,6 @@ mod writer_api;
 
 use std::time::Duration;
 
-pub use acked::Acked;
 pub use conf::{assert_error_pages, failing_backends, routed, with_api, with_api_and, ERROR_PAGES};
 pub use daemonized::Daemonized;
 pub use http::{get, raw_request, raw_unix_request, request, unix_request, Response};
@@ -52,8 +50,9 @@ pub use paths::{paths, writer_built, Paths};
 pub use process::{
     alive, dead_port, free_port, running_as_root, shared_tempdir, signal, wait_until,
 };
+pub use shm_layout::testkit::{Acked, Rng};
 pub use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
-pub use soak::{env_count, Rng};
+pub use soak::{env_count, seeded_rng};
 pub use table::{table_entries, table_in_tempdir, table_options, table_with, upsert, write_table};
 pub use upstream::{body_is, Upstream};
 pub use writer::{require_writer, Writer, TOKEN};

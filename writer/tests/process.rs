@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,7 +13,8 @@ use common::{binary, entries_of, table_entries, Daemon};
 use hyper::Method;
 use serde_json::json;
 use set_backend_writer::client::{Connection, Endpoint};
-use shm_layout::{Lookup, Table};
+use shm_layout::testkit::{Acked, Rng};
+use shm_layout::Table;
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -356,34 +356,6 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
     first.ready().await;
 }
 
-/// A tiny xorshift generator: the crash test's schedule is random but reproducible from
-/// the seed it prints.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// What a client knows about its own hosts: the acknowledged state, and the changes of the
-/// one request that was in flight when the writer died (applied wholly or not at all).
-#[derive(Default)]
-struct Model {
-    /// host → backend (`None`: deleted) as of the last acknowledged write.
-    acked: HashMap<String, Option<String>>,
-    /// The unacknowledged request's changes, if one was cut off.
-    pending: Vec<(String, Option<String>)>,
-    /// Acknowledged writes, for the report.
-    acks: u64,
-}
-
 const WRITERS: usize = 4;
 const HOSTS_PER_WRITER: u64 = 40;
 
@@ -394,9 +366,9 @@ async fn write_until_killed(
     token: String,
     w: usize,
     seed: u64,
-    mut m: Model,
-) -> Model {
-    let mut rng = Rng(seed | 1);
+    mut m: Acked,
+) -> Acked {
+    let mut rng = Rng::new(seed);
     let Ok(mut c) = Connection::connect(&endpoint, Some(token)).await else {
         return m;
     };
@@ -454,55 +426,13 @@ async fn write_until_killed(
                 )
             }
         };
-        m.pending = changes;
+        m.send(changes);
         let body = body.map(|b| serde_json::to_vec(&b).unwrap());
         match c.request(method, &path, body).await {
-            Ok(r) if r.status < 300 || r.status == 404 => {
-                for (h, b) in m.pending.drain(..) {
-                    m.acked.insert(h, b);
-                }
-                m.acks += 1;
-            }
+            Ok(r) if r.status < 300 || r.status == 404 => m.acknowledged(),
             Ok(r) => panic!("unexpected answer {}: {}", r.status, r.text()),
             Err(_) => return m,
         }
-    }
-}
-
-/// Checks `actual` (the store after a restart) against the models and resolves each model's
-/// pending request to what actually happened.
-fn check_and_resolve(models: &mut [Model], actual: &HashMap<String, String>, round: usize) {
-    for (w, m) in models.iter_mut().enumerate() {
-        let pending: HashMap<_, _> = m.pending.iter().cloned().collect();
-        for (h, want) in &m.acked {
-            if pending.contains_key(h) {
-                continue;
-            }
-            assert_eq!(
-                actual.get(h),
-                want.as_ref(),
-                "round {round}, writer {w}: acknowledged {h} lost"
-            );
-        }
-        if m.pending.is_empty() {
-            continue;
-        }
-        let applied = m.pending.iter().all(|(h, b)| actual.get(h) == b.as_ref());
-        let not_applied = m
-            .pending
-            .iter()
-            .all(|(h, _)| actual.get(h) == m.acked.get(h).cloned().flatten().as_ref());
-        assert!(
-            applied || not_applied,
-            "round {round}, writer {w}: the cut-off request was applied in part: {:?}",
-            m.pending
-        );
-        if applied {
-            for (h, b) in m.pending.drain(..) {
-                m.acked.insert(h, b);
-            }
-        }
-        m.pending.clear();
     }
 }
 
@@ -530,11 +460,11 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
         "crash test: {secs} s and at least {min_kills} kills, seed {seed} \
          (SET_BACKEND_CRASH_SECS, SET_BACKEND_CRASH_MIN_KILLS, SET_BACKEND_CRASH_SEED)"
     );
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let token = "crash-test-token-0123456789";
-    let mut models: Vec<Model> = (0..WRITERS).map(|_| Model::default()).collect();
+    let mut models: Vec<Acked> = (0..WRITERS).map(|_| Acked::default()).collect();
     let start = Instant::now();
     let mut round = 0;
     let mut kills = 0;
@@ -549,8 +479,9 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
             .await
             .unwrap();
         let listed = entries_of(&c.request(Method::GET, "/entries.json", None).await.unwrap());
-        let actual: HashMap<String, String> = listed.iter().cloned().collect();
-        check_and_resolve(&mut models, &actual, round);
+        for (w, m) in models.iter_mut().enumerate() {
+            m.check(&listed, &format!("round {round}, writer {w}"));
+        }
         assert_eq!(
             table_entries(&d.join("table")),
             listed,
@@ -566,7 +497,7 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
                     daemon.endpoint.clone(),
                     token.into(),
                     w,
-                    rng.next(),
+                    rng.next_u64(),
                     m,
                 ))
             })
@@ -581,20 +512,10 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
         // The table file the killed writer left: every acknowledged entry is readable in it.
         let table = Table::open(d.join("table")).unwrap();
         for m in &models {
-            let pending: Vec<&String> = m.pending.iter().map(|(h, _)| h).collect();
-            for (h, want) in m.acked.iter().filter(|(h, _)| !pending.contains(h)) {
-                match (table.lookup(h.as_bytes()), want) {
-                    (Lookup::Hit(v), Some(b)) => assert_eq!(v.as_str(), b, "round {round}: {h}"),
-                    (Lookup::Miss, None) => {}
-                    (got, want) => panic!(
-                        "round {round}: {h} is {:?} in the table, want {want:?}",
-                        matches!(got, Lookup::Hit(_))
-                    ),
-                }
-            }
+            m.check_table(&table, &format!("round {round}"));
         }
     }
-    let acks: u64 = models.iter().map(|m| m.acks).sum();
+    let acks: u64 = models.iter().map(Acked::acks).sum();
     eprintln!("crash test: {kills} SIGKILLs, {acks} acknowledged writes, none lost");
     assert!(kills >= 3);
     assert!(

@@ -10,7 +10,7 @@ use set_backend_tests::*;
 
 /// Upserts, deletes and batches on the churn hosts until the writer stops answering.
 fn storm(socket: PathBuf, seed: u64, mut m: Acked) -> Acked {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let host = |i: u64| format!("churn-{i}.example");
     let mut n = 0u64;
     loop {
@@ -80,7 +80,7 @@ fn storm(socket: PathBuf, seed: u64, mut m: Acked) -> Acked {
 fn writer_sigkill_during_a_write_storm_fails_no_routed_request() {
     require_writer();
     let kills = env_count("SB_RELIABILITY_KILLS", 5);
-    let mut rng = Rng::seeded();
+    let mut rng = seeded_rng();
     eprintln!(
         "writer kills: {kills}, seed {} (SB_RELIABILITY_SEED)",
         rng.0

@@ -14,7 +14,7 @@ const SITES: usize = 40;
 #[test]
 fn hostile_table_files_never_crash_a_worker() {
     let random = env_count("SB_RELIABILITY_RANDOM_TABLES", 4);
-    let mut rng = Rng::seeded();
+    let mut rng = seeded_rng();
     let a = Upstream::start("a");
     let good = valid_table(SITES, |_| a.addr());
     let corpus = hostile_corpus(&good, random, &mut |n| rng.below(n));

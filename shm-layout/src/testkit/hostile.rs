@@ -1,7 +1,5 @@
-//! Hostile tables for tests (feature `testkit`): the bytes of a valid table with a pinned hash
-//! key and capacity, the ways to damage them named by the format's constants, and one corpus of
-//! crafted files that the table's own tests open without nginx (`tests/corrupt.rs`) and the
-//! end-to-end tests load into real nginx workers.
+//! Hostile tables: the bytes of a valid table with a pinned hash key and capacity, the ways to
+//! damage them named by the format's constants, and one corpus of crafted files.
 //!
 //! Offsets are `docs/FORMAT.md`'s: header fields `H_*` (re-exported here), slot words from
 //! [`INDEX_AT`], record words from [`ARENA_AT`].

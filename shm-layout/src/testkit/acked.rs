@@ -1,8 +1,10 @@
-//! [`Acked`]: the writes the writer acknowledged, to check after a fault (a SIGKILL, a full
+//! [`Acked`]: the writes a writer acknowledged, to check after a fault (a SIGKILL, a full
 //! disk) that none was lost and that the request cut off by the fault was applied wholly or not
 //! at all.
 
 use std::collections::HashMap;
+
+use crate::{Lookup, Table};
 
 /// What a client knows of its hosts: the acknowledged state of each (a backend, or `None` once
 /// deleted), and the changes of the request in flight, if any.
@@ -36,6 +38,22 @@ impl Acked {
     /// Acknowledged requests so far.
     pub fn acks(&self) -> u64 {
         self.acks
+    }
+
+    /// Checks the table file a writer left: every acknowledged entry that no request in flight
+    /// touched reads back from `table` as promised (deleted ones miss).
+    pub fn check_table(&self, table: &Table, when: &str) {
+        let pending: Vec<&String> = self.pending.iter().map(|(h, _)| h).collect();
+        for (h, want) in self.acked.iter().filter(|(h, _)| !pending.contains(h)) {
+            match (table.lookup(h.as_bytes()), want) {
+                (Lookup::Hit(v), Some(b)) => assert_eq!(v.as_str(), b, "{when}: {h}"),
+                (Lookup::Miss, None) => {}
+                (got, want) => panic!(
+                    "{when}: {h} is {:?} in the table, want {want:?}",
+                    matches!(got, Lookup::Hit(_))
+                ),
+            }
+        }
     }
 
     /// Checks `store` (every entry, as listed by the writer): every acknowledged write is
