@@ -11,7 +11,7 @@ use crate::process::{is_root, show_if_failing, signal, stop_child};
 use crate::{paths, unix_request, writer_built, WAIT};
 
 /// The API token the tests start the writer with.
-pub const TOKEN: &str = "e2e-test-token-0123456789";
+pub const TOKEN: &str = "e2e-test-token-0123456789abcdefghij";
 
 /// The writer is part of the workspace build; a missing binary fails the test, loudly.
 pub fn require_writer() {

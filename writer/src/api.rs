@@ -13,8 +13,8 @@
 //! | `DELETE /entries/<host>.json`     | 204, 404 if absent                            |
 //!
 //! Layers, outside in: request tracing; a global in-flight limit; on `/entries`, the token
-//! check ([`require_token`]), then a body limit per route (small for one entry, large for
-//! batches).
+//! check ([`require_token`], throttled per client address: [`Throttle`]), then a body limit per
+//! route (small for one entry, large for batches).
 //!
 //! Every write takes one path: the handler parses its body into an [`Op`] ([`valid`] counts a
 //! refusal), [`submit`] hands it to the engine and counts the outcome, and the handler turns
@@ -22,12 +22,14 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -42,6 +44,7 @@ use crate::error::ApiError;
 use crate::metrics::{Metrics, WriteOp, WriteOutcome};
 use crate::model::{BatchRequest, Entry, ReplaceResult};
 use crate::store::SharedStore;
+use crate::throttle::Throttle;
 use crate::{auth, docs};
 
 /// Requests handled at once; more wait in line (bounds memory under a flood).
@@ -67,6 +70,8 @@ pub struct AppState {
     pub max_batch_bytes: usize,
     /// Refuse backends that are host names (`--backends ip`, for upstream mode).
     pub ip_backends_only: bool,
+    /// Failed authentications per client address: a spent budget gets 429.
+    pub throttle: Arc<Throttle>,
 }
 
 /// `Json<T>` whose rejections use the API's error shape.
@@ -121,12 +126,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Middleware on every `/entries` route: 401 in the JSON shape unless the token matches.
+/// Middleware on every `/entries` route: 401 in the JSON shape unless the token matches; 429,
+/// without looking at the token, from a client address whose failures spent its budget.
 async fn require_token(
     State(s): State<AppState>,
     req: Request,
     next: middleware::Next,
 ) -> Response {
+    let client = client_addr(&req);
+    let now = Instant::now();
+    if let Some(Err(wait)) = client.map(|c| s.throttle.check(c, now)) {
+        s.metrics.throttled.fetch_add(1, Ordering::Relaxed);
+        return ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64)
+            .into_response();
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -134,9 +147,23 @@ async fn require_token(
     if auth::bearer_matches(presented, s.token.as_bytes()) {
         next.run(req).await
     } else {
+        if let Some(c) = client {
+            s.throttle.failed(c, now);
+        }
         s.metrics.unauthorized.fetch_add(1, Ordering::Relaxed);
         ApiError::Unauthorized.into_response()
     }
+}
+
+/// The client's address, when known: the TCP peer, else (the unix socket, reached by the
+/// local proxy) the last address of `X-Forwarded-For`, which nginx sets to `$remote_addr`.
+/// `None` for a local process on the socket (the operator's commands): not throttled.
+fn client_addr(req: &Request) -> Option<IpAddr> {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        return Some(peer.ip());
+    }
+    let forwarded = req.headers().get("x-forwarded-for")?.to_str().ok()?;
+    forwarded.rsplit(',').next()?.trim().parse().ok()
 }
 
 /// Refuses a body whose declared `Content-Length` is over the route's limit at once, with 413,

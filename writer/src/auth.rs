@@ -3,8 +3,10 @@
 //!
 //! No token ships with the daemon. It comes from `API_TOKEN`, else from the token file; if
 //! neither exists, a random one is generated and written to the token file with mode 0600
-//! (the daemon prints where). Requests present it as `Authorization: Bearer <token>`; the
-//! comparison takes the same time wherever the first difference is.
+//! (the daemon prints where). A token given from outside must resist guessing: at least
+//! [`MIN_TOKEN_LEN`] characters with at least [`MIN_DISTINCT`] different ones (a generated
+//! one is 64 hex digits, 256 bits). Requests present it as `Authorization: Bearer <token>`;
+//! the comparison takes the same time wherever the first difference is.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
@@ -13,8 +15,12 @@ use std::path::Path;
 
 use subtle::ConstantTimeEq;
 
-/// The shortest token accepted from the environment or a file.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// The shortest token accepted from the environment or a file: 32 characters are 128 bits
+/// of hex digits, beyond guessing even at line rate.
+pub const MIN_TOKEN_LEN: usize = 32;
+/// The fewest different characters in a token: refuses the long but guessable (`aaaa…`,
+/// `12121212…`, a short word repeated).
+pub const MIN_DISTINCT: usize = 10;
 
 /// Where the token in use came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,15 +66,30 @@ fn write_new_token(path: &Path) -> io::Result<String> {
     Ok(token)
 }
 
-/// Refuses a token an attacker could guess or a header could not carry.
+/// Refuses a token an attacker could guess or a header could not carry, saying what it needs
+/// (and never printing the token).
 fn check(token: String, what: &str) -> io::Result<String> {
-    if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(io::Error::new(
+    let len = token.chars().count();
+    let distinct = token
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let invalid = |why: String| {
+        Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "the token in {what} must be at least {MIN_TOKEN_LEN} characters, \
-                 without whitespace"
+                "the token in {what} {why}: it needs at least {MIN_TOKEN_LEN} characters, at \
+                 least {MIN_DISTINCT} of them different, and no whitespace \
+                 (e.g. `openssl rand -hex 32`)"
             ),
+        ))
+    };
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return invalid("holds whitespace or control characters".into());
+    }
+    if len < MIN_TOKEN_LEN || distinct < MIN_DISTINCT {
+        return invalid(format!(
+            "is too weak to resist guessing ({len} characters, {distinct} different)"
         ));
     }
     Ok(token)
@@ -123,11 +144,41 @@ mod tests {
         );
         let (t2, s2) = resolve_token(None, &path).unwrap();
         assert_eq!((t2.as_str(), s2), (t1.as_str(), TokenSource::File));
-        let (t3, s3) = resolve_token(Some("from-the-environment".into()), &path).unwrap();
-        assert_eq!(
-            (t3.as_str(), s3),
-            ("from-the-environment", TokenSource::Env)
-        );
+        let env = "from-the-environment-0123456789abcdef";
+        let (t3, s3) = resolve_token(Some(env.into()), &path).unwrap();
+        assert_eq!((t3.as_str(), s3), (env, TokenSource::Env));
         assert!(resolve_token(Some("short".into()), &path).is_err());
+    }
+
+    #[test]
+    fn a_weak_token_is_refused_with_what_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let strong = "0123456789abcdef0123456789abcdef";
+        assert!(resolve_token(Some(strong.into()), &path).is_ok());
+        for (weak, why) in [
+            (
+                "0123456789abcdef0123456789abcde",
+                "31 characters, 16 different",
+            ),
+            (&"a".repeat(64), "64 characters, 1 different"),
+            (&"ab12".repeat(10), "40 characters, 4 different"),
+            ("0123456789abcdef 0123456789abcdef", "whitespace"),
+        ] {
+            let e = resolve_token(Some(weak.to_string()), &path)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{weak}: {e}");
+            assert!(
+                e.contains("at least 32 characters, at least 10 of them different"),
+                "{e}"
+            );
+            assert!(!e.contains(weak.trim()), "the error shows the token: {e}");
+        }
+        // A weak token in the token file is refused the same way.
+        fs::write(&path, "a".repeat(40)).unwrap();
+        let e = resolve_token(None, &path).unwrap_err().to_string();
+        assert!(e.contains("too weak") && e.contains("token"), "{e}");
     }
 }

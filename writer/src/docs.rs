@@ -101,6 +101,7 @@ curl -X PUT {BASE}/entries.json \
 <tr><td>400</td><td>duplicate_host</td><td>a host twice in one batch or replace</td></tr>
 <tr><td>400</td><td>malformed_json, invalid_body</td><td>not JSON, or unknown/missing fields</td></tr>
 <tr><td>401</td><td>unauthorized</td><td>no token or a wrong one</td></tr>
+<tr><td>429</td><td>too_many_requests</td><td>10 failed authentications from this address; one more per second (<code>Retry-After</code>)</td></tr>
 <tr><td>404</td><td>not_found, no_route</td><td>no such entry, no such route</td></tr>
 <tr><td>405</td><td>method_not_allowed</td><td>wrong method for the route</td></tr>
 <tr><td>413</td><td>payload_too_large</td><td>body over 16 KiB (one entry) or the batch limit</td></tr>
@@ -293,6 +294,12 @@ pub fn openapi(contract: Contract) -> Value {
         "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     });
+    let throttled = json!({
+        "description": "this address failed authentication too often; the token was not \
+            looked at (10 failures, then one more per second)",
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -343,7 +350,7 @@ pub fn openapi(contract: Contract) -> Value {
                         "type": "object", "required": ["code", "message"],
                         "properties": {
                             "code": {"type": "string", "enum": [
-                                "unauthorized", "invalid_host", "invalid_backend",
+                                "unauthorized", "too_many_requests", "invalid_host", "invalid_backend",
                                 "duplicate_host", "malformed_json", "invalid_body",
                                 "payload_too_large", "unsupported_media_type", "not_found",
                                 "no_route", "method_not_allowed", "unavailable",
@@ -377,7 +384,8 @@ pub fn openapi(contract: Contract) -> Value {
                 "security": [{"bearer": []}],
                 "responses": {"200": {"description": "Prometheus text format",
                     "content": {"text/plain": {}}},
-                    "401": unauthorized.clone()}
+                    "401": unauthorized.clone(),
+                    "429": throttled.clone()}
             }},
             "/entries.json": {
                 "get": {
@@ -386,7 +394,8 @@ pub fn openapi(contract: Contract) -> Value {
                     "responses": {
                         "200": {"description": "all entries", "content": {"application/json": {
                             "schema": entries_ref}}},
-                        "401": unauthorized.clone()
+                        "401": unauthorized.clone(),
+                        "429": throttled.clone()
                     }
                 },
                 "post": {
@@ -399,6 +408,7 @@ pub fn openapi(contract: Contract) -> Value {
                         "201": entry_response("created; the entry as stored"),
                         "400": error_response("invalid host, backend or body"),
                         "401": unauthorized.clone(),
+                        "429": throttled.clone(),
                         "413": error_response(&format!("body over {MAX_ENTRY_BODY} bytes")),
                         "415": error_response("not application/json"),
                         "500": error_response("not acknowledged"),
@@ -416,6 +426,7 @@ pub fn openapi(contract: Contract) -> Value {
                             "schema": {"$ref": "#/components/schemas/BatchResult"}}}},
                         "400": error_response("an invalid or duplicate host, backend or body; nothing applied"),
                         "401": unauthorized.clone(),
+                        "429": throttled.clone(),
                         "413": error_response(&format!("body over {batch} bytes")),
                         "415": error_response("not application/json"),
                         "500": error_response("not acknowledged"),
@@ -432,6 +443,7 @@ pub fn openapi(contract: Contract) -> Value {
                             "schema": {"$ref": "#/components/schemas/ReplaceResult"}}}},
                         "400": error_response("an invalid or duplicate entry; nothing changed"),
                         "401": unauthorized.clone(),
+                        "429": throttled.clone(),
                         "413": error_response(&format!("body over {batch} bytes")),
                         "415": error_response("not application/json"),
                         "500": error_response("not acknowledged"),
@@ -448,6 +460,7 @@ pub fn openapi(contract: Contract) -> Value {
                         "200": entry_response("the entry"),
                         "400": error_response("not a valid host"),
                         "401": unauthorized.clone(),
+                        "429": throttled.clone(),
                         "404": error_response("no such entry")
                     }
                 },
@@ -459,6 +472,7 @@ pub fn openapi(contract: Contract) -> Value {
                         "204": {"description": "deleted"},
                         "400": error_response("not a valid host"),
                         "401": unauthorized.clone(),
+                        "429": throttled.clone(),
                         "404": error_response("no such entry"),
                         "500": error_response("not acknowledged"),
                         "503": error_response("shutting down; not acknowledged")

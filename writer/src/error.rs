@@ -18,6 +18,9 @@ use crate::store::StoreError;
 pub enum ApiError {
     /// 401: no `Authorization: Bearer` header, or the wrong token.
     Unauthorized,
+    /// 429: this client address failed authentication too often; it may try again in this
+    /// many seconds (`Retry-After`). The token was not looked at.
+    TooManyRequests(u64),
     /// 400: the host is not a valid host name.
     InvalidHost(String),
     /// 400: the backend is not `host:port`, `a.b.c.d:port` or `[v6]:port`.
@@ -54,6 +57,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidHost(_)
             | ApiError::InvalidBackend(_)
             | ApiError::DuplicateHost(_)
@@ -73,6 +77,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::InvalidHost(_) => "invalid_host",
             ApiError::InvalidBackend(_) => "invalid_backend",
             ApiError::DuplicateHost(_) => "duplicate_host",
@@ -94,6 +99,9 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => {
                 "missing or invalid token; send Authorization: Bearer <token>".into()
+            }
+            ApiError::TooManyRequests(secs) => {
+                format!("too many failed authentications from this address; try again in {secs} s")
             }
             ApiError::InvalidHost(m)
             | ApiError::InvalidBackend(m)
@@ -126,11 +134,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code(), "message": self.message()}});
         let mut resp = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::Unauthorized) {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
+        match self {
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            ApiError::TooManyRequests(secs) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            }
+            _ => {}
         }
         resp
     }

@@ -9,8 +9,10 @@
 //! - [`error`]: [`ApiError`](error::ApiError), the one JSON error shape.
 //! - [`model`]: the JSON types the API, the CLI and the client share (entries, batches,
 //!   counts).
-//! - [`auth`]: the API token (environment, file, or generated) and the constant-time bearer
-//!   comparison; no HTTP.
+//! - [`auth`]: the API token (environment, file, or generated; a weak one refused) and the
+//!   constant-time bearer comparison; no HTTP.
+//! - [`throttle`]: failed authentication per client address, a budget refilled over time;
+//!   no HTTP.
 //! - [`engine`]: the thread that commits writes to the store in groups and then publishes
 //!   them into the table; the only writer of both.
 //! - [`store`]: the [`Store`](store::Store) interface to the source of truth (apply a group in
@@ -44,6 +46,7 @@ pub mod listen;
 pub mod metrics;
 pub mod model;
 pub mod store;
+pub mod throttle;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -151,6 +154,7 @@ pub async fn run(
         docs_html: Arc::from(docs::html(config.domain.as_deref()).as_str()),
         max_batch_bytes: config.max_batch_bytes,
         ip_backends_only: config.ip_backends_only,
+        throttle: Arc::default(),
     };
     let app = api::router(state);
 
@@ -166,7 +170,11 @@ pub async fn run(
         servers.spawn(async move {
             match l {
                 Listener::Unix(u) => axum::serve(u, app).with_graceful_shutdown(stopped).await,
-                Listener::Tcp(t) => axum::serve(t, app).with_graceful_shutdown(stopped).await,
+                // The peer's address is the client's (the token throttle counts by it).
+                Listener::Tcp(t) => {
+                    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                    axum::serve(t, app).with_graceful_shutdown(stopped).await
+                }
             }
         });
     }

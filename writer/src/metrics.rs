@@ -135,6 +135,8 @@ pub struct Metrics {
     writes: [[AtomicU64; 7]; 4],
     /// Requests to `/entries` refused for a missing or wrong token.
     pub unauthorized: AtomicU64,
+    /// Requests refused with 429: their client address failed authentication too often.
+    pub throttled: AtomicU64,
     /// Store commits (one per group of concurrent writes).
     pub commits: AtomicU64,
     /// Write requests that shared a commit with at least one other.
@@ -245,6 +247,12 @@ impl Metrics {
             "set_backend_unauthorized_total",
             "Requests refused for a missing or wrong token.",
             load(&self.unauthorized),
+        );
+        c(
+            &mut out,
+            "set_backend_throttled_total",
+            "Requests refused (429) from an address that failed authentication too often.",
+            load(&self.throttled),
         );
         c(
             &mut out,

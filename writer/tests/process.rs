@@ -163,7 +163,7 @@ async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
     let d = dir.path();
     let mut daemon = Daemon::spawn(
         d,
-        Some("tcp-token-0123456789"),
+        Some("tcp-token-0123456789abcdefghijklmn"),
         &["--listen", "127.0.0.1:0"],
         "tcp.log",
     );
@@ -186,9 +186,12 @@ async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(addr.ip().is_loopback());
-    let mut c = Connection::connect(&Endpoint::Tcp(addr), Some("tcp-token-0123456789".into()))
-        .await
-        .unwrap();
+    let mut c = Connection::connect(
+        &Endpoint::Tcp(addr),
+        Some("tcp-token-0123456789abcdefghijklmn".into()),
+    )
+    .await
+    .unwrap();
     let r = c
         .request(
             Method::POST,
@@ -198,9 +201,12 @@ async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
         .await
         .unwrap();
     assert_eq!(r.status, 201);
-    let mut s = Connection::connect(&daemon.endpoint, Some("tcp-token-0123456789".into()))
-        .await
-        .unwrap();
+    let mut s = Connection::connect(
+        &daemon.endpoint,
+        Some("tcp-token-0123456789abcdefghijklmn".into()),
+    )
+    .await
+    .unwrap();
     let r = s
         .request(Method::GET, "/entries/tcp.example.json", None)
         .await
@@ -211,7 +217,7 @@ async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
     std::fs::create_dir_all(&other).unwrap();
     let mut remote = Daemon::spawn(
         &other,
-        Some("tcp-token-0123456789"),
+        Some("tcp-token-0123456789abcdefghijklmn"),
         &["--listen", "0.0.0.0:0"],
         "remote.log",
     );
@@ -234,7 +240,7 @@ async fn socket_mode_and_group_are_applied() {
     let gid_arg = gid.to_string();
     let mut daemon = Daemon::spawn(
         d,
-        Some("mode-token-0123456789"),
+        Some("mode-token-0123456789abcdefghijklmn"),
         &["--socket-mode", "600", "--socket-group", &gid_arg],
         "mode.log",
     );
@@ -248,7 +254,7 @@ async fn socket_mode_and_group_are_applied() {
     std::fs::create_dir_all(&other).unwrap();
     let mut bad = Daemon::spawn(
         &other,
-        Some("mode-token-0123456789"),
+        Some("mode-token-0123456789abcdefghijklmn"),
         &["--socket-group", "no-such-group-here"],
         "bad.log",
     );
@@ -296,13 +302,18 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
     let b = dir.path().join("b");
     std::fs::create_dir_all(&a).unwrap();
     std::fs::create_dir_all(&b).unwrap();
-    let mut first = Daemon::spawn(&a, Some("token-token-token-1"), &[], "a.log");
+    let mut first = Daemon::spawn(
+        &a,
+        Some("token-token-token-1-0123456789abcdef"),
+        &[],
+        "a.log",
+    );
     first.ready().await;
 
     let table = a.join("table");
     let mut second = Daemon::spawn(
         &b,
-        Some("token-token-token-1"),
+        Some("token-token-token-1-0123456789abcdef"),
         &["--table", table.to_str().unwrap()],
         "b.log",
     );
@@ -317,7 +328,7 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
     let store = a.join("store.redb");
     let mut third = Daemon::spawn(
         &b,
-        Some("token-token-token-1"),
+        Some("token-token-token-1-0123456789abcdef"),
         &[
             "--store",
             store.to_str().unwrap(),
@@ -337,7 +348,7 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
     // And a second daemon on a live socket refuses to steal it.
     let mut fourth = Daemon::spawn(
         &a,
-        Some("token-token-token-1"),
+        Some("token-token-token-1-0123456789abcdef"),
         &[
             "--table",
             b.join("t3").to_str().unwrap(),
@@ -463,7 +474,7 @@ async fn crash_test_sigkill_loses_no_acknowledged_write() {
     let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let token = "crash-test-token-0123456789";
+    let token = "crash-test-token-0123456789abcdefgh";
     let mut models: Vec<Acked> = (0..WRITERS).map(|_| Acked::default()).collect();
     let start = Instant::now();
     let mut round = 0;

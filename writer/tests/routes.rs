@@ -6,6 +6,7 @@ mod common;
 use common::{table_entries, RouterHarness, ServerHarness, TOKEN};
 use hyper::Method;
 use serde_json::{json, Value};
+use set_backend_writer::throttle;
 use shm_layout::{Lookup, Table};
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -284,6 +285,57 @@ async fn every_entries_route_needs_the_token() {
         .text();
     // 42 refused /entries requests, and the /metrics one above.
     assert!(m.contains("set_backend_unauthorized_total 43"), "{m}");
+}
+
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_client_address() {
+    let h = RouterHarness::new();
+    let right = format!("Bearer {TOKEN}");
+    let wrong = format!("Bearer {TOKEN}x");
+    let get = |auth: &str, from: Option<&str>| {
+        let mut headers = vec![("authorization", auth.to_string())];
+        if let Some(a) = from {
+            headers.push(("x-forwarded-for", a.to_string()));
+        }
+        let h = &h;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            h.call(Method::GET, "/entries.json", &headers, "").await
+        }
+    };
+    for i in 0..throttle::BURST {
+        let r = get(&wrong, Some("192.0.2.1")).await;
+        assert_eq!(r.status, 401, "wrong token #{i}");
+    }
+    let r = get(&wrong, Some("192.0.2.1")).await;
+    assert_eq!(
+        (r.status, r.error_code().as_deref()),
+        (429, Some("too_many_requests"))
+    );
+    let r = get(&right, Some("192.0.2.1")).await;
+    assert_eq!(
+        r.status, 429,
+        "a throttled address's token is not looked at"
+    );
+    assert_eq!(
+        get(&right, Some("192.0.2.2")).await.status,
+        200,
+        "another address"
+    );
+    // nginx's X-Forwarded-For is one address; a client's own list ends with nginx's entry.
+    let r = get(&right, Some("203.0.113.9, 192.0.2.1")).await;
+    assert_eq!(r.status, 429, "the last address of X-Forwarded-For counts");
+    // A local process on the socket (no address) is not throttled.
+    for _ in 0..=throttle::BURST {
+        assert_eq!(get(&wrong, None).await.status, 401);
+    }
+    assert_eq!(get(&right, None).await.status, 200);
+    let m = h
+        .call(Method::GET, "/metrics", &[("authorization", &right)], "")
+        .await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert!(text.contains("set_backend_throttled_total 3"), "{text}");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use set_backend_writer::store::RedbStore;
 use set_backend_writer::{docs, engine, listen, Config};
 use shm_layout::WriterOptions;
 
-pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const TOKEN: &str = "test-token-0123456789abcdefghijklm";
 
 /// A router on a fresh store and table, without any listener.
 pub struct RouterHarness {
@@ -70,6 +70,7 @@ impl RouterHarness {
             docs_html: Arc::from(docs::html(Some("example.org")).as_str()),
             max_batch_bytes: 1024 * 1024,
             ip_backends_only: false,
+            throttle: Arc::default(),
         };
         tweak(&mut state);
         RouterHarness {
