@@ -18,10 +18,20 @@
 #             page, and an unhealthy health check
 #   README    the default form: port 80 published with -p, no API_TOKEN (the generated one,
 #             printed by `set-backend-init token`)
+#   HTTPS     with a certificate this script makes (openssl, a test CA; TLS_CERT, TLS_KEY,
+#             HTTPS_PORT): the API's create / list / get / delete over HTTPS (curl --cacert), a
+#             routed host over HTTPS and HTTP/2, TLS 1.2 with the intermediate ciphers and TLS 1.3;
+#             the API over plain HTTP refuses the token (403 https_required) and the writer
+#             never sees the request; healthy; a missing certificate stops the start
+#   API_ALLOW 127.0.0.1/32: 127.0.0.1 reaches the API, 127.0.0.2 (curl --interface) gets 403
+#             and nothing of its request reaches the writer's log; a bad CIDR stops the start
+#   throttle  a burst of wrong tokens from one address: 401 for the first AUTH_BURST, then 429
+#             (the API's JSON error, Retry-After); the right token works at once from another
+#             address, and from the throttled one a second later
 #
 # The container runs with --network host (so it reaches the upstream on the host's loopback)
-# and PORT set to a free port, except for the last check. Everything it starts (containers, volume, upstream) is removed
-# on exit. Environment: IMAGE (default localhost/set-backend:test), SKIP_BUILD=1 to test an
+# and PORT set to a free port, except for the README's form. Everything it starts (containers,
+# volume, upstream, the test certificate) is removed on exit. Environment: IMAGE (default localhost/set-backend:test), SKIP_BUILD=1 to test an
 # image already built, CONTAINER_ENGINE (see container/engine.sh), MAX_IMAGE_MB (40).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -43,7 +53,9 @@ NAME=sb-test-$$
 VOL=sb-test-data-$$
 DOMAIN=example.test
 API_HOST=api.$DOMAIN
-TOKEN=container-test-token-$$-$RANDOM$RANDOM
+TOKEN=$(openssl rand -hex 32)
+# The writer's budget of failed authentications per client address (writer/src/throttle.rs).
+AUTH_BURST=10
 WORK=$(mktemp -d)
 UPSTREAM_PID=""
 
@@ -51,6 +63,7 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 PORT=$(free_port)
+HTTPS_PORT=$(free_port)
 UPSTREAM_PORT=$(free_port)
 DEAD_PORT=$(free_port) # nothing listens there
 BASE=http://127.0.0.1:$PORT
@@ -95,6 +108,19 @@ req() {
   BODY=$(tr '\n' ' ' <"$WORK/body" 2>/dev/null || true)
 }
 api() { req "$API_HOST" "$@" -H "Authorization: Bearer $TOKEN"; }
+# The same over HTTPS, by name (SNI) on HTTPS_PORT, verified against the test CA; also sets
+# PROTO (curl's %{http_version}: 1.1 or 2).
+sreq() {
+  local host=$1 method=$2 path=$3
+  shift 3
+  curl -sS -o "$WORK/body" -w '%{http_code} %{http_version}' -X "$method" --cacert "$WORK/tls/ca.pem" \
+    --resolve "$host:$HTTPS_PORT:127.0.0.1" "$@" "https://$host:$HTTPS_PORT$path" \
+    >"$WORK/status" 2>"$WORK/curl.err" || echo "000 0" >"$WORK/status"
+  read -r STATUS PROTO <"$WORK/status" || true
+  BODY=$(tr '\n' ' ' <"$WORK/body" 2>/dev/null || true)
+  [ "$STATUS" != 000 ] || BODY="curl: $(cat "$WORK/curl.err")"
+}
+sapi() { sreq "$API_HOST" "$@" -H "Authorization: Bearer $TOKEN"; }
 expect() { # expect STATUS [substring-of-body] description
   local want=$1 sub=$2 what=$3
   [ "$STATUS" = "$want" ] || fail "$what: status $STATUS, expected $want; body: ${BODY:0:300}"
@@ -125,10 +151,20 @@ start_container() { # start_container [MODE]
     -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null
 }
 
+# The readiness probe: api.$DOMAIN/healthz over plain HTTP, or over HTTPS when READY_HTTPS=1.
+ready_probe() {
+  if [ -n "${READY_HTTPS:-}" ]; then
+    curl -s -o /dev/null -w '%{http_code}' --cacert "$WORK/tls/ca.pem" \
+      --resolve "$API_HOST:$HTTPS_PORT:127.0.0.1" "https://$API_HOST:$HTTPS_PORT/healthz"
+  else
+    curl -s -o /dev/null -w '%{http_code}' -H "Host: $API_HOST" "$BASE/healthz"
+  fi
+}
+
 wait_ready() {
   local i
   for i in $(seq 120); do
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $API_HOST" "$BASE/healthz")" = 200 ]; then
+    if [ "$(ready_probe)" = 200 ]; then
       ok "ready after $((i / 4)).$(((i % 4) * 25))s"
       return
     fi
@@ -400,5 +436,165 @@ expect 404 "There isn't a site here" "unknown host → the 404 page, through the
 eng stop "$NAME" >/dev/null
 [ "$(exit_code)" = 0 ] || fail "exit status $(exit_code) after docker stop"
 ok "stopped, exit status 0"
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS, API_ALLOW and the throttle of failed authentication (README, "HTTPS and who may use
+# the API"). The containers below run with --network host again, on PORT and HTTPS_PORT.
+BASE=http://127.0.0.1:$PORT
+TOKEN=$(openssl rand -hex 32)
+
+start_tls() { # start_tls [engine run options…]: with the test certificate
+  eng run -d --name "$NAME" --network host -e DOMAIN="$DOMAIN" -e API_TOKEN="$TOKEN" \
+    -e PORT="$PORT" -e TLS_CERT=/tls/cert.pem -e TLS_KEY=/tls/key.pem -e HTTPS_PORT="$HTTPS_PORT" \
+    -e RUST_LOG=info,tower_http=debug "$@" \
+    -v "$WORK/tls:/tls:ro" -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null
+}
+
+# The writer's request lines (tower_http, debug level) name the URI; nginx's access log lines
+# name it too, after the client address: this tells whether the writer saw a request.
+writer_saw() { grep -v '^[0-9a-f.:]* "' "$WORK/log" | grep -q "uri=$1"; }
+
+say "HTTPS: a test CA, and a certificate for $DOMAIN and *.$DOMAIN signed by it"
+mkdir -p "$WORK/tls"
+(
+  cd "$WORK/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+    -subj "/CN=set-backend test CA" -days 2 -out ca.pem
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem \
+    -subj "/CN=$DOMAIN" -out cert.csr
+  printf 'subjectAltName=DNS:%s,DNS:*.%s\n' "$DOMAIN" "$DOMAIN" >ext
+  openssl x509 -req -in cert.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile ext -out cert.pem
+  rm ca.key cert.csr ext
+) >"$WORK/openssl.log" 2>&1 || fail "openssl: $(cat "$WORK/openssl.log")"
+ok "ECDSA P-256 certificate for $DOMAIN, *.$DOMAIN"
+
+say "HTTPS on port $HTTPS_PORT (TLS_CERT, TLS_KEY, HTTPS_PORT), plain HTTP on $PORT"
+eng rm -f -v "$NAME" >/dev/null 2>&1
+start_tls
+READY_HTTPS=1 wait_ready
+sreq "$API_HOST" GET /
+expect 200 "entries.json" "GET / over HTTPS, certificate verified against the test CA"
+sapi POST /entries.json -H 'Content-Type: application/json' \
+  -d "{\"host\": \"www.$DOMAIN\", \"backend\": \"127.0.0.1:$UPSTREAM_PORT\"}"
+[[ "$STATUS" =~ ^20[01]$ ]] || fail "create over HTTPS: status $STATUS: $BODY"
+ok "create www.$DOMAIN → 127.0.0.1:$UPSTREAM_PORT over HTTPS ($STATUS)"
+sapi GET /entries.json
+expect 200 "www.$DOMAIN" "list over HTTPS"
+sapi GET "/entries/www.$DOMAIN.json"
+expect 200 "127.0.0.1:$UPSTREAM_PORT" "get over HTTPS"
+sreq "www.$DOMAIN" GET / --http2
+expect 200 "hello from the test upstream" "www.$DOMAIN over HTTPS → the upstream"
+[ "$PROTO" = 2 ] || fail "www.$DOMAIN over HTTPS: HTTP version $PROTO, expected 2 (curl --http2)"
+ok "www.$DOMAIN over HTTPS with HTTP/2 (ALPN h2)"
+req "www.$DOMAIN" GET /
+expect 200 "hello from the test upstream" "www.$DOMAIN over plain HTTP still (sites are not forced to HTTPS)"
+tls_hello() { # tls_hello OPENSSL-OPTIONS…: "protocol cipher" of a handshake, or "refused"
+  { openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "www.$DOMAIN" \
+    -CAfile "$WORK/tls/ca.pem" "$@" </dev/null 2>/dev/null || true; } |
+    awk '/^New, / {sub(",", "", $2); p = $2; c = $NF} END {print (c != "" && c != "(NONE)") ? p " " c : "refused"}'
+}
+h=$(tls_hello -tls1_2)
+[[ "$h" =~ ^TLSv1\.2\ ECDHE-ECDSA-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$ ]] ||
+  fail "TLS 1.2 handshake: $h"
+ok "TLS 1.2: $h"
+h=$(tls_hello -tls1_3)
+[[ "$h" == TLSv1.3\ TLS_* ]] || fail "TLS 1.3 handshake: $h"
+ok "TLS 1.3: $h"
+h=$(tls_hello -tls1_2 -cipher ECDHE-ECDSA-AES128-SHA)
+[ "$h" = refused ] || fail "a CBC cipher outside Mozilla's intermediate list was accepted: $h"
+ok "TLS 1.2 with ECDHE-ECDSA-AES128-SHA (CBC, not in the intermediate list): refused"
+
+marker=plain-$RANDOM$RANDOM
+api GET "/entries/$marker.$DOMAIN.json"
+expect 403 "https_required" "the API over plain HTTP refuses (the token would cross the network in clear)"
+api POST /entries.json -H 'Content-Type: application/json' \
+  -d "{\"host\": \"$marker.$DOMAIN\", \"backend\": \"127.0.0.1:$UPSTREAM_PORT\"}"
+expect 403 "https_required" "a write over plain HTTP is refused too"
+sapi GET /entries.json
+expect 200 "" "list over HTTPS"
+[[ "$BODY" != *"$marker"* ]] || fail "the plain-HTTP write was stored: $BODY"
+ok "nothing was written"
+"$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
+writer_saw "/entries/www.$DOMAIN.json" || fail "no writer log line for a request over HTTPS"
+if writer_saw "/entries/$marker.$DOMAIN.json" || grep -q "$marker.*HTTP/1.1\" [^4]" "$WORK/log"; then
+  fail "a plain-HTTP API request reached the writer"
+fi
+ok "the writer logged the HTTPS requests, and none of the plain-HTTP ones"
+if [ "$ENGINE" = podman ]; then
+  eng healthcheck run "$NAME" >"$WORK/health" 2>&1 || fail "podman healthcheck run with HTTPS: $(cat "$WORK/health")"
+  ok "healthy with HTTPS on"
+fi
+sapi DELETE "/entries/www.$DOMAIN.json"
+[[ "$STATUS" =~ ^20[04]$ ]] || fail "delete over HTTPS: status $STATUS: $BODY"
+ok "delete www.$DOMAIN over HTTPS ($STATUS)"
+sreq "www.$DOMAIN" GET /
+expect 404 "There isn't a site here" "deleted host over HTTPS → the 404 page"
+
+say "a missing certificate stops the start"
+eng rm -f -v "$NAME" >/dev/null 2>&1
+start_tls -e TLS_CERT=/tls/missing.pem
+wait_exited 15 || fail "the container still runs with TLS_CERT=/tls/missing.pem"
+[ "$(exit_code)" != 0 ] || fail "exit status 0 with a missing certificate"
+"$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
+grep -q 'set-backend-init: TLS_CERT=/tls/missing.pem' "$WORK/log" || fail "no clear error: $(tail -n 3 "$WORK/log")"
+ok "exit status $(exit_code): $(grep 'missing.pem' "$WORK/log" | head -n 1)"
+
+say "API_ALLOW=127.0.0.1/32,127.0.0.3 (and API_ALLOW_PLAIN_HTTP=1)"
+eng rm -f -v "$NAME" >/dev/null 2>&1
+start_tls -e API_ALLOW="127.0.0.1/32,127.0.0.3" -e API_ALLOW_PLAIN_HTTP=1
+READY_HTTPS=1 wait_ready
+api GET /entries.json
+expect 200 "" "from 127.0.0.1 over plain HTTP (API_ALLOW_PLAIN_HTTP=1): the API answers"
+marker=denied-$RANDOM$RANDOM
+api GET "/entries/$marker.$DOMAIN.json" --interface 127.0.0.2
+expect 403 '"forbidden"' "from 127.0.0.2 over plain HTTP: 403"
+sapi GET "/entries/$marker.$DOMAIN.json" --interface 127.0.0.2
+expect 403 '"forbidden"' "from 127.0.0.2 over HTTPS: 403"
+control=allowed-$RANDOM$RANDOM
+api GET "/entries/$control.$DOMAIN.json" --interface 127.0.0.3
+expect 404 "not_found" "from 127.0.0.3 (in the list): the writer answers"
+"$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
+grep -q "^127.0.0.2 \"$API_HOST\" \"GET /entries/$marker.$DOMAIN.json HTTP/[0-9.]*\" 403" "$WORK/log" ||
+  fail "no nginx access-log line for 127.0.0.2's 403"
+writer_saw "/entries/$control.$DOMAIN.json" || fail "the writer did not log the allowed request"
+if writer_saw "/entries/$marker"; then
+  fail "127.0.0.2's request reached the writer"
+fi
+ok "nginx logged 127.0.0.2's 403s; the writer saw nothing of them (and did see 127.0.0.3's)"
+
+say "a burst of wrong tokens: $AUTH_BURST × 401, then 429"
+# One curl, the requests one after the other on one connection: the burst takes milliseconds,
+# far less than the second that gives one attempt back.
+urls=()
+for _ in $(seq $((AUTH_BURST + 1))); do urls+=(-o /dev/null "$BASE/entries.json"); done
+codes=$(curl -sS -w '%{http_code} ' -H "Host: $API_HOST" -H "Authorization: Bearer wrong-$TOKEN" \
+  "${urls[@]}")
+want="$(printf '401 %.0s' $(seq "$AUTH_BURST"))429 "
+[ "$codes" = "$want" ] || fail "$((AUTH_BURST + 1)) wrong tokens: $codes, expected $want"
+ok "$AUTH_BURST wrong tokens: 401 each; the next one: 429"
+req "$API_HOST" GET /entries.json -H "Authorization: Bearer wrong-again-$TOKEN"
+expect 429 '"too_many_requests"' "another wrong token: throttled, in the API's JSON error shape"
+grep -qi '^retry-after' <(curl -sS -D - -o /dev/null -H "Host: $API_HOST" \
+  -H "Authorization: Bearer wrong-$TOKEN" "$BASE/entries.json") || fail "no Retry-After on the 429"
+api GET /entries.json
+expect 429 '"too_many_requests"' "the right token from the throttled address, at once: not even checked"
+api GET /entries.json --interface 127.0.0.3
+expect 200 "" "the right token from another address: at once"
+sleep 1.2
+api GET /entries.json
+expect 200 "" "the right token from the throttled address, a second later"
+eng rm -f -v "$NAME" >/dev/null 2>&1
+
+say "a bad API_ALLOW stops the start"
+eng run -d --name "$NAME" --network host -e DOMAIN="$DOMAIN" -e PORT="$PORT" \
+  -e API_ALLOW="10.0.0.0/33" -v "$VOL:/var/lib/set-backend" "$IMAGE" >/dev/null
+wait_exited 15 || fail "the container still runs with API_ALLOW=10.0.0.0/33"
+[ "$(exit_code)" != 0 ] || fail "exit status 0 with API_ALLOW=10.0.0.0/33"
+"$ENGINE" logs "$NAME" >"$WORK/log" 2>&1
+grep -q 'set-backend-init: API_ALLOW: "10.0.0.0/33" is not an address or CIDR block' "$WORK/log" ||
+  fail "no clear error: $(tail -n 3 "$WORK/log")"
+ok "exit status $(exit_code): $(grep -m1 'API_ALLOW' "$WORK/log")"
+eng rm -f -v "$NAME" >/dev/null 2>&1
 
 say "image $IMAGE: $size_mb MB"

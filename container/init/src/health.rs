@@ -47,15 +47,17 @@ fn http_get(port: u16, host: &str, path: &str) -> io::Result<(u16, String)> {
     Ok((status, body.trim().to_string()))
 }
 
-/// The HEALTHCHECK: nginx answers `api.$DOMAIN/healthz` with the writer's 200, and a lookup in
-/// nginx finds the table mapped (`hit` or `miss`, not `unavailable`).
+/// The HEALTHCHECK: nginx answers `/healthz` with the writer's 200, and a lookup in nginx
+/// finds the table mapped (`hit` or `miss`, not `unavailable`). Both through the health server
+/// of the template (loopback only), so that neither `API_ALLOW` nor HTTPS-only changes it.
 pub fn health() -> Result<u8, String> {
     let s = settings()?;
-    let api = format!("api.{}", s.domain);
-    match http_get(s.port, &api, "/healthz") {
+    match http_get(s.port, HEALTH_HOST, "/healthz") {
         Ok((200, _)) => {}
         Ok((code, body)) => {
-            return Err(format!("unhealthy: {api}/healthz answered {code}: {body}"))
+            return Err(format!(
+                "unhealthy: the writer's /healthz through nginx answered {code}: {body}"
+            ))
         }
         Err(e) => return Err(format!("unhealthy: nginx on port {}: {e}", s.port)),
     }

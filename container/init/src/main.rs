@@ -12,8 +12,11 @@
 //! 1. Read the environment: `DOMAIN` (required: the API is `api.$DOMAIN`), `PORT` (80),
 //!    `MODE` (`upstream`, the default, or `variable`: see container/route-*.conf),
 //!    `WORKER_PROCESSES` (`auto`), `RESOLVER` (default: the nameservers of /etc/resolv.conf,
-//!    for backends given by name in variable mode). `API_TOKEN` and `RUST_LOG` go to the
-//!    writer as they are.
+//!    for backends given by name in variable mode), `TLS_CERT`, `TLS_KEY` and `HTTPS_PORT`
+//!    (443) for HTTPS (both files are read now, so a missing one is an error here and not in
+//!    nginx's log), `API_ALLOW` (who may reach the API) and `API_ALLOW_PLAIN_HTTP` (with TLS,
+//!    the API refuses plain HTTP unless this is 1). `API_TOKEN` and `RUST_LOG` go to the
+//!    writer as they are (the writer refuses a weak token).
 //! 2. As root, set the ownership the security model needs: the data directory (the volume)
 //!    belongs to the writer's user, mode 0755, so the nginx workers can read the table (0644)
 //!    but write nothing; the socket directory belongs to the writer with nginx's group, mode
@@ -47,16 +50,19 @@
 //! # Layout
 //!
 //! - `main.rs`: the commands, the paths and users of the image, the start sequence.
-//! - [`settings`]: the environment, validated.
+//! - [`settings`]: the environment, validated; [`tls`] (HTTPS and its policy) and [`access`]
+//!   (`API_ALLOW`) are its parts with lines of their own in nginx.conf.
 //! - [`template`]: rendering `nginx.conf.template` (the template's test is beside it).
 //! - [`users`]: the users of /etc/passwd and the ownership of the volume and socket directory.
 //! - [`supervise`]: the children, the signals, reaping and stopping.
 //! - [`health`]: the probes: the writer's socket at start, and the HEALTHCHECK.
 
+mod access;
 mod health;
 mod settings;
 mod supervise;
 mod template;
+mod tls;
 mod users;
 
 use std::os::unix::process::CommandExt;
@@ -110,7 +116,8 @@ fn main() -> ExitCode {
                  Without arguments: the container's entry point (PID 1). Starts the set-backend \
                  writer and nginx,\nforwards SIGTERM/SIGINT/SIGHUP, exits non-zero if either \
                  dies. Environment: DOMAIN (required),\nPORT (80), MODE (upstream|variable), \
-                 WORKER_PROCESSES (auto), RESOLVER, API_TOKEN, RUST_LOG.\n\n\
+                 WORKER_PROCESSES (auto), RESOLVER, API_TOKEN, RUST_LOG,\nTLS_CERT and \
+                 TLS_KEY (HTTPS on HTTPS_PORT, 443), API_ALLOW, API_ALLOW_PLAIN_HTTP.\n\n\
                  health  exit 0 if nginx serves the API and has the table mapped\n\
                  token   print the API token"
             );
@@ -142,7 +149,7 @@ fn run() -> Result<u8, String> {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
 
-    let settings = settings()?;
+    let mut settings = settings()?;
     // SAFETY: geteuid cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err(format!(
@@ -155,6 +162,9 @@ fn run() -> Result<u8, String> {
     let nginx_user = user(NGINX_USER)?;
     own_data_dir(Path::new(DATA_DIR), writer_user).map_err(|e| format!("{DATA_DIR}: {e}"))?;
     own_socket_dir(writer_user, nginx_user.gid).map_err(|e| format!("{SOCKET_DIR}: {e}"))?;
+    if let Some(tls) = settings.tls.as_mut() {
+        tls.inspect()?;
+    }
     write_nginx_conf(&settings)?;
 
     log(&format!(
@@ -202,9 +212,21 @@ fn run() -> Result<u8, String> {
     }
 
     if children.stopping.is_none() {
+        let https = match &settings.tls {
+            Some(t) => format!(" and {} (HTTPS)", t.port),
+            None => String::new(),
+        };
+        let api = match (&settings.tls, settings.api_plain_http) {
+            (Some(_), false) => " over HTTPS only",
+            _ => "",
+        };
+        let allow = match settings.api_allow.as_slice() {
+            [] => String::new(),
+            list => format!(", from {} only", list.join(" ")),
+        };
         log(&format!(
-            "starting nginx on port {} in {} mode (api.{} -> the writer; other hosts -> \
-             the table)",
+            "starting nginx on port {}{https} in {} mode (api.{}{api}{allow} -> the writer; \
+             other hosts -> the table)",
             settings.port, settings.mode, settings.domain
         ));
         let mut nginx = Command::new(NGINX);

@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 
+use crate::access::parse_allow;
+use crate::tls::Tls;
+
 /// What the environment asks for, validated: every value ends up in nginx.conf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -17,6 +20,13 @@ pub struct Settings {
     pub worker_processes: String,
     /// The `resolver` line's arguments, if any (needed for backends given by name).
     pub resolver: Option<String>,
+    /// HTTPS on a second port, when `TLS_CERT` and `TLS_KEY` are given.
+    pub tls: Option<Tls>,
+    /// `API_ALLOW`: the addresses and blocks that may reach `api.$DOMAIN`; empty = all.
+    pub api_allow: Vec<String>,
+    /// `API_ALLOW_PLAIN_HTTP=1`: with TLS on, the API still answers over plain HTTP (a private
+    /// network). Without TLS the API is on plain HTTP anyway and this changes nothing.
+    pub api_plain_http: bool,
 }
 
 impl Settings {
@@ -62,12 +72,27 @@ impl Settings {
             }
             None => nameservers(resolv_conf),
         };
+        let tls = Tls::from_env(|k| get(k).map(str::to_string), port)?;
+        let api_allow = parse_allow(get("API_ALLOW").unwrap_or(""))?;
+        let api_plain_http = match get("API_ALLOW_PLAIN_HTTP") {
+            None | Some("0" | "false" | "no") => false,
+            Some("1" | "true" | "yes") => true,
+            Some(v) => {
+                return Err(format!(
+                    "API_ALLOW_PLAIN_HTTP={v:?}: expected 1 (the API also over plain HTTP, \
+                     for a private network) or 0"
+                ))
+            }
+        };
         Ok(Settings {
             domain,
             port,
             mode,
             worker_processes,
             resolver,
+            tls,
+            api_allow,
+            api_plain_http,
         })
     }
 }
@@ -90,6 +115,23 @@ fn parse_domain(input: &str) -> Result<String, String> {
         ));
     }
     Ok(d)
+}
+
+/// A file path that can go into nginx.conf as it is: absolute, without whitespace, quotes,
+/// `;`, braces, `#`, `$` or control characters.
+pub fn safe_path(name: &str, path: &str) -> Result<String, String> {
+    let bad = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, ';' | '{' | '}' | '#' | '$' | '"' | '\'' | '\\')
+    };
+    if !path.starts_with('/') || path.chars().any(bad) {
+        return Err(format!(
+            "{name}={path:?}: expected an absolute file path without spaces, quotes or any of \
+             ; {{ }} # $ \\"
+        ));
+    }
+    Ok(path.to_string())
 }
 
 /// The `nameserver` addresses of resolv.conf as a `resolver` argument (IPv6 in brackets).
@@ -137,6 +179,9 @@ pub mod tests {
                 mode: "upstream".into(),
                 worker_processes: "auto".into(),
                 resolver: None,
+                tls: None,
+                api_allow: vec![],
+                api_plain_http: false,
             }
         );
         let s = Settings::from_env(
@@ -149,6 +194,20 @@ pub mod tests {
         )
         .unwrap();
         assert_eq!((s.port, s.worker_processes.as_str()), (8080, "2"));
+        let s = Settings::from_env(
+            &env(&[
+                ("DOMAIN", "example.test"),
+                ("TLS_CERT", "/run/secrets/cert.pem"),
+                ("TLS_KEY", "/run/secrets/key.pem"),
+                ("API_ALLOW", "10.0.0.0/8 192.0.2.7"),
+                ("API_ALLOW_PLAIN_HTTP", "1"),
+            ]),
+            "",
+        )
+        .unwrap();
+        assert_eq!(s.tls.map(|t| t.port), Some(443));
+        assert_eq!(s.api_allow, ["10.0.0.0/8", "192.0.2.7"]);
+        assert!(s.api_plain_http);
 
         for bad in [
             vec![],
@@ -165,6 +224,9 @@ pub mod tests {
                 ("DOMAIN", "example.com"),
                 ("RESOLVER", "1.1.1.1; include /x"),
             ],
+            vec![("DOMAIN", "example.com"), ("API_ALLOW", "10.0.0.0/40")],
+            vec![("DOMAIN", "example.com"), ("API_ALLOW_PLAIN_HTTP", "maybe")],
+            vec![("DOMAIN", "example.com"), ("TLS_CERT", "/c.pem")],
         ] {
             assert!(Settings::from_env(&env(&bad), "").is_err(), "{bad:?}");
         }
