@@ -6,25 +6,37 @@
 //!
 //! - [`host`]: host normalization and backend validation, shared by the writer and the module.
 //! - `format`: the on-disk constants and header fields (documented in `docs/FORMAT.md`).
+//! - `value`: what a lookup hands out: [`Value`], [`Lookup`], [`Status`].
+//! - `record`: the record codec: a record's words, the slot word, the key compare and value copy.
+//! - `seqlock`: the protocol on the shared words: the reader's probe and consistent read, the
+//!   writer's record write and publication, and its loom model.
+//! - `sync`: the atomics (std's, or loom's) and the one relaxed little-endian load.
 //! - `raw`: the shared mapping and word-sized atomic access to it (unsafe: raw pointers).
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
-//! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the seqlock read side).
-//! - `writer`: [`TableWriter`], create / upsert / delete / grow (the seqlock write side).
+//! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the protocol's read side).
+//! - `writer`: [`TableWriter`], create / upsert / delete / grow (the protocol's write side).
 //! - [`testkit`] (feature `testkit`): for tests: hostile tables damaged by the format's
 //!   constants, the acknowledged-writes model, a seeded generator.
+//!
+//! Unsafe code is a compile error outside `raw` and `classify`.
 
 // A loom build compiles only the protocol, leaving the file-backed helpers unused.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
+#![deny(unsafe_code)]
 
 pub mod host;
 
+#[allow(unsafe_code)]
 mod classify;
 mod format;
+mod record;
 mod seqlock;
 mod sync;
+mod value;
 
 // The file-backed halves; a loom build (`--cfg loom`) checks only the protocol in `seqlock`.
 #[cfg(not(loom))]
+#[allow(unsafe_code)]
 mod raw;
 #[cfg(not(loom))]
 mod reader;
@@ -38,7 +50,7 @@ pub use format::{FORMAT_VERSION, MAGIC};
 pub use host::{Backend, BackendError, Host, HostError, MAX_BACKEND_LEN, MAX_HOST_LEN};
 #[cfg(not(loom))]
 pub use reader::{OpenError, Stats, Table, VerifyError};
-pub use seqlock::{Lookup, Status, Value};
+pub use value::{Lookup, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{TableWriter, Upserted, WriteError, WriterOptions};
 

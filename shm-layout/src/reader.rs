@@ -3,10 +3,10 @@
 use crate::format::*;
 use crate::host::{Backend, Host};
 use crate::raw::Mapping;
-use crate::seqlock::Needle;
-use crate::seqlock::{self, Geometry, Meta, Read};
-use crate::seqlock::{Lookup, Status, Value};
-use crate::sync::{load, AtomicU64};
+use crate::record::{Meta, Needle, Read};
+use crate::seqlock::{self, Geometry};
+use crate::sync::{load, word, AtomicU64};
+use crate::value::{Lookup, Status, Value};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -407,11 +407,6 @@ impl Table {
             Read::Retry => Err("record kept changing"),
         }
     }
-}
-
-/// One relaxed little-endian load.
-fn word(w: &AtomicU64) -> u64 {
-    u64::from_le(w.load(crate::sync::Ordering::Relaxed))
 }
 
 /// The header counters of a table's words.

@@ -1,5 +1,6 @@
 //! The read/write protocol on the shared words: how one writer publishes records and how any
-//! number of readers, in other processes, find and copy them without locks.
+//! number of readers, in other processes, find and copy them without locks. How a record's
+//! words encode a key and a value is `record`'s business; the answers are `value`'s types.
 //!
 //! The index is an open-addressing table of slot words (linear probing). A slot is empty (0),
 //! a tombstone (1), or `tag << 48 | record_offset / 8`. Records live in the arena; the first
@@ -32,295 +33,16 @@
 //! is bounded (`max_probe` slots, `MAX_ATTEMPTS` unstable reads), so whatever the file holds, a
 //! lookup ends with a hit, a miss, `Busy` or `Corrupt`.
 
-use crate::classify::{bad16, is_unix};
 use crate::format::*;
-use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
-use crate::sync::{fence, AtomicU64, Ordering};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use crate::host::MAX_HOST_LEN;
+use crate::record::{match_body, match_short, Needle, Read, WINDOW};
+use crate::sync::{fence, word, AtomicU64, Ordering};
+use crate::value::{Lookup, Status, Value};
 
 /// How many unstable reads a lookup tolerates before it answers `Busy`. A reader only sees an
 /// unstable record when the writer reused it during the read, so this is never reached in
 /// practice; it bounds the work a lookup does against a hostile or wedged file.
 pub(crate) const MAX_ATTEMPTS: u32 = 64;
-
-/// Bytes of the value buffer: the longest backend, rounded up to whole 16-byte blocks (the
-/// value check reads it 16 bytes at a time).
-pub(crate) const VALUE_BUF: usize = MAX_BACKEND_LEN.div_ceil(16) * 16;
-
-/// A backend copied out of the table: its text and, for IP literals, its parsed address.
-/// Fixed-size, so a lookup allocates nothing.
-#[derive(Clone)]
-pub struct Value {
-    len: u16,
-    addr_kind: u8,
-    port: u16,
-    ip: [u8; 16],
-    bytes: [u8; VALUE_BUF],
-}
-
-impl Value {
-    /// An empty buffer, to pass to `Table::lookup_into` again and again.
-    pub const fn empty() -> Value {
-        Value {
-            len: 0,
-            addr_kind: ADDR_NONE,
-            port: 0,
-            ip: [0; 16],
-            bytes: [0; VALUE_BUF],
-        }
-    }
-
-    /// The backend as stored (`10.0.0.7:3000`, `name:80`, `[::1]:8080`).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-
-    /// The backend as text; the writer only stores ASCII, so this is lossless for a valid file.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or("")
-    }
-
-    /// The pre-parsed socket address, when the backend is an IP literal.
-    pub fn addr(&self) -> Option<SocketAddr> {
-        match self.addr_kind {
-            ADDR_V4 => {
-                let ip = Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]);
-                Some(SocketAddr::new(IpAddr::V4(ip), self.port))
-            }
-            ADDR_V6 => Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(self.ip)),
-                self.port,
-            )),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Value {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Value")
-            .field("backend", &self.as_str())
-            .field("addr", &self.addr())
-            .finish()
-    }
-}
-
-impl PartialEq for Value {
-    fn eq(&self, other: &Value) -> bool {
-        self.as_bytes() == other.as_bytes() && self.addr() == other.addr()
-    }
-}
-
-/// The answer of a lookup. The value travels inline (no allocation on the request path).
-#[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)]
-pub enum Lookup {
-    Hit(Value),
-    Miss,
-    /// The record kept changing under the reader; try again later.
-    Busy,
-    /// A record the probe reached is stable but malformed: the file is damaged.
-    Corrupt,
-}
-
-/// What reading one record produced.
-#[derive(Clone, Copy)]
-pub(crate) enum Read {
-    /// A consistent copy; `true` when its key is the one looked for (value copied out).
-    Stable(bool),
-    /// Consistent but malformed: lengths out of range, or a value holding bytes no backend
-    /// has.
-    Corrupt,
-    /// Changed during the read: read the slot again.
-    Retry,
-}
-
-/// The lengths and address kind a record's meta word declares, checked against the format's
-/// limits: the one place that says which meta words are valid.
-#[derive(Clone, Copy)]
-pub(crate) struct Layout {
-    pub key_len: usize,
-    pub val_len: usize,
-    pub addr_kind: u8,
-    pub port: u16,
-    pub addr_words: usize,
-    pub key_words: usize,
-    pub val_words: usize,
-}
-
-impl Layout {
-    /// `None` if a length is 0 or over its limit, the address kind is unknown or the reserved
-    /// byte is not 0. The checks are combined into one branch: this runs on every hit.
-    #[inline(always)]
-    pub(crate) fn of(meta: u64) -> Option<Layout> {
-        let key_len = ((meta >> META_KEY_LEN_SHIFT) & 0xffff) as usize;
-        let val_len = ((meta >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
-        // The address kind and the reserved byte above it: the reserved byte must be 0 and
-        // the kind one of 0, 4, 6.
-        let kind = (meta >> META_ADDR_KIND_SHIFT) & 0xffff;
-        let known: u64 = 1 << ADDR_NONE | 1 << ADDR_V4 | 1 << ADDR_V6;
-        let bad = (key_len.wrapping_sub(1) >= MAX_HOST_LEN)
-            | (val_len.wrapping_sub(1) >= MAX_BACKEND_LEN)
-            | (kind > ADDR_V6 as u64)
-            | ((known >> (kind & 63)) & 1 == 0);
-        if bad {
-            return None;
-        }
-        Some(Layout {
-            key_len,
-            val_len,
-            addr_kind: kind as u8,
-            port: (meta >> META_PORT_SHIFT) as u16,
-            addr_words: addr_words(kind as u8),
-            key_words: words_for(key_len),
-            val_words: words_for(val_len),
-        })
-    }
-
-    /// Words after the fixed ones (seq, meta, hash): key, value, address.
-    #[inline(always)]
-    pub(crate) fn body_words(&self) -> usize {
-        self.addr_words + self.key_words + self.val_words
-    }
-}
-
-/// Where a record's parts lie, decoded and bounds-checked against the arena: what the writer
-/// and `verify` need (the lookup path uses [`Layout`] directly).
-pub(crate) struct Meta {
-    pub key_len: usize,
-    pub hash: u64,
-    /// Word index (in the arena) of the first key word.
-    pub key_at: usize,
-    /// Total words of the record, seq included.
-    pub words: usize,
-}
-
-impl Meta {
-    /// Decodes `meta` and `hash` of the record at word `rec` and checks that the whole record
-    /// fits in `arena_words` words. `None` if any field is out of range.
-    pub(crate) fn decode(rec: usize, meta: u64, hash: u64, arena_words: usize) -> Option<Meta> {
-        let l = Layout::of(meta)?;
-        let key_at = rec.checked_add(RECORD_FIXED_WORDS)?;
-        let end = key_at + l.body_words();
-        if end > arena_words {
-            return None;
-        }
-        Some(Meta {
-            key_len: l.key_len,
-            hash,
-            key_at,
-            words: end - rec,
-        })
-    }
-}
-
-/// The word holding bytes `8 * i .. 8 * i + 8` of `bytes`, zero-padded: how keys and values are
-/// laid out in a record.
-#[inline]
-pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
-    let start = (i * 8).min(bytes.len());
-    let end = (start + 8).min(bytes.len());
-    bytes[start..end]
-        .iter()
-        .rev()
-        .fold(0, |w, &b| w << 8 | b as u64)
-}
-
-/// Whether `words` hold exactly `key`, zero-padded. Out of line: inlined, its setup is hoisted
-/// into the probe loop and costs spilled registers on every lookup (`benches/instructions.sh`).
-#[inline(never)]
-fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
-    let (full, rest) = key.as_chunks::<8>();
-    if words.len() != words_for(key.len()) {
-        return false;
-    }
-    let mut diff = 0;
-    for (c, w) in full.iter().zip(words) {
-        diff |= u64::from_le_bytes(*c) ^ load(w);
-    }
-    if !rest.is_empty() {
-        // The last, partial word: the key's final 8 bytes shifted down when it has them.
-        let tail = match key.last_chunk::<8>() {
-            Some(last) => u64::from_le_bytes(*last) >> (64 - 8 * rest.len()),
-            None => chunk(rest, 0),
-        };
-        diff |= words.get(full.len()).map_or(1, |w| load(w) ^ tail);
-    }
-    diff == 0
-}
-
-#[inline]
-fn load(w: &AtomicU64) -> u64 {
-    u64::from_le(w.load(Ordering::Relaxed))
-}
-
-/// The key being looked up, with its zero-padded words when it is short enough for the
-/// straight-line read ([`read_short`]): computed once per lookup, not per probed record.
-pub(crate) struct Needle<'a> {
-    bytes: &'a [u8],
-    short: bool,
-    /// The key's words, zero-padded, and a mask per word: all ones for the key's own words,
-    /// zero past them (where a record holds its value).
-    words: [u64; SHORT_WORDS],
-    masks: [u64; SHORT_WORDS],
-    key_words: usize,
-}
-
-/// Keys and values of up to this many words are matched and copied without loops.
-const SHORT_WORDS: usize = 4;
-
-/// Words of a record the short read may touch, counted from its sequence word: the fixed
-/// words, a short key, a short value and two address words.
-const WINDOW: usize = RECORD_FIXED_WORDS + 2 * SHORT_WORDS + 2;
-const _: () = assert!(SHORT_WORDS * 8 <= VALUE_BUF);
-
-impl<'a> Needle<'a> {
-    #[inline(always)]
-    pub(crate) fn new(key: &'a [u8]) -> Needle<'a> {
-        let short = key.len() <= SHORT_WORDS * 8;
-        let key_words = words_for(key.len());
-        Needle {
-            bytes: key,
-            short,
-            words: if short {
-                short_words(key)
-            } else {
-                [0; SHORT_WORDS]
-            },
-            masks: std::array::from_fn(|i| if i < key_words { !0 } else { 0 }),
-            key_words,
-        }
-    }
-}
-
-/// The words of a key of at most 32 bytes, zero-padded, from at most four overlapping loads of
-/// the key (no copy through memory: a copy's overlapping stores would stall the loads that
-/// read the words back).
-#[inline(always)]
-fn short_words(key: &[u8]) -> [u64; SHORT_WORDS] {
-    debug_assert!(key.len() <= SHORT_WORDS * 8);
-    let n = key.len();
-    if let (Some(head), Some(last)) = (key.first_chunk::<16>(), key.last_chunk::<16>()) {
-        // Bytes 16.. are the last 16 shifted down past the ones the head already has.
-        let tail = u128::from_le_bytes(*last)
-            .checked_shr(8 * (32 - n) as u32)
-            .unwrap_or(0);
-        let head = u128::from_le_bytes(*head);
-        [
-            head as u64,
-            (head >> 64) as u64,
-            tail as u64,
-            (tail >> 64) as u64,
-        ]
-    } else if let (Some(head), Some(last)) = (key.first_chunk::<8>(), key.last_chunk::<8>()) {
-        let tail = u64::from_le_bytes(*last)
-            .checked_shr(8 * (16 - n) as u32)
-            .unwrap_or(0);
-        [u64::from_le_bytes(*head), tail, 0, 0]
-    } else {
-        [chunk(key, 0), 0, 0, 0]
-    }
-}
 
 /// Reads the record the slot word `w1` (already loaded from `slot`) points to, compares its
 /// key with `key` and, on a match, copies the value into `out`.
@@ -361,7 +83,7 @@ fn read_short(
     hash: u64,
     out: &mut Value,
 ) -> Read {
-    let at = |i: usize| load(&rec[i]);
+    let at = |i: usize| word(&rec[i]);
     fence(Ordering::Acquire);
     let s1 = at(0);
     fence(Ordering::Acquire);
@@ -377,71 +99,11 @@ fn read_short(
         Read::Stable(false)
     };
     fence(Ordering::Acquire);
-    if at(0) != s1 || load(slot) != w1 {
+    if at(0) != s1 || word(slot) != w1 {
         Read::Retry
     } else {
         outcome
     }
-}
-
-/// The key compare and value copy of [`read_short`]; `None` when the value is too long for it.
-#[inline(always)]
-fn match_short(
-    rec: &[AtomicU64; WINDOW],
-    meta: u64,
-    key: &Needle,
-    out: &mut Value,
-) -> Option<Read> {
-    // A value of 0 or more than the short bytes goes to the general read, which tells the
-    // long ones from the damaged ones.
-    if ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8 {
-        return None;
-    }
-    let Some(l) = Layout::of(meta) else {
-        return Some(Read::Corrupt);
-    };
-    if l.key_len != key.bytes.len() {
-        return Some(Read::Stable(false));
-    }
-    // The key and value lie at positions `key` alone gives (the record's key length is
-    // `key`'s), so their loads need not wait for the meta word; only the address follows the
-    // value. The fixed-count loads below stay inside the window, though they may run past a
-    // short record's end (those words are ignored: masked out of the key compare, past the
-    // value's length in the copy).
-    let mut diff = 0;
-    for (i, (word, mask)) in key.words.iter().zip(key.masks).enumerate() {
-        diff |= (load(&rec[RECORD_FIXED_WORDS + i]) ^ word) & mask;
-    }
-    if diff != 0 {
-        return Some(Read::Stable(false));
-    }
-    // The value's words and the address words after them, as one fixed-size slice.
-    let tail = rec
-        .get(RECORD_FIXED_WORDS + key.key_words..)?
-        .first_chunk::<{ SHORT_WORDS + 2 }>()?;
-    let word = |i: usize| load(&tail[i]);
-    let (lo, hi) = (word(0), word(1));
-    out.bytes[..8].copy_from_slice(&lo.to_le_bytes());
-    out.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
-    let mut bad = bad16(lo, hi, l.val_len);
-    if l.val_len > 16 {
-        let (lo, hi) = (word(2), word(3));
-        out.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
-        out.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
-        bad |= bad16(lo, hi, l.val_len - 16);
-    }
-    if bad != 0 || is_unix(lo, l.val_len) {
-        return Some(Read::Corrupt);
-    }
-    if let Some(addr) = tail.get(l.val_words..l.val_words + l.addr_words) {
-        for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
-            dst.copy_from_slice(&load(w).to_le_bytes());
-        }
-    }
-    out.len = l.val_len as u16;
-    out.addr_kind = l.addr_kind;
-    out.port = l.port;
-    Some(Read::Stable(true))
 }
 
 /// [`read_record`] for any key and record: the general form, with loops over the key and
@@ -460,18 +122,18 @@ fn read_any(
     let [seq, meta, stored_hash, body @ ..] = r else {
         return outside_the_arena(slot, w1);
     };
-    let s1 = load(seq);
+    let s1 = word(seq);
     fence(Ordering::Acquire);
     if s1 & 1 == 1 {
         return Read::Retry;
     }
-    let outcome = if load(stored_hash) == hash {
-        match_body(load(meta), body, key, out)
+    let outcome = if word(stored_hash) == hash {
+        match_body(word(meta), body, key, out)
     } else {
         Read::Stable(false)
     };
     fence(Ordering::Acquire);
-    if load(seq) != s1 || load(slot) != w1 {
+    if word(seq) != s1 || word(slot) != w1 {
         Read::Retry
     } else {
         outcome
@@ -481,64 +143,11 @@ fn read_any(
 /// A slot pointing past the arena: damage, unless the slot moved on meanwhile.
 #[cold]
 fn outside_the_arena(slot: &AtomicU64, w1: u64) -> Read {
-    if load(slot) == w1 {
+    if word(slot) == w1 {
         Read::Corrupt
     } else {
         Read::Retry
     }
-}
-
-/// Compares the key of a record whose fixed words carried `key`'s hash and `meta` (`body` is
-/// the arena from its first key word on) and, when it is `key`, copies the value and address
-/// into `out`, checking the value's bytes on the way.
-#[inline(always)]
-fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Read {
-    let Some(l) = Layout::of(meta) else {
-        return Read::Corrupt;
-    };
-    let Some(body) = body.get(..l.body_words()) else {
-        return Read::Corrupt;
-    };
-    if l.key_len != key.len() {
-        return Read::Stable(false);
-    }
-    let Some((key_words, rest)) = body.split_at_checked(l.key_words) else {
-        return Read::Corrupt;
-    };
-    let Some((value, addr)) = rest.split_at_checked(l.val_words) else {
-        return Read::Corrupt;
-    };
-    if !key_eq(key_words, key) {
-        return Read::Stable(false);
-    }
-    if !copy_value(value, l.val_len, &mut out.bytes) {
-        return Read::Corrupt;
-    }
-    for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
-        dst.copy_from_slice(&load(w).to_le_bytes());
-    }
-    out.len = l.val_len as u16;
-    out.addr_kind = l.addr_kind;
-    out.port = l.port;
-    Read::Stable(true)
-}
-
-/// Copies the `len`-byte value held in `words` into `out`, 16 bytes at a time, checking its
-/// bytes on the way: false if one is not a backend byte or the value starts with `unix:`.
-#[inline(always)]
-fn copy_value(words: &[AtomicU64], len: usize, out: &mut [u8; VALUE_BUF]) -> bool {
-    let mut bad = 0;
-    let mut left = len;
-    for (dst, pair) in out.chunks_exact_mut(16).zip(words.chunks(2)) {
-        let lo = pair.first().map_or(0, load);
-        let hi = pair.get(1).map_or(0, load);
-        dst[..8].copy_from_slice(&lo.to_le_bytes());
-        dst[8..].copy_from_slice(&hi.to_le_bytes());
-        bad |= bad16(lo, hi, left);
-        left = left.saturating_sub(16);
-    }
-    let first = out.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
-    bad == 0 && !is_unix(first, len)
 }
 
 /// The geometry of a validated table: what a lookup needs besides the words.
@@ -548,15 +157,6 @@ pub(crate) struct Geometry {
     /// Power of two; `index.len() == capacity`.
     pub capacity: usize,
     pub max_probe: usize,
-}
-
-/// The outcome of [`lookup_into`]: like [`Lookup`], with the value left in the caller's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Hit,
-    Miss,
-    Busy,
-    Corrupt,
 }
 
 /// Looks `key` up, copying a hit into `out`. Allocates nothing, makes no syscalls, and ends
@@ -596,15 +196,15 @@ fn probe(
     let mut probes = 1;
     let mut attempts = 0u32;
     loop {
-        let Some(word) = index.get(slot & mask) else {
+        let Some(entry) = index.get(slot & mask) else {
             return Status::Miss;
         };
-        let w = load(word);
+        let w = word(entry);
         if w == SLOT_EMPTY {
             return Status::Miss;
         }
         if w >> TAG_SHIFT == tag {
-            match read_record(word, w, arena, key, hash, out) {
+            match read_record(entry, w, arena, key, hash, out) {
                 Read::Stable(true) => return Status::Hit,
                 Read::Stable(false) => {}
                 Read::Corrupt => return Status::Corrupt,
@@ -643,7 +243,7 @@ pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key
 pub(crate) fn write_record(arena: &[AtomicU64], rec: usize, data: &[u64]) {
     let seq = &arena[rec];
     // The writer is the only one storing this word, so its own relaxed load is exact.
-    let s = load(seq) & !1;
+    let s = word(seq) & !1;
     seq.store((s + 1).to_le(), Ordering::Relaxed);
     fence(Ordering::Release);
     for (i, &w) in data.iter().enumerate() {
@@ -657,68 +257,12 @@ pub(crate) fn publish(index: &[AtomicU64], slot: usize, word: u64) {
     index[slot].store(word.to_le(), Ordering::Release);
 }
 
-/// The slot word for a record at arena word `rec` with key hash `hash`.
-pub(crate) fn slot_word(hash: u64, rec: usize) -> u64 {
-    (tag_of(hash) << TAG_SHIFT) | (rec as u64 & SLOT_OFFSET_MASK)
-}
-
-/// Encodes a record's words after the sequence number: meta, hash, key, value, address.
-pub(crate) fn encode(
-    buf: &mut Vec<u64>,
-    hash: u64,
-    key: &[u8],
-    value: &[u8],
-    addr: Option<SocketAddr>,
-) {
-    buf.clear();
-    let (kind, port, ip): (u8, u16, [u8; 16]) = match addr {
-        Some(SocketAddr::V4(a)) => {
-            let mut ip = [0u8; 16];
-            ip[..4].copy_from_slice(&a.ip().octets());
-            (ADDR_V4, a.port(), ip)
-        }
-        Some(SocketAddr::V6(a)) => (ADDR_V6, a.port(), a.ip().octets()),
-        None => (ADDR_NONE, 0, [0; 16]),
-    };
-    let meta = (key.len() as u64) << META_KEY_LEN_SHIFT
-        | (value.len() as u64) << META_VAL_LEN_SHIFT
-        | (kind as u64) << META_ADDR_KIND_SHIFT
-        | (port as u64) << META_PORT_SHIFT;
-    buf.push(meta);
-    buf.push(hash);
-    for i in 0..words_for(key.len()) {
-        buf.push(chunk(key, i));
-    }
-    for i in 0..words_for(value.len()) {
-        buf.push(chunk(value, i));
-    }
-    for i in 0..addr_words(kind) {
-        buf.push(chunk(&ip, i));
-    }
-}
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_words_are_the_padded_chunks() {
-        let bytes: Vec<u8> = (1..=32).collect();
-        for n in 0..=32 {
-            let key = &bytes[..n];
-            let want: [u64; SHORT_WORDS] = std::array::from_fn(|i| chunk(key, i));
-            assert_eq!(short_words(key), want, "{n} bytes");
-        }
-    }
-
-    #[test]
-    fn chunk_pads_with_zeroes() {
-        assert_eq!(chunk(b"abc", 0), u64::from_le_bytes(*b"abc\0\0\0\0\0"));
-        assert_eq!(
-            chunk(b"abcdefghij", 1),
-            u64::from_le_bytes(*b"ij\0\0\0\0\0\0")
-        );
-    }
+    use crate::host::MAX_BACKEND_LEN;
+    use crate::record::{chunk, encode, slot_word};
+    use std::net::SocketAddr;
 
     /// Looks `key` up in a one-slot table holding only the record `data` (words after the
     /// sequence number), followed by `spare` words of garbage.
@@ -814,16 +358,6 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn meta_decode_rejects_out_of_bounds() {
-        let meta = 10u64 | 12 << 16;
-        assert!(Meta::decode(0, meta, 0, 3 + 2 + 2).is_some());
-        assert!(Meta::decode(0, meta, 0, 3 + 2 + 1).is_none());
-        assert!(Meta::decode(usize::MAX - 1, meta, 0, usize::MAX).is_none());
-        assert!(Meta::decode(0, 0, 0, 100).is_none());
-        assert!(Meta::decode(0, meta | 9 << 32, 0, 100).is_none());
-    }
 }
 
 /// Model checks of the protocol with loom: `RUSTFLAGS="--cfg loom" cargo test -p shm-layout
@@ -831,6 +365,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::record::{encode, slot_word};
     use loom::sync::Arc;
 
     const K: (u64, u64) = (7, 11);
@@ -861,7 +396,7 @@ mod loom_tests {
         (0..CAP)
             .map(|i| (home + i) & (CAP - 1))
             .find(|&s| {
-                let w = load(&index[s]);
+                let w = word(&index[s]);
                 w == SLOT_EMPTY || w >> TAG_SHIFT == tag_of(hash)
             })
             .unwrap()

@@ -3,7 +3,7 @@
 //! A table is built complete in `<path>.<generation>.tmp`, flushed, and renamed over `<path>`;
 //! only then is the previous file marked `superseded`, which tells every reader to map the path
 //! again. After that, upserts and deletes change the published file in place, one record and
-//! one slot word at a time (see `seqlock`). When the index gets too full, a probe chain too
+//! one slot word at a time (see `seqlock`; records are encoded by `record`). When the index gets too full, a probe chain too
 //! long, or the arena runs out, the writer builds the next generation the same way. A published
 //! file is never truncated or shrunk: readers would die of SIGBUS.
 //!
@@ -14,8 +14,10 @@ use crate::format::*;
 use crate::host::{Backend, Host};
 use crate::raw::Mapping;
 use crate::reader::{stats_of, Stats, Table};
-use crate::seqlock::{self, Geometry, Lookup, Meta};
-use crate::sync::{load, store, AtomicU64, Ordering};
+use crate::record::{self, Meta};
+use crate::seqlock::{self, Geometry};
+use crate::sync::{load, store, word, AtomicU64, Ordering};
+use crate::value::Lookup;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -111,10 +113,10 @@ impl Layout {
         &self.words()[self.arena_at..self.arena_at + self.arena_words]
     }
     fn slot(&self, i: usize) -> u64 {
-        u64::from_le(self.index()[i].load(Ordering::Relaxed))
+        word(&self.index()[i])
     }
     fn arena_word(&self, i: usize) -> u64 {
-        u64::from_le(self.arena()[i].load(Ordering::Relaxed))
+        word(&self.arena()[i])
     }
     /// The decoded header of the record at arena word `rec` (the writer's own data).
     fn meta(&self, rec: usize) -> Meta {
@@ -356,7 +358,7 @@ impl TableWriter {
         let key = host.as_str().as_bytes();
         let hash = self.t.geo.hash.of(key);
         let mut buf = std::mem::take(&mut self.buf);
-        seqlock::encode(
+        record::encode(
             &mut buf,
             hash,
             key,
@@ -389,7 +391,7 @@ impl TableWriter {
                         continue;
                     };
                     seqlock::write_record(self.t.arena(), new, data);
-                    seqlock::publish(self.t.index(), slot, seqlock::slot_word(hash, new));
+                    seqlock::publish(self.t.index(), slot, record::slot_word(hash, new));
                     self.release(rec, old.words);
                     self.sync_counters();
                     return Ok(Upserted::Updated);
@@ -408,7 +410,7 @@ impl TableWriter {
                         continue;
                     };
                     seqlock::write_record(self.t.arena(), new, data);
-                    seqlock::publish(self.t.index(), slot, seqlock::slot_word(hash, new));
+                    seqlock::publish(self.t.index(), slot, record::slot_word(hash, new));
                     self.entries += 1;
                     if reuses_tombstone {
                         self.tombstones -= 1;
@@ -502,7 +504,7 @@ impl TableWriter {
                 if m.hash == hash
                     && m.key_len == key.len()
                     && (0..words_for(key.len()))
-                        .all(|i| self.t.arena_word(m.key_at + i) == seqlock::chunk(key, i))
+                        .all(|i| self.t.arena_word(m.key_at + i) == record::chunk(key, i))
                 {
                     return Probe::Found { slot, rec };
                 }
@@ -619,7 +621,7 @@ impl TableWriter {
             data.clear();
             data.extend((1..m.words).map(|i| self.t.arena_word(rec + i)));
             seqlock::write_record(next.arena(), bump, &data);
-            seqlock::publish(next.index(), slot, seqlock::slot_word(m.hash, bump));
+            seqlock::publish(next.index(), slot, record::slot_word(m.hash, bump));
             bump += m.words;
         }
         Some(bump)

@@ -1,0 +1,393 @@
+//! The record codec: how a record's words hold a key, a value and its parsed address
+//! (`docs/FORMAT.md`, "Records"), the slot word that points at one, and the decoding shared by
+//! the reader and the writer. Plain functions of words already loaded or to be stored; the
+//! fences and retries around them are the protocol's (`seqlock`).
+
+use crate::classify::{bad16, is_unix};
+use crate::format::*;
+use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
+use crate::sync::{word, AtomicU64};
+use crate::value::{Value, VALUE_BUF};
+use std::net::SocketAddr;
+
+/// What reading one record produced: the codec decides the first two, the protocol the last.
+#[derive(Clone, Copy)]
+pub(crate) enum Read {
+    /// A consistent copy; `true` when its key is the one looked for (value copied out).
+    Stable(bool),
+    /// Consistent but malformed: lengths out of range, or a value holding bytes no backend
+    /// has.
+    Corrupt,
+    /// Changed during the read: read the slot again.
+    Retry,
+}
+
+/// The lengths and address kind a record's meta word declares, checked against the format's
+/// limits: the one place that says which meta words are valid.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    pub key_len: usize,
+    pub val_len: usize,
+    pub addr_kind: u8,
+    pub port: u16,
+    pub addr_words: usize,
+    pub key_words: usize,
+    pub val_words: usize,
+}
+
+impl Shape {
+    /// `None` if a length is 0 or over its limit, the address kind is unknown or the reserved
+    /// byte is not 0. The checks are combined into one branch: this runs on every hit.
+    #[inline(always)]
+    pub(crate) fn of(meta: u64) -> Option<Shape> {
+        let key_len = ((meta >> META_KEY_LEN_SHIFT) & 0xffff) as usize;
+        let val_len = ((meta >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
+        // The address kind and the reserved byte above it: the reserved byte must be 0 and
+        // the kind one of 0, 4, 6.
+        let kind = (meta >> META_ADDR_KIND_SHIFT) & 0xffff;
+        let known: u64 = 1 << ADDR_NONE | 1 << ADDR_V4 | 1 << ADDR_V6;
+        let bad = (key_len.wrapping_sub(1) >= MAX_HOST_LEN)
+            | (val_len.wrapping_sub(1) >= MAX_BACKEND_LEN)
+            | (kind > ADDR_V6 as u64)
+            | ((known >> (kind & 63)) & 1 == 0);
+        if bad {
+            return None;
+        }
+        Some(Shape {
+            key_len,
+            val_len,
+            addr_kind: kind as u8,
+            port: (meta >> META_PORT_SHIFT) as u16,
+            addr_words: addr_words(kind as u8),
+            key_words: words_for(key_len),
+            val_words: words_for(val_len),
+        })
+    }
+
+    /// Words after the fixed ones (seq, meta, hash): key, value, address.
+    #[inline(always)]
+    pub(crate) fn body_words(&self) -> usize {
+        self.addr_words + self.key_words + self.val_words
+    }
+}
+
+/// Where a record's parts lie, decoded and bounds-checked against the arena: what the writer
+/// and `verify` need (the lookup path uses [`Shape`] directly).
+pub(crate) struct Meta {
+    pub key_len: usize,
+    pub hash: u64,
+    /// Word index (in the arena) of the first key word.
+    pub key_at: usize,
+    /// Total words of the record, seq included.
+    pub words: usize,
+}
+
+impl Meta {
+    /// Decodes `meta` and `hash` of the record at word `rec` and checks that the whole record
+    /// fits in `arena_words` words. `None` if any field is out of range.
+    pub(crate) fn decode(rec: usize, meta: u64, hash: u64, arena_words: usize) -> Option<Meta> {
+        let l = Shape::of(meta)?;
+        let key_at = rec.checked_add(RECORD_FIXED_WORDS)?;
+        let end = key_at + l.body_words();
+        if end > arena_words {
+            return None;
+        }
+        Some(Meta {
+            key_len: l.key_len,
+            hash,
+            key_at,
+            words: end - rec,
+        })
+    }
+}
+
+/// The word holding bytes `8 * i .. 8 * i + 8` of `bytes`, zero-padded: how keys and values are
+/// laid out in a record.
+#[inline]
+pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
+    let start = (i * 8).min(bytes.len());
+    let end = (start + 8).min(bytes.len());
+    bytes[start..end]
+        .iter()
+        .rev()
+        .fold(0, |w, &b| w << 8 | b as u64)
+}
+
+/// Encodes a record's words after the sequence number: meta, hash, key, value, address.
+pub(crate) fn encode(
+    buf: &mut Vec<u64>,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    addr: Option<SocketAddr>,
+) {
+    buf.clear();
+    let (kind, port, ip): (u8, u16, [u8; 16]) = match addr {
+        Some(SocketAddr::V4(a)) => {
+            let mut ip = [0u8; 16];
+            ip[..4].copy_from_slice(&a.ip().octets());
+            (ADDR_V4, a.port(), ip)
+        }
+        Some(SocketAddr::V6(a)) => (ADDR_V6, a.port(), a.ip().octets()),
+        None => (ADDR_NONE, 0, [0; 16]),
+    };
+    let meta = (key.len() as u64) << META_KEY_LEN_SHIFT
+        | (value.len() as u64) << META_VAL_LEN_SHIFT
+        | (kind as u64) << META_ADDR_KIND_SHIFT
+        | (port as u64) << META_PORT_SHIFT;
+    buf.push(meta);
+    buf.push(hash);
+    for i in 0..words_for(key.len()) {
+        buf.push(chunk(key, i));
+    }
+    for i in 0..words_for(value.len()) {
+        buf.push(chunk(value, i));
+    }
+    for i in 0..addr_words(kind) {
+        buf.push(chunk(&ip, i));
+    }
+}
+
+/// The slot word for a record at arena word `rec` with key hash `hash`.
+pub(crate) fn slot_word(hash: u64, rec: usize) -> u64 {
+    (tag_of(hash) << TAG_SHIFT) | (rec as u64 & SLOT_OFFSET_MASK)
+}
+
+/// Whether `words` hold exactly `key`, zero-padded. Out of line: inlined, its setup is hoisted
+/// into the probe loop and costs spilled registers on every lookup (`benches/instructions.sh`).
+#[inline(never)]
+fn key_eq(words: &[AtomicU64], key: &[u8]) -> bool {
+    let (full, rest) = key.as_chunks::<8>();
+    if words.len() != words_for(key.len()) {
+        return false;
+    }
+    let mut diff = 0;
+    for (c, w) in full.iter().zip(words) {
+        diff |= u64::from_le_bytes(*c) ^ word(w);
+    }
+    if !rest.is_empty() {
+        // The last, partial word: the key's final 8 bytes shifted down when it has them.
+        let tail = match key.last_chunk::<8>() {
+            Some(last) => u64::from_le_bytes(*last) >> (64 - 8 * rest.len()),
+            None => chunk(rest, 0),
+        };
+        diff |= words.get(full.len()).map_or(1, |w| word(w) ^ tail);
+    }
+    diff == 0
+}
+
+/// The key being looked up, with its zero-padded words when it is short enough for the
+/// straight-line read (`seqlock::read_short`): computed once per lookup, not per probed record.
+pub(crate) struct Needle<'a> {
+    pub(crate) bytes: &'a [u8],
+    /// Short enough for the straight-line read.
+    pub(crate) short: bool,
+    /// The key's words, zero-padded, and a mask per word: all ones for the key's own words,
+    /// zero past them (where a record holds its value).
+    words: [u64; SHORT_WORDS],
+    masks: [u64; SHORT_WORDS],
+    key_words: usize,
+}
+
+/// Keys and values of up to this many words are matched and copied without loops.
+pub(crate) const SHORT_WORDS: usize = 4;
+
+/// Words of a record the short read may touch, counted from its sequence word: the fixed
+/// words, a short key, a short value and two address words.
+pub(crate) const WINDOW: usize = RECORD_FIXED_WORDS + 2 * SHORT_WORDS + 2;
+const _: () = assert!(SHORT_WORDS * 8 <= VALUE_BUF);
+
+impl<'a> Needle<'a> {
+    #[inline(always)]
+    pub(crate) fn new(key: &'a [u8]) -> Needle<'a> {
+        let short = key.len() <= SHORT_WORDS * 8;
+        let key_words = words_for(key.len());
+        Needle {
+            bytes: key,
+            short,
+            words: if short {
+                short_words(key)
+            } else {
+                [0; SHORT_WORDS]
+            },
+            masks: std::array::from_fn(|i| if i < key_words { !0 } else { 0 }),
+            key_words,
+        }
+    }
+}
+
+/// The words of a key of at most 32 bytes, zero-padded, from at most four overlapping loads of
+/// the key (no copy through memory: a copy's overlapping stores would stall the loads that
+/// read the words back).
+#[inline(always)]
+fn short_words(key: &[u8]) -> [u64; SHORT_WORDS] {
+    debug_assert!(key.len() <= SHORT_WORDS * 8);
+    let n = key.len();
+    if let (Some(head), Some(last)) = (key.first_chunk::<16>(), key.last_chunk::<16>()) {
+        // Bytes 16.. are the last 16 shifted down past the ones the head already has.
+        let tail = u128::from_le_bytes(*last)
+            .checked_shr(8 * (32 - n) as u32)
+            .unwrap_or(0);
+        let head = u128::from_le_bytes(*head);
+        [
+            head as u64,
+            (head >> 64) as u64,
+            tail as u64,
+            (tail >> 64) as u64,
+        ]
+    } else if let (Some(head), Some(last)) = (key.first_chunk::<8>(), key.last_chunk::<8>()) {
+        let tail = u64::from_le_bytes(*last)
+            .checked_shr(8 * (16 - n) as u32)
+            .unwrap_or(0);
+        [u64::from_le_bytes(*head), tail, 0, 0]
+    } else {
+        [chunk(key, 0), 0, 0, 0]
+    }
+}
+
+/// The key compare and value copy of `seqlock::read_short`; `None` when the value is too long for it.
+#[inline(always)]
+pub(crate) fn match_short(
+    rec: &[AtomicU64; WINDOW],
+    meta: u64,
+    key: &Needle,
+    out: &mut Value,
+) -> Option<Read> {
+    // A value of 0 or more than the short bytes goes to the general read, which tells the
+    // long ones from the damaged ones.
+    if ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8 {
+        return None;
+    }
+    let Some(l) = Shape::of(meta) else {
+        return Some(Read::Corrupt);
+    };
+    if l.key_len != key.bytes.len() {
+        return Some(Read::Stable(false));
+    }
+    // The key and value lie at positions `key` alone gives (the record's key length is
+    // `key`'s), so their loads need not wait for the meta word; only the address follows the
+    // value. The fixed-count loads below stay inside the window, though they may run past a
+    // short record's end (those words are ignored: masked out of the key compare, past the
+    // value's length in the copy).
+    let mut diff = 0;
+    for (i, (want, mask)) in key.words.iter().zip(key.masks).enumerate() {
+        diff |= (word(&rec[RECORD_FIXED_WORDS + i]) ^ want) & mask;
+    }
+    if diff != 0 {
+        return Some(Read::Stable(false));
+    }
+    // The value's words and the address words after them, as one fixed-size slice.
+    let tail = rec
+        .get(RECORD_FIXED_WORDS + key.key_words..)?
+        .first_chunk::<{ SHORT_WORDS + 2 }>()?;
+    let at = |i: usize| word(&tail[i]);
+    let (lo, hi) = (at(0), at(1));
+    out.bytes[..8].copy_from_slice(&lo.to_le_bytes());
+    out.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
+    let mut bad = bad16(lo, hi, l.val_len);
+    if l.val_len > 16 {
+        let (lo, hi) = (at(2), at(3));
+        out.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
+        out.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
+        bad |= bad16(lo, hi, l.val_len - 16);
+    }
+    if bad != 0 || is_unix(lo, l.val_len) {
+        return Some(Read::Corrupt);
+    }
+    if let Some(addr) = tail.get(l.val_words..l.val_words + l.addr_words) {
+        for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
+            dst.copy_from_slice(&word(w).to_le_bytes());
+        }
+    }
+    out.len = l.val_len as u16;
+    out.addr_kind = l.addr_kind;
+    out.port = l.port;
+    Some(Read::Stable(true))
+}
+
+/// Compares the key of a record whose fixed words carried `key`'s hash and `meta` (`body` is
+/// the arena from its first key word on) and, when it is `key`, copies the value and address
+/// into `out`, checking the value's bytes on the way.
+#[inline(always)]
+pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Value) -> Read {
+    let Some(l) = Shape::of(meta) else {
+        return Read::Corrupt;
+    };
+    let Some(body) = body.get(..l.body_words()) else {
+        return Read::Corrupt;
+    };
+    if l.key_len != key.len() {
+        return Read::Stable(false);
+    }
+    let Some((key_words, rest)) = body.split_at_checked(l.key_words) else {
+        return Read::Corrupt;
+    };
+    let Some((value, addr)) = rest.split_at_checked(l.val_words) else {
+        return Read::Corrupt;
+    };
+    if !key_eq(key_words, key) {
+        return Read::Stable(false);
+    }
+    if !copy_value(value, l.val_len, &mut out.bytes) {
+        return Read::Corrupt;
+    }
+    for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
+        dst.copy_from_slice(&word(w).to_le_bytes());
+    }
+    out.len = l.val_len as u16;
+    out.addr_kind = l.addr_kind;
+    out.port = l.port;
+    Read::Stable(true)
+}
+
+/// Copies the `len`-byte value held in `words` into `out`, 16 bytes at a time, checking its
+/// bytes on the way: false if one is not a backend byte or the value starts with `unix:`.
+#[inline(always)]
+fn copy_value(words: &[AtomicU64], len: usize, out: &mut [u8; VALUE_BUF]) -> bool {
+    let mut bad = 0;
+    let mut left = len;
+    for (dst, pair) in out.chunks_exact_mut(16).zip(words.chunks(2)) {
+        let lo = pair.first().map_or(0, word);
+        let hi = pair.get(1).map_or(0, word);
+        dst[..8].copy_from_slice(&lo.to_le_bytes());
+        dst[8..].copy_from_slice(&hi.to_le_bytes());
+        bad |= bad16(lo, hi, left);
+        left = left.saturating_sub(16);
+    }
+    let first = out.first_chunk::<8>().map_or(0, |b| u64::from_le_bytes(*b));
+    bad == 0 && !is_unix(first, len)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_words_are_the_padded_chunks() {
+        let bytes: Vec<u8> = (1..=32).collect();
+        for n in 0..=32 {
+            let key = &bytes[..n];
+            let want: [u64; SHORT_WORDS] = std::array::from_fn(|i| chunk(key, i));
+            assert_eq!(short_words(key), want, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn chunk_pads_with_zeroes() {
+        assert_eq!(chunk(b"abc", 0), u64::from_le_bytes(*b"abc\0\0\0\0\0"));
+        assert_eq!(
+            chunk(b"abcdefghij", 1),
+            u64::from_le_bytes(*b"ij\0\0\0\0\0\0")
+        );
+    }
+
+    #[test]
+    fn meta_decode_rejects_out_of_bounds() {
+        let meta = 10u64 | 12 << 16;
+        assert!(Meta::decode(0, meta, 0, 3 + 2 + 2).is_some());
+        assert!(Meta::decode(0, meta, 0, 3 + 2 + 1).is_none());
+        assert!(Meta::decode(usize::MAX - 1, meta, 0, usize::MAX).is_none());
+        assert!(Meta::decode(0, 0, 0, 100).is_none());
+        assert!(Meta::decode(0, meta | 9 << 32, 0, 100).is_none());
+    }
+}
