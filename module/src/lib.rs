@@ -8,15 +8,19 @@
 //!   the module context, the module, then the configuration-time handlers and the process hooks.
 //! - `worker`: the per-worker table handle (mapped in `init_process`, remapped once per new
 //!   generation, retried on a timer). Any request-time handler looks hosts up through it.
-//! - `request`: the request-time half: the per-request lookup result, the variables and the
-//!   precontent phase handler that answers misses and an unavailable table.
+//! - `ctx`: the per-request context (nginx's `*_ctx_t`): the lookup of the request's host, made
+//!   once per request, and where it applies (`set_backend`, or a location passing to an upstream
+//!   with `set_backend_peer`). `request` and `peer` both depend on it, not on each other.
+//! - `request`: the request-time half: the variables and the precontent phase handler that
+//!   answers misses and an unavailable table.
 //! - `peer`: upstream mode: the balancer hooks (`init_upstream`, `peer.init`, `peer.get`,
-//!   `peer.free`) and the test that tells the precontent handler a location uses it.
+//!   `peer.free`).
 //! - `pages`: the built-in error pages (the files of `html/`, compiled in).
 //!
 //! Every `extern "C"` entry point runs its body inside [`guard`], so a panic never unwinds into
 //! nginx.
 
+mod ctx;
 mod pages;
 mod peer;
 mod request;
@@ -61,8 +65,8 @@ pub struct MainConf {
     /// True once an `upstream {}` block has `set_backend_peer`: only then does the precontent
     /// handler look for locations that pass requests to one.
     pub(crate) peer_used: bool,
-    /// `ctx_index` of the loaded modules of `peer::PASS_MODULES` (postconfiguration).
-    pub(crate) pass_modules: [ngx_uint_t; peer::PASS_MODULES.len()],
+    /// `ctx_index` of the loaded modules of `ctx::PASS_MODULES` (postconfiguration).
+    pub(crate) pass_modules: [ngx_uint_t; ctx::PASS_MODULES.len()],
     /// How many of `pass_modules` are set.
     pub(crate) pass_count: usize,
 }
@@ -448,7 +452,7 @@ unsafe extern "C" fn set_backend_peer(
     })
 }
 
-/// Records the `ctx_index` of each module of `peer::PASS_MODULES` that nginx has.
+/// Records the `ctx_index` of each module of `ctx::PASS_MODULES` that nginx has.
 fn find_pass_modules(cf: &ngx_conf_t, mcf: &mut MainConf) {
     // SAFETY: `cf.cycle` is the cycle being configured; its `modules` is a null-terminated
     // array of the loaded modules, each with a NUL-terminated `name`.
@@ -467,7 +471,7 @@ fn find_pass_modules(cf: &ngx_conf_t, mcf: &mut MainConf) {
         }
         // SAFETY: `name` is a NUL-terminated string set by nginx's module table.
         let name = unsafe { CStr::from_ptr(m.name) }.to_bytes();
-        if peer::PASS_MODULES.contains(&name) && mcf.pass_count < mcf.pass_modules.len() {
+        if ctx::PASS_MODULES.contains(&name) && mcf.pass_count < mcf.pass_modules.len() {
             mcf.pass_modules[mcf.pass_count] = m.ctx_index;
             mcf.pass_count += 1;
         }

@@ -15,7 +15,7 @@
 //!
 //! A miss and an unavailable table never get here with the defaults: the precontent handler
 //! answers them (404 / 503) before the content phase, because a balancer can only fail a
-//! request with 500 or 502. It recognizes upstream mode through [`passes_to_peer`]. What does
+//! request with 500 or 502. It recognizes upstream mode through `ctx::applies`. What does
 //! get here without an address (a backend given as a host name, or `set_backend_miss
 //! continue`) fails the connection: one `error` line, then 502 as for a backend that is down.
 //!
@@ -27,26 +27,15 @@ use std::net::SocketAddr;
 use ngx::core::Status;
 use ngx::ffi::{
     in6_addr, in6_addr__bindgen_ty_1, in_addr, ngx_conf_t, ngx_http_request_t,
-    ngx_http_upstream_conf_t, ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_peer_connection_t,
-    ngx_sockaddr_t, ngx_str_t, ngx_uint_t, sa_family_t, sockaddr_in, sockaddr_in6, socklen_t,
-    AF_INET, AF_INET6, NGX_LOG_EMERG, NGX_LOG_ERR,
+    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_peer_connection_t, ngx_sockaddr_t, ngx_str_t,
+    ngx_uint_t, sa_family_t, sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6,
+    NGX_LOG_EMERG, NGX_LOG_ERR,
 };
-use ngx::http::{HttpModuleMainConf, HttpModuleServerConf, Request};
+use ngx::http::Request;
 use ngx::ngx_log_error;
 
-use crate::request::{self, Outcome};
-use crate::{guard, Module};
-
-/// The nginx modules whose location configuration starts with an `ngx_http_upstream_conf_t`
-/// (and so with the `upstream {}` block the location passes requests to).
-pub const PASS_MODULES: [&[u8]; 6] = [
-    b"ngx_http_proxy_module",
-    b"ngx_http_grpc_module",
-    b"ngx_http_fastcgi_module",
-    b"ngx_http_uwsgi_module",
-    b"ngx_http_scgi_module",
-    b"ngx_http_memcached_module",
-];
+use crate::ctx::{self, Outcome};
+use crate::guard;
 
 /// One request's peer, in the request pool.
 #[derive(Clone, Copy)]
@@ -115,7 +104,7 @@ unsafe extern "C" fn init_peer(
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request, whose upstream is being set up, and the block.
         let (req, us) = unsafe { (Request::from_ngx_http_request(r), &*us) };
-        let Some(ctx) = request::lookup(req) else {
+        let Some(ctx) = ctx::lookup(req) else {
             return Status::NGX_ERROR.into();
         };
         let mut peer = Peer {
@@ -243,27 +232,4 @@ fn set_sockaddr(out: &mut ngx_sockaddr_t, addr: SocketAddr) -> socklen_t {
             std::mem::size_of::<sockaddr_in6>() as socklen_t
         }
     }
-}
-
-/// True when the request's location passes it (`proxy_pass`, `grpc_pass`, …, without
-/// variables) to an `upstream {}` block with `set_backend_peer`.
-pub fn passes_to_peer(r: &Request) -> bool {
-    let Some(mcf) = Module::main_conf(r).filter(|m| m.peer_used) else {
-        return false;
-    };
-    let r: &ngx_http_request_t = r.as_ref();
-    mcf.pass_modules[..mcf.pass_count].iter().any(|&index| {
-        // SAFETY: `index` is the `ctx_index` of an HTTP module of this configuration, below
-        // `ngx_http_max_module`, the length of `loc_conf`. The location configuration of each
-        // module in `PASS_MODULES` begins with an `ngx_http_upstream_conf_t` (nginx's source,
-        // unchanged since those modules exist), which begins with the upstream block or null.
-        // An upstream block made implicitly by `proxy_pass http://addr` has no `srv_conf`.
-        unsafe {
-            let conf = (*r.loc_conf.add(index)).cast::<ngx_http_upstream_conf_t>();
-            let Some(us) = conf.as_ref().and_then(|c| c.upstream.as_ref()) else {
-                return false;
-            };
-            Module::server_conf(us).is_some_and(|s| s.peer)
-        }
-    })
 }

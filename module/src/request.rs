@@ -1,15 +1,10 @@
-//! The request-time half: one lookup per request (kept in the module's request context), the
-//! variables that expose it, and the precontent phase handler that answers a miss or an
-//! unavailable table as configured.
+//! The request-time half: the variables that expose the request's lookup (kept in the request
+//! context, `ctx`), and the precontent phase handler that answers a miss or an unavailable table
+//! as configured.
 //!
-//! The lookup happens the first time anything needs it: the `set_backend` variable (in
-//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, the phase handler, or upstream
-//! mode's `peer.init`. The phase handler runs after the rewrite phase, so `set_backend` inside
-//! `if` applies too; it also runs for locations in upstream mode (`peer::passes_to_peer`), so
-//! that a miss gets its 404 before the upstream is set up.
-
-use std::ffi::c_void;
-use std::net::SocketAddr;
+//! The phase handler runs after the rewrite phase, so `set_backend` inside `if` applies too; it
+//! also runs for locations in upstream mode (`ctx::applies`), so that a miss gets its 404 before
+//! the upstream is set up.
 
 use ngx::core::Status;
 use ngx::ffi::{
@@ -23,37 +18,8 @@ use ngx::http::{
 };
 use ngx::ngx_string;
 
-use crate::worker::{self, Found};
-use crate::{guard, pages, peer, Action, Module};
-
-/// What the lookup of this request's host gave.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Hit,
-    Miss,
-    Unavailable,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// The module's request context: the lookup's result, in the request pool.
-#[derive(Clone, Copy)]
-pub struct Ctx {
-    pub outcome: Outcome,
-    /// The backend (a copy in the request pool); empty unless `outcome` is `Hit`.
-    pub backend: ngx_str_t,
-    /// The backend's address, pre-parsed by the writer, when it is an IP literal (upstream
-    /// mode connects to it).
-    pub addr: Option<SocketAddr>,
-}
+use crate::ctx::{self, lookup, Ctx, Outcome};
+use crate::{guard, pages, Action, Module};
 
 /// Registers `$set_backend_status` (preconfiguration).
 pub fn add_variables(cf: &mut ngx_conf_t) -> Status {
@@ -69,62 +35,6 @@ pub fn add_variables(cf: &mut ngx_conf_t) -> Status {
         }
         None => Status::NGX_ERROR,
     }
-}
-
-/// The lookup for this request, done once and kept in the request context (which an internal
-/// redirect clears). `None` only when the request pool is exhausted.
-pub fn lookup(r: &mut Request) -> Option<Ctx> {
-    let module = Module::module();
-    if let Some(ctx) = r.get_module_ctx::<Ctx>(module) {
-        return Some(*ctx);
-    }
-    // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
-    // `server_name` fallback).
-    let host = r.as_ref().headers_in.server;
-    let pool = r.pool();
-    let ctx = pool.calloc_type::<Ctx>();
-    if ctx.is_null() {
-        return None;
-    }
-    let answer = |found: Found<'_>| match found {
-        Found::Hit(v) => {
-            let bytes = v.as_bytes();
-            let data = pool.alloc_unaligned(bytes.len()).cast::<u8>();
-            if data.is_null() {
-                return None;
-            }
-            // SAFETY: `data` was just allocated with `bytes.len()` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
-            let backend = ngx_str_t {
-                len: bytes.len(),
-                data,
-            };
-            Some(Ctx {
-                outcome: Outcome::Hit,
-                backend,
-                addr: v.addr(),
-            })
-        }
-        Found::Miss => Some(Ctx {
-            outcome: Outcome::Miss,
-            backend: ngx_str_t::default(),
-            addr: None,
-        }),
-        Found::Unavailable => Some(Ctx {
-            outcome: Outcome::Unavailable,
-            backend: ngx_str_t::default(),
-            addr: None,
-        }),
-    };
-    let value = if host.len == 0 {
-        answer(Found::Miss)
-    } else {
-        worker::lookup(host.as_bytes(), answer)
-    }?;
-    // SAFETY: `ctx` is a fresh, aligned allocation of a `Ctx` in the request pool.
-    unsafe { ctx.write(value) };
-    r.set_module_ctx(ctx.cast::<c_void>(), module);
-    Some(value)
 }
 
 /// Points `v` at `bytes` (which outlive the request).
@@ -200,7 +110,7 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
         };
         // An error page being served for this request (a miss redirected by `error_page`)
         // must not be refused again.
-        if req.as_ref().error_page() != 0 || !(lcf.enabled() || peer::passes_to_peer(req)) {
+        if req.as_ref().error_page() != 0 || !ctx::applies(req) {
             return Status::NGX_DECLINED.into();
         }
         let Some(ctx) = lookup(req) else {

@@ -1,0 +1,148 @@
+//! The per-request context, as nginx modules keep their `*_ctx_t`: the lookup of the request's
+//! host, made once per request and kept in the request pool, and the test of where it is
+//! needed. The request-time handlers (`request`) and the balancer (`peer`) both read it; neither
+//! depends on the other.
+//!
+//! The lookup happens the first time anything needs it: the `set_backend` variable (in
+//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, the precontent phase handler, or
+//! upstream mode's `peer.init`.
+
+use std::ffi::c_void;
+use std::net::SocketAddr;
+
+use ngx::ffi::{ngx_http_request_t, ngx_http_upstream_conf_t, ngx_str_t};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, Request,
+};
+
+use crate::worker::{self, Found};
+use crate::Module;
+
+/// The nginx modules whose location configuration starts with an `ngx_http_upstream_conf_t`
+/// (and so with the `upstream {}` block the location passes requests to).
+pub const PASS_MODULES: [&[u8]; 6] = [
+    b"ngx_http_proxy_module",
+    b"ngx_http_grpc_module",
+    b"ngx_http_fastcgi_module",
+    b"ngx_http_uwsgi_module",
+    b"ngx_http_scgi_module",
+    b"ngx_http_memcached_module",
+];
+
+/// What the lookup of this request's host gave.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Unavailable,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The module's request context (nginx's `ngx_http_<module>_ctx_t`): what was decided for this
+/// request, in the request pool. Made once, by [`lookup`]; an internal redirect clears it.
+/// Everything a request-time handler or the balancer needs to share lives here, so that they
+/// depend on this file and not on each other: a later field (the backend chosen among several,
+/// the tries left) goes beside these.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub outcome: Outcome,
+    /// The backend (a copy in the request pool); empty unless `outcome` is `Hit`.
+    pub backend: ngx_str_t,
+    /// The backend's address, pre-parsed by the writer, when it is an IP literal (upstream
+    /// mode connects to it).
+    pub addr: Option<SocketAddr>,
+}
+
+/// The lookup for this request, done once and kept in the request context (which an internal
+/// redirect clears). `None` only when the request pool is exhausted.
+pub fn lookup(r: &mut Request) -> Option<Ctx> {
+    let module = Module::module();
+    if let Some(ctx) = r.get_module_ctx::<Ctx>(module) {
+        return Some(*ctx);
+    }
+    // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
+    // `server_name` fallback).
+    let host = r.as_ref().headers_in.server;
+    let pool = r.pool();
+    let ctx = pool.calloc_type::<Ctx>();
+    if ctx.is_null() {
+        return None;
+    }
+    let answer = |found: Found<'_>| match found {
+        Found::Hit(v) => {
+            let bytes = v.as_bytes();
+            let data = pool.alloc_unaligned(bytes.len()).cast::<u8>();
+            if data.is_null() {
+                return None;
+            }
+            // SAFETY: `data` was just allocated with `bytes.len()` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
+            let backend = ngx_str_t {
+                len: bytes.len(),
+                data,
+            };
+            Some(Ctx {
+                outcome: Outcome::Hit,
+                backend,
+                addr: v.addr(),
+            })
+        }
+        Found::Miss => Some(Ctx {
+            outcome: Outcome::Miss,
+            backend: ngx_str_t::default(),
+            addr: None,
+        }),
+        Found::Unavailable => Some(Ctx {
+            outcome: Outcome::Unavailable,
+            backend: ngx_str_t::default(),
+            addr: None,
+        }),
+    };
+    let value = if host.len == 0 {
+        answer(Found::Miss)
+    } else {
+        worker::lookup(host.as_bytes(), answer)
+    }?;
+    // SAFETY: `ctx` is a fresh, aligned allocation of a `Ctx` in the request pool.
+    unsafe { ctx.write(value) };
+    r.set_module_ctx(ctx.cast::<c_void>(), module);
+    Some(value)
+}
+
+/// True when set-backend decides this request's backend: its location has `set_backend $var;`
+/// or passes the request to an `upstream {}` block with `set_backend_peer`.
+pub fn applies(r: &Request) -> bool {
+    Module::location_conf(r).is_some_and(|l| l.enabled()) || passes_to_peer(r)
+}
+
+/// True when the request's location passes it (`proxy_pass`, `grpc_pass`, …, without
+/// variables) to an `upstream {}` block with `set_backend_peer`.
+fn passes_to_peer(r: &Request) -> bool {
+    let Some(mcf) = Module::main_conf(r).filter(|m| m.peer_used) else {
+        return false;
+    };
+    let r: &ngx_http_request_t = r.as_ref();
+    mcf.pass_modules[..mcf.pass_count].iter().any(|&index| {
+        // SAFETY: `index` is the `ctx_index` of an HTTP module of this configuration, below
+        // `ngx_http_max_module`, the length of `loc_conf`. The location configuration of each
+        // module in `PASS_MODULES` begins with an `ngx_http_upstream_conf_t` (nginx's source,
+        // unchanged since those modules exist), which begins with the upstream block or null.
+        // An upstream block made implicitly by `proxy_pass http://addr` has no `srv_conf`.
+        unsafe {
+            let conf = (*r.loc_conf.add(index)).cast::<ngx_http_upstream_conf_t>();
+            let Some(us) = conf.as_ref().and_then(|c| c.upstream.as_ref()) else {
+                return false;
+            };
+            Module::server_conf(us).is_some_and(|s| s.peer)
+        }
+    })
+}
