@@ -12,15 +12,18 @@
 //!   the request it saw, keeps HTTP/1.1 connections alive, and counts connections and requests.
 //! - `nginx`: [`Nginx`], a real nginx (2 workers, `reuseport` so both get connections) in a
 //!   temporary prefix with a generated configuration (readiness waited for, `stop` sends QUIT,
-//!   `error.log` printed on a failing test); [`Daemonized`] for the binary upgrade; [`nginx_t`].
+//!   `error.log` printed on a failing test); [`nginx_t`] and [`assert_nginx_t_rejects`].
+//! - `daemonized`: [`Daemonized`], nginx with `daemon on`, for the binary upgrade.
 //! - `conf`: the `http {}` bodies the tests share ([`routed`], [`with_api`], the error pages).
-//! - `table`: tables built directly, without the writer daemon.
-//! - `writer`: [`Writer`], the `set-backend serve` daemon on a unix socket in a data directory.
-//! - `writer_api`: requests to the writer's API (straight to its socket or through nginx) and
-//!   the check that the table holds what the store holds.
-//! - [`Acked`] (the writes the writer acknowledged, checked against the store after a fault) and
-//!   [`Rng`] come from shm-layout's `testkit`.
-//! - `load`: [`Load`], clients requesting routed hosts non-stop, counting failures.
+//! - `table`: tables built directly, without the writer daemon ([`table_with`]).
+//! - `writer`: [`Writer`], the `set-backend serve` daemon on a unix socket in a data directory;
+//!   [`Writer::command`] is the one command line every test that runs the writer uses.
+//! - `writer_api`: requests to the writer's API (straight to its socket or through nginx),
+//!   [`writer_behind_nginx`], and the check that the table holds what the store holds.
+//! - `load`: [`Load`], clients requesting routed hosts non-stop, counting failures;
+//!   [`reload_under_load`].
+//! - [`Acked`] (the writes the writer acknowledged, checked after a fault) and [`Rng`] come
+//!   from shm-layout's `testkit`, shared with the table's and the writer's tests.
 //! - `soak`: the soak run's knobs ([`env_count`]) and a replayable [`seeded_rng`].
 //!
 //! Every wait is bounded; nothing is killed with SIGKILL except the writer, where a test
