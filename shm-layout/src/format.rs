@@ -4,7 +4,7 @@
 /// `SBTABLE\0`, the first eight bytes of every table file.
 pub const MAGIC: [u8; 8] = *b"SBTABLE\0";
 /// Bumped on any incompatible change; readers reject every other value.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The high half of the version word. Like every word it is stored little-endian; a file
 /// written by a big-endian writer storing native words reads back as its byte swap.
 pub const ENDIAN_MARK: u32 = 0x0A0B_0C0D;
@@ -37,6 +37,9 @@ pub const STATIC_HEADER_LEN: usize = H_CHECKSUM;
 
 // Words the writer changes while readers run, each on its own 64-byte cache line.
 pub const H_SUPERSEDED: usize = 128;
+/// How many keys are patterns (`*.…`, `*`); on `superseded`'s line, which every lookup loads
+/// already. Zero: a miss is a miss, with no pattern probes.
+pub const H_PATTERNS: usize = 136;
 pub const H_HEARTBEAT_MS: usize = 192;
 /// Informational counters (one line): live entries, tombstones, arena bytes in use.
 pub const H_ENTRIES: usize = 256;

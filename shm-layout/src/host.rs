@@ -5,6 +5,11 @@
 //! form, so a lookup is a plain byte comparison. Internationalized names are stored as
 //! A-labels (`bücher.example` → `xn--bcher-kva.example`), which is what browsers send.
 //!
+//! A key may also be a pattern, with nginx's `server_name` meaning: `*.example.com` (any name
+//! ending in `.example.com`, at any depth) or `*`, the default entry. `*` is allowed only as a
+//! whole first label or alone. nginx's shorthand `.example.com` names two keys, `example.com` and
+//! `*.example.com` ([`Host::parse_keys`]).
+//!
 //! A backend is what `proxy_pass http://$backend$request_uri` will see, so anything that could
 //! change the meaning of that URL (a scheme, a path, userinfo, whitespace, `?`, `#`, …) is
 //! rejected. Three shapes are accepted: `name:port`, `a.b.c.d:port` and `[v6]:port`.
@@ -18,8 +23,9 @@ pub const MAX_HOST_LEN: usize = 253;
 /// The longest backend accepted: a maximal host name, a colon and a five-digit port.
 pub const MAX_BACKEND_LEN: usize = MAX_HOST_LEN + 1 + 5;
 
-/// A host name in the table's canonical form: lowercase ASCII, A-labels, no port, no trailing
-/// dot. Only [`Host::parse`] makes one, so holding a `Host` means it is valid.
+/// A table key in canonical form: a host name (lowercase ASCII, A-labels, no port, no trailing
+/// dot), a wildcard `*.` + such a name, or the default entry `*`. Only [`Host::parse`] (and
+/// [`Host::parse_keys`]) make one, so holding a `Host` means it is valid.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Host(String);
 
@@ -40,6 +46,21 @@ pub enum HostError {
     Idna,
     /// An IP literal: routing is by name, nginx never sees these as `$host` keys worth storing.
     IpLiteral,
+    /// A `*` anywhere but as a whole first label (`*.example.com`) or alone (`*`).
+    BadWildcard,
+    /// nginx's `.example.com`, which names two keys: only [`Host::parse_keys`] takes it.
+    Shorthand,
+}
+
+/// What kind of key a [`Host`] is, in the order a lookup tries them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A host name, matched exactly.
+    Exact,
+    /// `*.example.com`: any name ending in `.example.com`.
+    Wildcard,
+    /// `*`: every host that matches nothing else.
+    Default,
 }
 
 impl fmt::Display for HostError {
@@ -56,6 +77,14 @@ impl fmt::Display for HostError {
             HostError::BadPort => f.write_str("host has an invalid port"),
             HostError::Idna => f.write_str("host is not a valid internationalized domain name"),
             HostError::IpLiteral => f.write_str("host is an IP address, not a name"),
+            HostError::BadWildcard => f.write_str(
+                "host has a \"*\" that is not a whole first label: accepted are a name \
+                 (example.com), a wildcard (*.example.com), .example.com (both) and * (the default)",
+            ),
+            HostError::Shorthand => f.write_str(
+                "host .example.com names two entries (example.com and *.example.com): \
+                 name one of them",
+            ),
         }
     }
 }
@@ -64,8 +93,60 @@ impl std::error::Error for HostError {}
 
 impl Host {
     /// Normalizes what a user typed into the canonical key: `Example.COM.` → `example.com`,
-    /// `example.com:8080` → `example.com`, `bücher.example` → `xn--bcher-kva.example`.
+    /// `example.com:8080` → `example.com`, `bücher.example` → `xn--bcher-kva.example`,
+    /// `*.Bücher.example` → `*.xn--bcher-kva.example`, `*` → `*`. The shorthand `.example.com`
+    /// is refused ([`HostError::Shorthand`]): it names two keys, see [`Host::parse_keys`].
     pub fn parse(input: &str) -> Result<Host, HostError> {
+        if input == "*" {
+            return Ok(Host(input.to_owned()));
+        }
+        if let Some(name) = input.strip_prefix("*.") {
+            if name.contains('*') {
+                return Err(HostError::BadWildcard);
+            }
+            let name = Self::parse_name(name)?;
+            let len = name.0.len() + 2;
+            if len > MAX_HOST_LEN {
+                return Err(HostError::TooLong { len });
+            }
+            return Ok(Host(format!("*.{}", name.0)));
+        }
+        if input.contains('*') {
+            return Err(HostError::BadWildcard);
+        }
+        if input.len() > 1 && input.starts_with('.') && !input[1..].starts_with('.') {
+            return Err(HostError::Shorthand);
+        }
+        Self::parse_name(input)
+    }
+
+    /// The keys an entry's host names: [`Host::parse`]'s one, or for nginx's shorthand
+    /// `.example.com` the two it stands for, `example.com` and `*.example.com` (in that order).
+    pub fn parse_keys(input: &str) -> Result<Vec<Host>, HostError> {
+        match input.strip_prefix('.') {
+            Some(name) if !name.is_empty() && !name.starts_with('.') => {
+                let exact = Self::parse(name)?;
+                if exact.kind() != KeyKind::Exact {
+                    return Err(HostError::BadWildcard);
+                }
+                let wildcard = Self::parse(&format!("*.{name}"))?;
+                Ok(vec![exact, wildcard])
+            }
+            _ => Ok(vec![Self::parse(input)?]),
+        }
+    }
+
+    /// Which kind of key this is.
+    pub fn kind(&self) -> KeyKind {
+        match self.0.as_bytes() {
+            b"*" => KeyKind::Default,
+            [b'*', ..] => KeyKind::Wildcard,
+            _ => KeyKind::Exact,
+        }
+    }
+
+    /// A host name (no pattern) in canonical form.
+    fn parse_name(input: &str) -> Result<Host, HostError> {
         if input.is_empty() {
             return Err(HostError::Empty);
         }
@@ -120,6 +201,12 @@ impl Host {
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// Whether the key bytes `key` are a pattern (`*.…` or `*`): what the writer counts in the
+/// header's `patterns` word.
+pub(crate) fn is_pattern(key: &[u8]) -> bool {
+    key.first() == Some(&b'*')
 }
 
 impl fmt::Display for Host {
@@ -347,6 +434,57 @@ mod tests {
         ] {
             assert!(Host::parse(input).is_err(), "{input:?} accepted");
         }
+    }
+
+    #[test]
+    fn patterns_are_normalized_like_hosts() {
+        for (input, want, kind) in [
+            ("*", "*", KeyKind::Default),
+            ("*.Example.COM.", "*.example.com", KeyKind::Wildcard),
+            (
+                "*.bücher.example",
+                "*.xn--bcher-kva.example",
+                KeyKind::Wildcard,
+            ),
+            ("*.com", "*.com", KeyKind::Wildcard),
+            ("example.com", "example.com", KeyKind::Exact),
+        ] {
+            let h = Host::parse(input).unwrap();
+            assert_eq!((h.as_str(), h.kind()), (want, kind), "{input}");
+        }
+        let keys = Host::parse_keys(".Example.com").unwrap();
+        let keys: Vec<&str> = keys.iter().map(Host::as_str).collect();
+        assert_eq!(keys, ["example.com", "*.example.com"]);
+        assert_eq!(Host::parse_keys("*.a.b").unwrap()[0].as_str(), "*.a.b");
+    }
+
+    #[test]
+    fn bad_patterns_are_rejected_with_what_is_accepted() {
+        for input in [
+            "a*.example.com",
+            "example.*",
+            "*.*.com",
+            "**",
+            "*example.com",
+            "a.*.example.com",
+            "*.",
+            "*.-a.com",
+            "*.1.2.3.4",
+            ".*.example.com",
+            "..example.com",
+            ".",
+        ] {
+            let e = Host::parse_keys(input).expect_err(input);
+            if input.contains('*') && input != "*." && !input.contains('-') && !input.contains('1')
+            {
+                assert_eq!(e, HostError::BadWildcard, "{input}");
+                assert!(e.to_string().contains("*.example.com"), "{e}");
+            }
+        }
+        assert_eq!(Host::parse(".example.com"), Err(HostError::Shorthand));
+        let long = format!("*.{}", "a".repeat(62) + &".bcdefghij".repeat(19));
+        assert!(Host::parse(&long[2..]).is_ok());
+        assert!(matches!(Host::parse(&long), Err(HostError::TooLong { .. })));
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //!
 //! - [`host`]: host normalization and backend validation, shared by the writer and the module.
 //! - `format`: the on-disk constants and header fields (documented in `docs/FORMAT.md`).
-//! - `value`: what a lookup hands out: [`Value`], [`Lookup`], [`Status`].
+//! - `value`: what a lookup hands out: [`Value`], [`Match`], [`Lookup`], [`Status`].
 //! - `record`: the record codec: a record's words, the slot word, the key compare and value copy.
 //! - `seqlock`: the protocol on the shared words: the reader's probe and consistent read, the
 //!   writer's record write and publication, and its loom model.
+//! - `patterns`: the walk after an exact miss: the longest `*.suffix`, then the default `*`.
 //! - `sync`: the atomics (std's, or loom's) and the one relaxed little-endian load.
 //! - `raw`: the shared mapping and word-sized atomic access to it (unsafe: raw pointers).
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
@@ -29,6 +30,7 @@ pub mod host;
 #[allow(unsafe_code)]
 mod classify;
 mod format;
+mod patterns;
 mod record;
 mod seqlock;
 mod sync;
@@ -47,10 +49,10 @@ mod writer;
 pub mod testkit;
 
 pub use format::{FORMAT_VERSION, MAGIC};
-pub use host::{Backend, BackendError, Host, HostError, MAX_BACKEND_LEN, MAX_HOST_LEN};
+pub use host::{Backend, BackendError, Host, HostError, KeyKind, MAX_BACKEND_LEN, MAX_HOST_LEN};
 #[cfg(not(loom))]
 pub use reader::{OpenError, Stats, Table, VerifyError};
-pub use value::{Lookup, Status, Value};
+pub use value::{Lookup, Match, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{TableWriter, Upserted, WriteError, WriterOptions};
 

@@ -2,11 +2,12 @@
 
 use crate::format::*;
 use crate::host::{Backend, Host};
+use crate::patterns;
 use crate::raw::Mapping;
 use crate::record::{Meta, Needle, Read};
 use crate::seqlock::{self, Geometry};
 use crate::sync::{load, word, AtomicU64};
-use crate::value::{Lookup, Status, Value};
+use crate::value::{Lookup, Status, Value, MATCH_EXACT};
 use std::fmt;
 use std::fs::File;
 use std::io;
@@ -82,6 +83,8 @@ pub struct Stats {
     pub arena_len: u64,
     pub arena_used: u64,
     pub file_len: u64,
+    /// Keys that are patterns (`*.…`, `*`).
+    pub patterns: u64,
 }
 
 /// What a deep check found wrong.
@@ -212,18 +215,32 @@ impl Table {
         self.map.arena()
     }
 
-    /// Looks up a host already in canonical form (as nginx's `$host` is). Allocates nothing and
-    /// makes no syscalls.
+    /// Looks up a host already in canonical form (as nginx's `$host` is): its own key, then,
+    /// if the table holds patterns, the longest `*.suffix` and the default `*`
+    /// ([`Value::matched`] says which answered). Allocates nothing and makes no syscalls.
     #[inline]
     pub fn lookup(&self, host: &[u8]) -> Lookup {
-        seqlock::lookup(&self.geo, self.index(), self.arena(), host)
+        let mut out = Value::empty();
+        let status = self.lookup_into(host, &mut out);
+        Lookup::of(status, out)
     }
 
     /// Like [`Table::lookup`], but copies a hit into `out`, a buffer the caller keeps: the
     /// request path's form (no 300-byte value zeroed and moved per request).
     #[inline]
     pub fn lookup_into(&self, host: &[u8], out: &mut Value) -> Status {
-        seqlock::lookup_into(&self.geo, self.index(), self.arena(), host, out)
+        out.matched = MATCH_EXACT;
+        let status = seqlock::lookup_into(&self.geo, self.index(), self.arena(), host, out);
+        if status == Status::Miss && self.has_patterns() {
+            return patterns::walk(&self.geo, self.index(), self.arena(), host, out);
+        }
+        status
+    }
+
+    /// True when the writer has stored a pattern: one relaxed load, on `superseded`'s line.
+    #[inline]
+    fn has_patterns(&self) -> bool {
+        load(self.map.words(), H_PATTERNS).unwrap_or(0) != 0
     }
 
     /// True once the writer has published a newer generation at the same path: the caller
@@ -268,6 +285,7 @@ impl Table {
     pub fn verify(&self) -> Result<Stats, VerifyError> {
         let before = self.stats();
         let mut seen = std::collections::HashSet::new();
+        let mut patterns = 0u64;
         let mut live = 0u64;
         let mut tombs = 0u64;
         let index = self.index();
@@ -295,6 +313,7 @@ impl Table {
                     value.as_str()
                 )));
             }
+            patterns += u64::from(crate::host::is_pattern(key.as_bytes()));
             if !seen.insert(key.clone()) {
                 return Err(err(format!("key {key:?} appears twice")));
             }
@@ -304,12 +323,15 @@ impl Table {
         // The counters are exact only while the writer is idle: compare them only if they did
         // not move during the walk.
         let settled = self.stats() == before;
-        if settled && (stats.entries != live || stats.tombstones != tombs) {
+        if settled
+            && (stats.entries != live || stats.tombstones != tombs || stats.patterns != patterns)
+        {
             return Err(VerifyError {
                 slot: 0,
                 reason: format!(
-                    "header counts {} entries and {} tombstones, index has {live} and {tombs}",
-                    stats.entries, stats.tombstones
+                    "header counts {} entries, {} tombstones and {} patterns, index has {live}, \
+                     {tombs} and {patterns}",
+                    stats.entries, stats.tombstones, stats.patterns
                 ),
             });
         }
@@ -420,6 +442,7 @@ pub(crate) fn stats_of(words: &[AtomicU64]) -> Stats {
         arena_len: h(H_ARENA_LEN),
         arena_used: h(H_ARENA_USED),
         file_len: h(H_FILE_LEN),
+        patterns: h(H_PATTERNS),
     }
 }
 

@@ -229,12 +229,8 @@ fn probe(
 /// [`lookup_into`] with the value returned inline.
 pub(crate) fn lookup(g: &Geometry, index: &[AtomicU64], arena: &[AtomicU64], key: &[u8]) -> Lookup {
     let mut out = Value::empty();
-    match lookup_into(g, index, arena, key, &mut out) {
-        Status::Hit => Lookup::Hit(out),
-        Status::Miss => Lookup::Miss,
-        Status::Busy => Lookup::Busy,
-        Status::Corrupt => Lookup::Corrupt,
-    }
+    let status = lookup_into(g, index, arena, key, &mut out);
+    Lookup::of(status, out)
 }
 
 /// Writer side: fills the unreachable record at word `rec` with `data` (every word after the

@@ -1,5 +1,6 @@
-//! What a lookup hands out: [`Value`], a backend copied out of the table, and the answers
-//! [`Lookup`] and [`Status`]. Fixed-size, so a lookup allocates nothing.
+//! What a lookup hands out: [`Value`], a backend copied out of the table with the [`Match`]
+//! that found it, and the answers [`Lookup`] and [`Status`]. Fixed-size, so a lookup allocates
+//! nothing.
 
 use crate::format::{ADDR_NONE, ADDR_V4, ADDR_V6};
 use crate::host::MAX_BACKEND_LEN;
@@ -22,6 +23,36 @@ pub struct Value {
     pub(crate) ip: [u8; 16],
     /// The backend's text, followed by whatever the last read left (past `len`).
     pub(crate) bytes: [u8; VALUE_BUF],
+    /// Which key matched: [`MATCH_EXACT`], [`MATCH_DEFAULT`], or the position of the dot in the
+    /// host where the matching `*.suffix` starts.
+    pub(crate) matched: u16,
+}
+
+/// `Value::matched` for the host's own key.
+pub(crate) const MATCH_EXACT: u16 = 0;
+/// `Value::matched` for the default entry `*`.
+pub(crate) const MATCH_DEFAULT: u16 = u16::MAX;
+
+/// The key that answered a lookup of `host`: what nginx logs as `$set_backend_match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// The host itself.
+    Exact,
+    /// The wildcard `*` + `host[dot..]` (`host[dot]` is a `.`): the longest one present.
+    Wildcard { dot: usize },
+    /// The default entry `*`.
+    Default,
+}
+
+impl Match {
+    /// The matching key as text, given the host looked up (allocates; for tools and tests).
+    pub fn key(&self, host: &str) -> String {
+        match *self {
+            Match::Exact => host.to_owned(),
+            Match::Wildcard { dot } => format!("*{}", host.get(dot..).unwrap_or("")),
+            Match::Default => "*".to_owned(),
+        }
+    }
 }
 
 impl Value {
@@ -33,6 +64,16 @@ impl Value {
             port: 0,
             ip: [0; 16],
             bytes: [0; VALUE_BUF],
+            matched: MATCH_EXACT,
+        }
+    }
+
+    /// Which key answered the lookup that filled this value.
+    pub fn matched(&self) -> Match {
+        match self.matched {
+            MATCH_EXACT => Match::Exact,
+            MATCH_DEFAULT => Match::Default,
+            dot => Match::Wildcard { dot: dot as usize },
         }
     }
 
@@ -67,6 +108,7 @@ impl std::fmt::Debug for Value {
         f.debug_struct("Value")
             .field("backend", &self.as_str())
             .field("addr", &self.addr())
+            .field("matched", &self.matched())
             .finish()
     }
 }
@@ -87,6 +129,18 @@ pub enum Lookup {
     Busy,
     /// A record the probe reached is stable but malformed: the file is damaged.
     Corrupt,
+}
+
+impl Lookup {
+    /// The answer of a lookup that left `status` and, on a hit, `value`.
+    pub(crate) fn of(status: Status, value: Value) -> Lookup {
+        match status {
+            Status::Hit => Lookup::Hit(value),
+            Status::Miss => Lookup::Miss,
+            Status::Busy => Lookup::Busy,
+            Status::Corrupt => Lookup::Corrupt,
+        }
+    }
 }
 
 /// The outcome of `Table::lookup_into`: like [`Lookup`], with the value left in the caller's buffer.

@@ -11,7 +11,7 @@
 //! [`TableWriter`].
 
 use crate::format::*;
-use crate::host::{Backend, Host};
+use crate::host::{is_pattern, Backend, Host};
 use crate::raw::Mapping;
 use crate::reader::{stats_of, Stats, Table};
 use crate::record::{self, Meta};
@@ -227,6 +227,9 @@ pub struct TableWriter {
     free_words: usize,
     entries: u64,
     tombstones: u64,
+    /// Live keys that are patterns (`*.…`, `*`), published in the header's `patterns` word so
+    /// that readers of a table without any skip the pattern walk.
+    patterns: u64,
     /// False while the first generation is being filled under its temporary name.
     published: bool,
     opts: WriterOptions,
@@ -329,6 +332,7 @@ impl TableWriter {
             free_words: 0,
             entries: 0,
             tombstones: 0,
+            patterns: 0,
             published: false,
             opts,
             buf: Vec::new(),
@@ -415,6 +419,9 @@ impl TableWriter {
                     if reuses_tombstone {
                         self.tombstones -= 1;
                     }
+                    if is_pattern(key) {
+                        self.set_patterns(self.patterns + 1);
+                    }
                     self.sync_counters();
                     return Ok(Upserted::Inserted);
                 }
@@ -433,6 +440,9 @@ impl TableWriter {
                 self.release(rec, words);
                 self.entries -= 1;
                 self.tombstones += 1;
+                if is_pattern(key) {
+                    self.set_patterns(self.patterns - 1);
+                }
                 self.sync_counters();
                 Ok(true)
             }
@@ -531,6 +541,13 @@ impl TableWriter {
         self.free_words += words;
     }
 
+    /// Publishes a new pattern count, after the slot store that changed it (a reader that sees
+    /// the old count sees the table as it was before that write).
+    fn set_patterns(&mut self, n: u64) {
+        self.patterns = n;
+        store(self.t.words(), H_PATTERNS, n, Ordering::Release);
+    }
+
     fn sync_counters(&self) {
         self.t.set_counter(H_ENTRIES, self.entries);
         self.t.set_counter(H_TOMBSTONES, self.tombstones);
@@ -574,6 +591,7 @@ impl TableWriter {
             };
             next.set_counter(H_ENTRIES, self.entries);
             next.set_counter(H_TOMBSTONES, 0);
+            next.set_counter(H_PATTERNS, self.patterns);
             next.set_counter(H_ARENA_USED, (bump * 8) as u64);
             if self.published {
                 // Until the rename succeeds nothing has changed: on failure the current table

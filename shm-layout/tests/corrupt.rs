@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use shm_layout::testkit::Rng;
 use shm_layout::testkit::*;
-use shm_layout::{Backend, Host, Lookup, OpenError, Table, TableWriter, WriterOptions};
+use shm_layout::{Backend, Host, Lookup, Match, OpenError, Table, TableWriter, WriterOptions};
 use std::path::Path;
 
 const SITES: usize = 100;
@@ -29,6 +29,7 @@ fn open_bytes(bytes: &[u8]) -> Result<Table, OpenError> {
 fn probe_all(t: &Table) -> Vec<Lookup> {
     let mut keys = hosts();
     keys.extend(["missing.example".into(), "a".into(), "x".repeat(253)]);
+    keys.extend(["a.b.c.site-1.example".into(), labels_127()]);
     let answers = keys.iter().map(|k| t.lookup(k.as_bytes())).collect();
     let _ = t.verify();
     let _ = t.entries();
@@ -76,14 +77,14 @@ fn header_damage_gives_precise_errors() {
     b[H_MAGIC] = b'X';
     assert!(matches!(open_bytes(&b), Err(OpenError::BadMagic)));
     let mut b = good.clone();
-    set(&mut b, H_VERSION, version_word(1));
+    set(&mut b, H_VERSION, version_word(FORMAT_VERSION - 1));
     seal(&mut b);
     assert!(matches!(
         open_bytes(&b),
         Err(OpenError::Version {
-            expected: 2,
-            got: 1
-        })
+            expected: FORMAT_VERSION,
+            got
+        }) if got == FORMAT_VERSION - 1
     ));
     let mut b = good.clone();
     set(&mut b, H_VERSION, big_endian_version_word());
@@ -153,7 +154,7 @@ fn a_record_stuck_mid_write_answers_busy() {
 #[test]
 fn a_writer_replaces_a_file_of_the_previous_version() {
     let mut b = valid_bytes();
-    set(&mut b, H_VERSION, version_word(1));
+    set(&mut b, H_VERSION, version_word(FORMAT_VERSION - 1));
     seal(&mut b);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("table");
@@ -161,9 +162,9 @@ fn a_writer_replaces_a_file_of_the_previous_version() {
     assert!(matches!(
         Table::open(&path),
         Err(OpenError::Version {
-            expected: 2,
-            got: 1
-        })
+            expected: FORMAT_VERSION,
+            got
+        }) if got == FORMAT_VERSION - 1
     ));
     let opts = WriterOptions {
         sync: false,
@@ -237,6 +238,128 @@ fn the_hostile_corpus_opens_as_labelled() {
             (Err(e), None) => panic!("{}: {e}", h.name),
         }
     }
+}
+
+/// `a.a.….a`: the most labels a host can have (127 in 253 bytes).
+fn labels_127() -> String {
+    vec!["a"; 127].join(".")
+}
+
+/// A table of `entries` made by the writer with the kit's hash key and capacity (so that the
+/// kit finds its records), as bytes.
+fn table_bytes(entries: &[(String, &str)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let entries = entries
+        .iter()
+        .map(|(h, b)| (Host::parse(h).unwrap(), Backend::parse(b).unwrap()));
+    let opts = WriterOptions {
+        sync: false,
+        hash_key: Some(KEY),
+        min_capacity: CAPACITY as u64,
+        ..WriterOptions::default()
+    };
+    drop(TableWriter::create(&path, entries, opts).unwrap());
+    std::fs::read(&path).unwrap()
+}
+
+/// A host of 127 labels walks all 126 suffixes and the default, within its bounds: the longest
+/// wildcard present answers, whichever it is, and with none the default does.
+#[test]
+fn a_host_of_127_labels_walks_every_suffix() {
+    let host = labels_127();
+    assert_eq!(host.len(), 253);
+    let mut entries = vec![("*".to_owned(), "10.0.0.1:80")];
+    let t = open_bytes(&table_bytes(&entries)).unwrap();
+    assert!(matches!(t.lookup(host.as_bytes()), Lookup::Hit(v) if v.matched() == Match::Default));
+    entries.push(("*.a".to_owned(), "10.0.0.2:80"));
+    let t = open_bytes(&table_bytes(&entries)).unwrap();
+    match t.lookup(host.as_bytes()) {
+        Lookup::Hit(v) => {
+            assert_eq!(v.as_str(), "10.0.0.2:80");
+            assert_eq!(v.matched(), Match::Wildcard { dot: 251 });
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Every suffix of a long host has its wildcard: each lookup takes the longest, and as the
+/// longer ones go, the next longest answers, down to the default.
+#[test]
+fn every_suffix_present_gives_the_longest() {
+    let host = labels_127();
+    let dots: Vec<usize> = host.match_indices('.').map(|(i, _)| i).collect();
+    let backends: Vec<String> = (0..dots.len())
+        .map(|i| format!("10.1.{}.{}:80", i / 256, i % 256))
+        .collect();
+    let mut entries: Vec<(String, &str)> = dots
+        .iter()
+        .zip(&backends)
+        .map(|(&d, b)| (format!("*{}", &host[d..]), b.as_str()))
+        .collect();
+    entries.push(("*".to_owned(), "10.0.0.9:80"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let parsed = entries
+        .iter()
+        .map(|(h, b)| (Host::parse(h).unwrap(), Backend::parse(b).unwrap()));
+    let opts = WriterOptions {
+        sync: false,
+        ..WriterOptions::default()
+    };
+    let mut w = TableWriter::create(&path, parsed, opts).unwrap();
+    let t = Table::open(&path).unwrap();
+    for (i, &d) in dots.iter().enumerate() {
+        match t.lookup(host.as_bytes()) {
+            Lookup::Hit(v) => {
+                assert_eq!(v.as_str(), backends[i]);
+                assert_eq!(v.matched(), Match::Wildcard { dot: d });
+            }
+            other => panic!("suffix {i}: {other:?}"),
+        }
+        assert!(w
+            .delete(&Host::parse(&format!("*{}", &host[d..])).unwrap())
+            .unwrap());
+    }
+    assert!(matches!(t.lookup(host.as_bytes()), Lookup::Hit(v) if v.matched() == Match::Default));
+    assert_eq!(t.verify().unwrap().patterns, 1);
+}
+
+/// Damaged pattern records answer `Corrupt` (or `Busy` mid-write), never the next shorter
+/// pattern or the default in their place; a lying pattern count costs probes, not answers.
+#[test]
+fn damaged_pattern_records_are_corrupt_not_skipped() {
+    let mut entries: Vec<(String, &str)> = (0..20).map(|i| (site(i), "10.0.0.1:80")).collect();
+    entries.push(("*.example".to_owned(), "10.0.0.2:80"));
+    entries.push(("*".to_owned(), "10.0.0.3:80"));
+    let good = table_bytes(&entries);
+    assert_eq!(word(&good, H_PATTERNS), 2);
+    let (_, rec) = record_of(&good, "*.example");
+    for m in impossible_metas() {
+        let mut b = good.clone();
+        set(&mut b, meta_at(rec), m);
+        let t = open_bytes(&b).unwrap();
+        assert_eq!(t.lookup(b"new.example"), Lookup::Corrupt, "{m:#x}");
+        assert!(matches!(t.lookup(b"site-3.example"), Lookup::Hit(_)));
+    }
+    let mut b = good.clone();
+    set(&mut b, record_word_at(rec, 0), 5);
+    assert_eq!(open_bytes(&b).unwrap().lookup(b"a.b.example"), Lookup::Busy);
+    let mut b = good.clone();
+    let at = value_at(&b, "*");
+    b[at] = b'/';
+    let t = open_bytes(&b).unwrap();
+    assert_eq!(t.lookup(b"elsewhere.test"), Lookup::Corrupt);
+    assert!(matches!(t.lookup(b"a.example"), Lookup::Hit(v) if v.as_str() == "10.0.0.2:80"));
+    // The count is not trusted for anything but skipping the walk.
+    let mut b = good.clone();
+    set(&mut b, H_PATTERNS, 0);
+    assert_eq!(open_bytes(&b).unwrap().lookup(b"a.example"), Lookup::Miss);
+    let mut b = valid_bytes();
+    set(&mut b, H_PATTERNS, u64::MAX);
+    let t = open_bytes(&b).unwrap();
+    assert_eq!(t.lookup(labels_127().as_bytes()), Lookup::Miss);
+    assert!(matches!(t.lookup(b"site-3.example"), Lookup::Hit(_)));
 }
 
 fn mutate(path: &Path, good: &[u8], flips: &[(usize, u8)], reseal: bool) -> Option<Table> {

@@ -90,3 +90,80 @@ proptest! {
         prop_assert_eq!(w.len(), model.len() as u64);
     }
 }
+
+/// A key from a small alphabet of labels, so that hosts and patterns overlap often: `n` picks
+/// the labels, `kind` whether it is a name, a `*.` wildcard over it, or the default `*`.
+fn key(kind: u8, labels: &[u8]) -> String {
+    let name: Vec<&str> = labels
+        .iter()
+        .map(|&l| ["a", "b", "cc", "d-d"][l as usize % 4])
+        .collect();
+    match kind % 8 {
+        0 => "*".to_owned(),
+        1..=3 => format!("*.{}", name.join(".")),
+        _ => name.join("."),
+    }
+}
+
+/// nginx's `server_name` order over a map of keys: the host itself, the longest `*.suffix`,
+/// then `*`.
+fn model_lookup<'a>(model: &'a HashMap<String, u16>, host: &str) -> Option<(String, &'a u16)> {
+    if let Some(b) = model.get(host) {
+        return Some((host.to_owned(), b));
+    }
+    let suffixes = host
+        .match_indices('.')
+        .map(|(i, _)| format!("*{}", &host[i..]));
+    suffixes
+        .chain(["*".to_owned()])
+        .find_map(|k| model.get(&k).map(|b| (k, b)))
+}
+
+fn labels() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(0u8..4, 1..5)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random names and patterns, upserted and deleted, then random hosts looked up: the
+    /// backend and the matching key are the model's.
+    #[test]
+    fn patterns_match_the_server_name_model(
+        ops in prop::collection::vec((any::<u8>(), labels(), 0u16..50, any::<bool>()), 1..120),
+        hosts in prop::collection::vec(labels(), 1..60),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table");
+        let opts = WriterOptions { min_capacity: 64, sync: false, ..WriterOptions::default() };
+        let mut w = TableWriter::create(&path, [], opts).unwrap();
+        let mut model: HashMap<String, u16> = HashMap::new();
+        for (kind, l, b, delete) in &ops {
+            let k = key(*kind, l);
+            let h = Host::parse(&k).unwrap();
+            if *delete {
+                prop_assert_eq!(w.delete(&h).unwrap(), model.remove(&k).is_some());
+            } else {
+                w.upsert(&h, &backend(*b)).unwrap();
+                model.insert(k, *b);
+            }
+        }
+        let reader = Table::open(&path).unwrap();
+        for l in &hosts {
+            let host = key(4, l);
+            let got = reader.lookup(host.as_bytes());
+            match model_lookup(&model, &host) {
+                Some((k, &b)) => match got {
+                    Lookup::Hit(v) => {
+                        let want = backend(b);
+                        prop_assert_eq!(v.as_str(), want.as_str(), "{}", host);
+                        prop_assert_eq!(v.matched().key(&host), k, "{}", host);
+                    }
+                    other => prop_assert!(false, "{host}: {other:?}, want {k}"),
+                },
+                None => prop_assert_eq!(got, Lookup::Miss, "{}", host),
+            }
+        }
+        reader.verify().unwrap();
+    }
+}

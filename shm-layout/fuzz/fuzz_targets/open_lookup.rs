@@ -1,10 +1,12 @@
 //! Any bytes as a table file: `open` must fail cleanly or every lookup, `verify` and `entries`
 //! must return. The header checksum is recomputed over the input, so that the fuzzer explores
-//! header fields and the body instead of stopping at the checksum. Run with `make fuzz`.
+//! header fields and the body instead of stopping at the checksum. Hosts under a domain and one
+//! of 127 labels walk the patterns (`*.suffix`, `*`) whenever the header's `patterns` word is
+//! set. Run with `make fuzz`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shm_layout::{Status, Table, Value};
+use shm_layout::{Match, Status, Table, Value};
 use std::hash::Hasher;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,6 +26,14 @@ fuzz_target!(|data: &[u8]| {
             let key = format!("site-{i}.example");
             if t.lookup_into(key.as_bytes(), &mut out) == Status::Hit {
                 assert!(!out.as_bytes().is_empty());
+            }
+        }
+        let deep = vec!["a"; 127].join(".");
+        for host in ["a.b.site-1.example", "nothing.test", deep.as_str()] {
+            if t.lookup_into(host.as_bytes(), &mut out) == Status::Hit {
+                if let Match::Wildcard { dot } = out.matched() {
+                    assert_eq!(host.as_bytes()[dot], b'.');
+                }
             }
         }
         let _ = t.lookup(&[b'x'; 253]);
