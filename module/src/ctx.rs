@@ -4,8 +4,8 @@
 //! depends on the other.
 //!
 //! The lookup happens the first time anything needs it: the `set_backend` variable (in
-//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, the precontent phase handler, or
-//! upstream mode's `peer.init`.
+//! `proxy_pass`, an `if`, a log format), `$set_backend_status`, `$set_backend_match`, the
+//! precontent phase handler, or upstream mode's `peer.init`.
 
 use std::ffi::c_void;
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ use ngx::ffi::{ngx_http_request_t, ngx_http_upstream_conf_t, ngx_str_t};
 use ngx::http::{
     HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, Request,
 };
+
+use shm_layout::Match;
 
 use crate::worker::{self, Found};
 use crate::Module;
@@ -60,6 +62,29 @@ pub struct Ctx {
     /// The backend's address, pre-parsed by the writer, when it is an IP literal (upstream
     /// mode connects to it).
     pub addr: Option<SocketAddr>,
+    /// The entry that matched (`$set_backend_match`): the host itself, `*.suffix` (a copy in
+    /// the request pool) or `*`; empty unless `outcome` is `Hit`.
+    pub matched: ngx_str_t,
+}
+
+/// The default entry's key, for `$set_backend_match`.
+static DEFAULT_KEY: &[u8] = b"*";
+
+/// A copy of the concatenation of `parts` in `pool`; `None` when the pool is exhausted.
+fn pool_copy(pool: &ngx::core::Pool, parts: &[&[u8]]) -> Option<ngx_str_t> {
+    let len = parts.iter().map(|p| p.len()).sum();
+    let data = pool.alloc_unaligned(len).cast::<u8>();
+    if data.is_null() {
+        return None;
+    }
+    let mut at = 0;
+    for part in parts {
+        // SAFETY: `data` was just allocated with `len` bytes, the sum of the parts' lengths,
+        // so each part lands inside it.
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), data.add(at), part.len()) };
+        at += part.len();
+    }
+    Some(ngx_str_t { len, data })
 }
 
 /// The lookup for this request, done once and kept in the request context (which an internal
@@ -77,35 +102,32 @@ pub fn lookup(r: &mut Request) -> Option<Ctx> {
     if ctx.is_null() {
         return None;
     }
+    let none = |outcome| Ctx {
+        outcome,
+        backend: ngx_str_t::default(),
+        addr: None,
+        matched: ngx_str_t::default(),
+    };
     let answer = |found: Found<'_>| match found {
         Found::Hit(v) => {
-            let bytes = v.as_bytes();
-            let data = pool.alloc_unaligned(bytes.len()).cast::<u8>();
-            if data.is_null() {
-                return None;
-            }
-            // SAFETY: `data` was just allocated with `bytes.len()` bytes.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data, bytes.len()) };
-            let backend = ngx_str_t {
-                len: bytes.len(),
-                data,
+            let backend = pool_copy(&pool, &[v.as_bytes()])?;
+            let matched = match v.matched() {
+                Match::Exact => host,
+                Match::Wildcard { dot } => pool_copy(&pool, &[b"*", host.as_bytes().get(dot..)?])?,
+                Match::Default => ngx_str_t {
+                    len: DEFAULT_KEY.len(),
+                    data: DEFAULT_KEY.as_ptr().cast_mut(),
+                },
             };
             Some(Ctx {
                 outcome: Outcome::Hit,
                 backend,
                 addr: v.addr(),
+                matched,
             })
         }
-        Found::Miss => Some(Ctx {
-            outcome: Outcome::Miss,
-            backend: ngx_str_t::default(),
-            addr: None,
-        }),
-        Found::Unavailable => Some(Ctx {
-            outcome: Outcome::Unavailable,
-            backend: ngx_str_t::default(),
-            addr: None,
-        }),
+        Found::Miss => Some(none(Outcome::Miss)),
+        Found::Unavailable => Some(none(Outcome::Unavailable)),
     };
     let value = if host.len == 0 {
         answer(Found::Miss)

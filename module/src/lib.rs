@@ -11,8 +11,9 @@
 //! - `ctx`: the per-request context (nginx's `*_ctx_t`): the lookup of the request's host, made
 //!   once per request, and where it applies (`set_backend`, or a location passing to an upstream
 //!   with `set_backend_peer`). `request` and `peer` both depend on it, not on each other.
-//! - `request`: the request-time half: the variables and the precontent phase handler that
-//!   answers misses and an unavailable table.
+//! - `request`: the request-time half: the variables (`$set_backend_status`,
+//!   `$set_backend_match`) and the precontent phase handler that answers misses and an
+//!   unavailable table.
 //! - `peer`: upstream mode: the balancer hooks (`init_upstream`, `peer.init`, `peer.get`,
 //!   `peer.free`).
 //! - `pages`: the built-in error pages (the files of `html/`, compiled in).

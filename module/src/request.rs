@@ -21,20 +21,30 @@ use ngx::ngx_string;
 use crate::ctx::{self, lookup, Ctx, Outcome};
 use crate::{guard, pages, Action, Module};
 
-/// Registers `$set_backend_status` (preconfiguration).
+/// A variable's getter, as nginx calls it.
+type Getter = unsafe extern "C" fn(
+    *mut ngx_http_request_t,
+    *mut ngx_http_variable_value_t,
+    usize,
+) -> ngx_int_t;
+
+/// Registers `$set_backend_status` and `$set_backend_match` (preconfiguration).
 pub fn add_variables(cf: &mut ngx_conf_t) -> Status {
-    let mut name = ngx_string!("set_backend_status");
-    // SAFETY: `cf` is the configuration being parsed; nginx copies the name.
-    let var = unsafe { ngx_http_add_variable(cf, &mut name, 0) };
-    // SAFETY: non-null results point into the configuration's variables.
-    match unsafe { var.as_mut() } {
-        Some(var) => {
-            var.get_handler = Some(status_variable);
-            var.data = 0;
-            Status::NGX_OK
-        }
-        None => Status::NGX_ERROR,
+    let vars: [(ngx_str_t, Getter); 2] = [
+        (ngx_string!("set_backend_status"), status_variable),
+        (ngx_string!("set_backend_match"), match_variable),
+    ];
+    for (mut name, get) in vars {
+        // SAFETY: `cf` is the configuration being parsed; nginx copies the name.
+        let var = unsafe { ngx_http_add_variable(cf, &mut name, 0) };
+        // SAFETY: non-null results point into the configuration's variables.
+        let Some(var) = (unsafe { var.as_mut() }) else {
+            return Status::NGX_ERROR;
+        };
+        var.get_handler = Some(get);
+        var.data = 0;
     }
+    Status::NGX_OK
 }
 
 /// Points `v` at `bytes` (which outlive the request).
@@ -91,6 +101,35 @@ unsafe extern "C" fn status_variable(
                         data: s.as_ptr().cast_mut(),
                     },
                 );
+                Status::NGX_OK.into()
+            }
+            None => Status::NGX_ERROR.into(),
+        }
+    })
+}
+
+/// `$set_backend_match`: the entry that answered (the host itself, `*.suffix` or `*`) where the
+/// lookup found one, not found elsewhere (a miss, an unavailable table, no `set_backend`).
+unsafe extern "C" fn match_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    guard(Status::NGX_ERROR.into(), || {
+        // SAFETY: nginx passes the request and the value to fill.
+        let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
+        let applies = r.get_module_ctx::<Ctx>(Module::module()).is_some() || ctx::applies(r);
+        if !applies {
+            v.set_not_found(1);
+            return Status::NGX_OK.into();
+        }
+        match lookup(r) {
+            Some(ctx) if ctx.outcome == Outcome::Hit => {
+                set_value(v, &ctx.matched);
+                Status::NGX_OK.into()
+            }
+            Some(_) => {
+                v.set_not_found(1);
                 Status::NGX_OK.into()
             }
             None => Status::NGX_ERROR.into(),
