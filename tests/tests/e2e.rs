@@ -15,6 +15,8 @@
 mod api;
 #[path = "e2e/make_run.rs"]
 mod make_run;
+#[path = "e2e/patterns.rs"]
+mod patterns;
 #[path = "e2e/reliability/mod.rs"]
 mod reliability;
 #[path = "e2e/routing.rs"]
