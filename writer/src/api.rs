@@ -219,8 +219,15 @@ fn parse_host(input: &str) -> Result<Host, ApiError> {
     Host::parse(input).map_err(|e| ApiError::InvalidHost(format!("{e}: {input:?}")))
 }
 
-fn parse_entry(e: &Entry, ip_only: bool) -> Result<(Host, Backend), ApiError> {
-    let host = parse_host(&e.host)?;
+/// The keys a written host names: one, or two for nginx's `.example.com` (`example.com` and
+/// `*.example.com`).
+fn parse_keys(input: &str) -> Result<Vec<Host>, ApiError> {
+    Host::parse_keys(input).map_err(|e| ApiError::InvalidHost(format!("{e}: {input:?}")))
+}
+
+/// An entry with each key its host names ([`parse_keys`]), all with its backend.
+fn parse_entry(e: &Entry, ip_only: bool) -> Result<Vec<(Host, Backend)>, ApiError> {
+    let keys = parse_keys(&e.host)?;
     let backend = Backend::parse(&e.backend)
         .map_err(|err| ApiError::InvalidBackend(format!("{err}: {:?}", e.backend)))?;
     if ip_only && backend.addr().is_none() {
@@ -230,20 +237,17 @@ fn parse_entry(e: &Entry, ip_only: bool) -> Result<(Host, Backend), ApiError> {
             e.backend
         )));
     }
-    Ok((host, backend))
+    Ok(keys.into_iter().map(|h| (h, backend.clone())).collect())
 }
 
-/// The host named by `/entries/<file>`: `<url_encoded_host>.json`, already percent-decoded.
-fn host_from_file(file: &str) -> Result<Host, ApiError> {
-    let name = file.strip_suffix(".json").ok_or(ApiError::NoRoute)?;
-    parse_host(name)
-}
-
-/// [`host_from_file`] for the extracted path; a path that does not decode (`%ff`) is an
-/// invalid host, in the API's error shape.
-fn host_from_path(file: Result<Path<String>, PathRejection>) -> Result<Host, ApiError> {
+/// The name in `/entries/<file>`: `<url_encoded_host>.json`, percent-decoded, without `.json`.
+/// A path that does not decode (`%ff`) is an invalid host, in the API's error shape.
+fn name_from_path(file: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match file {
-        Ok(Path(file)) => host_from_file(&file),
+        Ok(Path(file)) => match file.strip_suffix(".json") {
+            Some(name) => Ok(name.to_owned()),
+            None => Err(ApiError::NoRoute),
+        },
         Err(e) => Err(ApiError::InvalidHost(format!(
             "the host in the path does not decode: {}",
             e.body_text()
@@ -299,7 +303,13 @@ async fn upsert(
     body: Result<JsonBody<Entry>, ApiError>,
 ) -> Result<Response, ApiError> {
     let parsed = body.and_then(|JsonBody(e)| parse_entry(&e, s.ip_backends_only));
-    let (host, backend) = valid(&s, WriteOp::Upsert, parsed)?;
+    let mut keys = valid(&s, WriteOp::Upsert, parsed)?;
+    if keys.len() > 1 {
+        return upsert_shorthand(&s, keys).await;
+    }
+    let Some((host, backend)) = keys.pop() else {
+        return Err(ApiError::Internal);
+    };
     let stored = entry_json(&host, backend.as_str());
     match submit(&s, WriteOp::Upsert, Op::Upsert(host.clone(), backend)).await? {
         Outcome::Created => {
@@ -314,11 +324,36 @@ async fn upsert(
     }
 }
 
+/// `POST` of nginx's `.example.com`: its two entries in one batch, answered with the shorthand
+/// (201 if either was created).
+async fn upsert_shorthand(
+    s: &AppState,
+    upserts: Vec<(Host, Backend)>,
+) -> Result<Response, ApiError> {
+    let host = format!(".{}", upserts[0].0);
+    let backend = upserts[0].1.to_string();
+    let op = Op::Batch {
+        upserts,
+        deletes: Vec::new(),
+    };
+    match submit(s, WriteOp::Upsert, op).await? {
+        Outcome::Batch(c) => {
+            let status = if c.created > 0 {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok((status, Json(Entry { host, backend })).into_response())
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
 async fn get_one(
     State(s): State<AppState>,
     file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let host = host_from_path(file)?;
+    let host = parse_host(&name_from_path(file)?)?;
     let store = s.store.clone();
     let h = host.clone();
     let found = tokio::task::spawn_blocking(move || store.get(h.as_str()))
@@ -334,7 +369,26 @@ async fn delete_one(
     State(s): State<AppState>,
     file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let host = valid(&s, WriteOp::Delete, host_from_path(file))?;
+    let mut keys = valid(
+        &s,
+        WriteOp::Delete,
+        name_from_path(file).and_then(|n| parse_keys(&n)),
+    )?;
+    if keys.len() > 1 {
+        let name = format!(".{}", keys[0]);
+        let op = Op::Batch {
+            upserts: Vec::new(),
+            deletes: keys,
+        };
+        return match submit(&s, WriteOp::Delete, op).await? {
+            Outcome::Batch(c) if c.deleted > 0 => Ok(StatusCode::NO_CONTENT.into_response()),
+            Outcome::Batch(_) => Err(ApiError::NotFound(name)),
+            other => Err(unexpected(other)),
+        };
+    }
+    let Some(host) = keys.pop() else {
+        return Err(ApiError::Internal);
+    };
     match submit(&s, WriteOp::Delete, Op::Delete(host.clone())).await? {
         Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
         Outcome::Absent => Err(ApiError::NotFound(host.into_string())),
@@ -350,15 +404,17 @@ fn parse_entries(
 ) -> Result<Vec<(Host, Backend)>, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        let (h, b) = parse_entry(e, ip_only).map_err(|err| match err {
+        let keys = parse_entry(e, ip_only).map_err(|err| match err {
             ApiError::InvalidHost(m) => ApiError::InvalidHost(format!("entry {i}: {m}")),
             ApiError::InvalidBackend(m) => ApiError::InvalidBackend(format!("entry {i}: {m}")),
             other => other,
         })?;
-        if !seen.insert(h.as_str().to_string()) {
-            return Err(ApiError::DuplicateHost(h.into_string()));
+        for (h, b) in keys {
+            if !seen.insert(h.as_str().to_string()) {
+                return Err(ApiError::DuplicateHost(h.into_string()));
+            }
+            out.push((h, b));
         }
-        out.push((h, b));
     }
     Ok(out)
 }
@@ -369,14 +425,16 @@ fn parse_batch(req: &BatchRequest, ip_only: bool) -> Result<Op, ApiError> {
     let upserts = parse_entries(&req.upsert, &mut seen, ip_only)?;
     let mut deletes = Vec::with_capacity(req.delete.len());
     for (i, d) in req.delete.iter().enumerate() {
-        let h = parse_host(d).map_err(|e| match e {
+        let keys = parse_keys(d).map_err(|e| match e {
             ApiError::InvalidHost(m) => ApiError::InvalidHost(format!("delete {i}: {m}")),
             other => other,
         })?;
-        if !seen.insert(h.as_str().to_string()) {
-            return Err(ApiError::DuplicateHost(h.into_string()));
+        for h in keys {
+            if !seen.insert(h.as_str().to_string()) {
+                return Err(ApiError::DuplicateHost(h.into_string()));
+            }
+            deletes.push(h);
         }
-        deletes.push(h);
     }
     Ok(Op::Batch { upserts, deletes })
 }

@@ -187,34 +187,47 @@ fn port_of(digits: usize, zero: bool) -> String {
 
 /// A host as a request may give it. An ASCII name of labels, at most 253 characters, then
 /// optionally one trailing dot and a `:port` (which the server strips): one branch per form,
-/// so each branch's `maxLength` is exact. A name with non-ASCII characters is converted to
-/// A-labels by the server (IDNA, UTS #46): its schema is the characters and the byte limit
-/// only. An IPv4 literal is refused.
+/// so each branch's `maxLength` is exact. The same after `*.` (a wildcard, at most 253
+/// characters with the `*.`) and after `.` (nginx's shorthand for the name and its wildcard, so
+/// the name leaves room for `*.`); or `*` alone (the default entry). A name with non-ASCII
+/// characters is converted to A-labels by the server (IDNA, UTS #46): its schema is the
+/// characters and the byte limit only. An IPv4 literal is refused.
 fn host_schema() -> Value {
     let name = format!("{LABEL}(?:\\.{LABEL})*");
-    let mut forms = vec![
-        json!({"type": "string", "pattern": format!("^{name}$"), "maxLength": MAX_HOST_LEN}),
-        json!({"type": "string", "pattern": format!("^{name}\\.$"), "maxLength": MAX_HOST_LEN + 1}),
-    ];
-    for dot in [0, 1] {
-        let d = if dot == 1 { "\\." } else { "" };
-        for digits in 1..=5 {
-            forms.push(json!({"type": "string",
-                "pattern": format!("^{name}{d}:{}$", port_of(digits, true)),
-                "maxLength": MAX_HOST_LEN + dot + 1 + digits}));
+    let mut forms = vec![json!({"type": "string", "pattern": "^\\*$"})];
+    for (prefix, limit) in [
+        ("", MAX_HOST_LEN),
+        ("\\*\\.", MAX_HOST_LEN),
+        ("\\.", MAX_HOST_LEN - 1),
+    ] {
+        let name = format!("{prefix}{name}");
+        forms.push(json!({"type": "string", "pattern": format!("^{name}$"), "maxLength": limit}));
+        forms.push(
+            json!({"type": "string", "pattern": format!("^{name}\\.$"), "maxLength": limit + 1}),
+        );
+        for dot in [0, 1] {
+            let d = if dot == 1 { "\\." } else { "" };
+            for digits in 1..=5 {
+                forms.push(json!({"type": "string",
+                    "pattern": format!("^{name}{d}:{}$", port_of(digits, true)),
+                    "maxLength": limit + dot + 1 + digits}));
+            }
         }
     }
     forms.push(json!({"type": "string",
-        "pattern": format!("^{IDN_CHAR}*[^\\x00-\\x7f]{IDN_CHAR}*$"),
+        "pattern": format!("^(?:\\*\\.|\\.)?{IDN_CHAR}*[^\\x00-\\x7f]{IDN_CHAR}*$"),
         "maxLength": 4 * MAX_HOST_LEN}));
     json!({
         "type": "string",
         "description": "A host name, as typed: letters, digits, `-` and `_` in labels of 1 to \
             63 characters, at most 253 characters, optionally a trailing dot and a `:port`; or \
             an internationalized name (converted to A-labels). IP literals are refused. \
-            Stored lowercase, without port or trailing dot.",
+            Stored lowercase, without port or trailing dot. Patterns, as in nginx's \
+            `server_name`: `*.example.com` (every name below example.com), `.example.com` \
+            (stored as example.com and *.example.com) and `*` (the default entry); `*` \
+            anywhere else is refused. In a path, `*` may be URL-encoded (`%2A`).",
         "anyOf": forms,
-        "not": {"pattern": format!("^{IPV4}\\.?(?::[0-9]*)?$")},
+        "not": {"pattern": format!("^(?:\\*\\.|\\.)?{IPV4}\\.?(?::[0-9]*)?$")},
         "example": "some.host.com"
     })
 }
