@@ -1,10 +1,10 @@
 //! Table lookups against the alternatives, in one run: a `HashMap<String, String>` with the
 //! same keys (the in-process ceiling) and a unix-socket round trip to a lookup server (the
 //! original prototype's design). Tables of 1k and 1M entries; 10M with `SB_BENCH_10M=1`.
-//! Also the writer's in-process update rate.
+//! Also host patterns (a wildcard and the default entry) and the writer's in-process update rate.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use set_backend_benches::{backend, build_table, host, random_hosts};
+use set_backend_benches::{add_patterns, backend, build_table, host, random_hosts, PATTERN_HOSTS};
 use shm_layout::{Backend, Host, Lookup, Status, Table, Value};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -150,6 +150,30 @@ fn lookups(c: &mut Criterion) {
     }
 }
 
+/// Host patterns (`docs/FORMAT.md`, §8): the 1k-entry table of `lookups` plus `*.example.com`
+/// and `*`, looked up for a host of its own, one under the wildcard, one four labels under it,
+/// and one that falls to the default. Compare with `lookup/1000/hot/table-into` (the same host
+/// in the table without patterns) in the same run.
+fn patterns(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let mut writer = build_table(&path, 1_000);
+    add_patterns(&mut writer, "10.9.9.9:80");
+    let table = Table::open(&path).unwrap();
+    let mut out = Value::empty();
+    let mut g = c.benchmark_group("patterns/1000");
+    g.measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    for (name, h, key) in PATTERN_HOSTS {
+        assert_eq!(table.lookup_into(h.as_bytes(), &mut out), Status::Hit);
+        assert_eq!(out.matched().key(h), key);
+        g.bench_function(BenchmarkId::new(name, "table-into"), |b| {
+            b.iter(|| table.lookup_into(black_box(h.as_bytes()), &mut out) == Status::Hit)
+        });
+    }
+    g.finish();
+}
+
 fn updates(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let n = 1_000_000u64;
@@ -184,5 +208,5 @@ fn updates(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookups, updates);
+criterion_group!(benches, lookups, patterns, updates);
 criterion_main!(benches);

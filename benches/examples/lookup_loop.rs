@@ -2,10 +2,12 @@
 //! `valgrind --tool=callgrind` (deterministic, unlike wall-clock time on a shared machine):
 //! `benches/instructions.sh` runs it for each contender and prints instructions per lookup.
 //!
-//! `lookup_loop CONTENDER N` with CONTENDER one of `table`, `hashmap`, `hashmap-copy`, `none`
-//! (setup only, to subtract).
+//! `lookup_loop CONTENDER N` with CONTENDER one of `table`, `hashmap`, `hashmap-copy`,
+//! `table-set`, `hashmap-set`, `none` (setup only, to subtract), or a pattern lookup
+//! (`exact`, `wildcard`, `wildcard-4-deep`, `default`: `PATTERN_HOSTS` in a table with the
+//! patterns).
 
-use set_backend_benches::{backend, build_table, host};
+use set_backend_benches::{add_patterns, backend, build_table, host, PATTERN_HOSTS};
 use shm_layout::{Status, Table, Value};
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -20,7 +22,11 @@ fn main() {
     let entries = 1000;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("table");
-    let _writer = build_table(&path, entries);
+    let mut writer = build_table(&path, entries);
+    let pattern = PATTERN_HOSTS.iter().find(|(name, _, _)| *name == contender);
+    if pattern.is_some() {
+        add_patterns(&mut writer, "10.9.9.9:80");
+    }
     let table = Table::open(&path).expect("open");
     let map: HashMap<String, String> = (0..entries).map(|i| (host(i), backend(i))).collect();
     let hot = host(entries / 2);
@@ -67,6 +73,14 @@ fn main() {
             for i in 0..n {
                 let h = &set[i as usize % set.len()];
                 found += map.get(black_box(h.as_str())).map_or(0, |v| v.len() as u64);
+            }
+        }
+        _ if pattern.is_some() => {
+            let host = pattern.map_or("", |(_, h, _)| *h);
+            let mut out = Value::empty();
+            for _ in 0..n {
+                found +=
+                    (table.lookup_into(black_box(host.as_bytes()), &mut out) == Status::Hit) as u64;
             }
         }
         "none" => {}

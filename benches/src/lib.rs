@@ -41,6 +41,30 @@ pub fn build_table(path: &Path, n: u64) -> TableWriter {
     TableWriter::create(path, entries, opts).expect("build table")
 }
 
+/// The patterns added to a [`build_table`] table for the pattern benchmarks: a wildcard over
+/// every benchmark host's domain and the default entry.
+pub const PATTERNS: [&str; 2] = ["*.example.com", "*"];
+
+/// What the pattern benchmarks look up in a table of [`build_table`] hosts plus [`PATTERNS`],
+/// with the entry that must answer: the host's own, `*.example.com` one and four labels deep,
+/// and the default.
+pub const PATTERN_HOSTS: [(&str, &str, &str); 4] = [
+    ("exact", "site-500.example.com", "site-500.example.com"),
+    ("wildcard", "a.example.com", "*.example.com"),
+    ("wildcard-4-deep", "a.b.c.d.example.com", "*.example.com"),
+    ("default", "nothing.example.net", "*"),
+];
+
+/// Adds [`PATTERNS`] to a benchmark table.
+pub fn add_patterns(writer: &mut TableWriter, backend: &str) {
+    let b = Backend::parse(backend).unwrap();
+    for p in PATTERNS {
+        writer
+            .upsert(&Host::parse(p).unwrap(), &b)
+            .expect("upsert pattern");
+    }
+}
+
 /// `count` hosts drawn uniformly from `0..n` by a fixed xorshift sequence, so that random
 /// lookups defeat the caches the same way for every contender.
 pub fn random_hosts(n: u64, count: usize) -> Vec<String> {
