@@ -21,8 +21,9 @@ Layout of benches/e2e/:
   plot.py        PNG plots from the CSV files this package writes
 
 Subcommands (each runs alone; `make bench-e2e` runs them all, see the Makefile):
-  throughput   wrk against every contender, in rounds (A B C …, A B C …), for each table size
-               and distribution; also records each contender's start time and memory
+  throughput   wrk against every contender, in rounds (A B C, B C A, …), for each table size
+               and distribution; also records each contender's start time and memory;
+               --https: the HTTPS fronts (set-backend upstream mode, static keepalive, HAProxy)
   propagation  ack → every worker routes the new backend, per update API; reload under load
   writes       write throughput through each update API
   memory       memory and start time with 1M hosts (subset of throughput, no wrk)

@@ -15,6 +15,8 @@ from .writes import cmd_writes
 
 DEFAULT_CONTENDERS = ("floor,map,lua,set-backend,haproxy-close,map-1.28,set-backend-1.28,"
                       "keepalive,map-upstream,haproxy,set-backend-peer,set-backend-peer-1.28")
+# --https: the HTTPS fronts (conf/tls.inc), in their own results (throughput-https.csv, …)
+HTTPS_CONTENDERS = "set-backend-peer-tls,keepalive-tls,haproxy-tls"
 
 
 def parser():
@@ -32,6 +34,9 @@ def parser():
     t.add_argument("--contenders", default=DEFAULT_CONTENDERS)
     t.add_argument("--skip-1m", default="", help="contenders left out above 100k hosts")
     t.add_argument("--tag", default="", help="results in throughput-TAG.csv, … (keeps the main run's)")
+    t.add_argument("--https", action="store_true",
+                   help=f"the HTTPS fronts ({HTTPS_CONTENDERS}) instead of --contenders; "
+                        "tag https unless --tag")
     pr = sub.add_parser("propagation", help="write ack → every worker routes it; map + reload")
     pr.set_defaults(run=cmd_propagation)
     pr.add_argument("--hosts", type=int, default=1000)
@@ -54,6 +59,8 @@ def parser():
 
 def main(argv=None):
     a = parser().parse_args(argv)
+    if getattr(a, "https", False):
+        a.contenders, a.tag = HTTPS_CONTENDERS, a.tag or "https"
     # TERM / HUP (timeout, a closed terminal) unwind like Ctrl-C, so the servers are stopped
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -6,6 +6,8 @@ import os
 import random
 import shutil
 import signal
+import socket
+import ssl
 import string
 import subprocess
 import time
@@ -47,16 +49,49 @@ def module_has_peer():
 
 
 def render(template, out, **kw):
-    """conf/TEMPLATE with ${…} substituted, ${common} and ${http} being conf/*.inc."""
+    """conf/TEMPLATE with ${…} substituted, ${common}, ${http} and ${tls} being conf/*.inc."""
 
     def sub(text, extra):
         return string.Template(text).safe_substitute({**kw, **extra})
 
-    common = sub(open(os.path.join(HERE, "conf/common.inc")).read(), {})
-    http = sub(open(os.path.join(HERE, "conf/http.inc")).read(), {})
-    text = sub(open(os.path.join(HERE, "conf", template)).read(), {"common": common, "http": http})
+    inc = {name: sub(open(os.path.join(HERE, f"conf/{name}.inc")).read(), {})
+           for name in ("common", "http", "tls")}
+    text = sub(open(os.path.join(HERE, "conf", template)).read(), inc)
     with open(out, "w") as f:
         f.write(text)
+
+
+def tls_files():
+    """The certificate of the HTTPS contenders, made once: an ECDSA P-256 key and a
+    self-signed certificate for *.bench.example (cert.pem, key.pem; haproxy.pem is both in one
+    file, as HAProxy takes them). One certificate for all, so the handshakes cost the same."""
+    d = os.path.join(RUN, "tls")
+    if os.path.exists(os.path.join(d, "haproxy.pem")):
+        return d
+    os.makedirs(d, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{d}/key.pem",
+                    "-subj", "/CN=*.bench.example", "-addext",
+                    "subjectAltName=DNS:*.bench.example,IP:127.0.0.1", "-days", "30",
+                    "-out", f"{d}/cert.pem"], check=True, capture_output=True)
+    with open(f"{d}/haproxy.pem", "w") as f:
+        f.write(open(f"{d}/cert.pem").read() + open(f"{d}/key.pem").read())
+    return d
+
+
+# The protocol and cipher suite every HTTPS contender is configured with (conf/tls.inc,
+# conf/haproxy-tls.cfg), checked before measuring.
+TLS_CIPHER = ("TLS_AES_128_GCM_SHA256", "TLSv1.3")
+
+
+def tls_cipher(port):
+    """(cipher, protocol, bits) that a default client negotiates with 127.0.0.1:PORT."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        with ctx.wrap_socket(s) as t:
+            return t.cipher()
 
 
 # --- one contender ----------------------------------------------------------------------------
@@ -77,8 +112,10 @@ class Contender:
         self.api_port = None  # lua update endpoint
         self.close_port = None  # HAProxy frontend without upstream keepalive
         self.target_port = port  # where wrk goes
-        self.routed = name not in ("floor", "keepalive")  # the two fixed-destination baselines
+        # the fixed-destination baselines
+        self.routed = name not in ("floor", "keepalive", "keepalive-tls")
         self.upstream_mode = False  # needs set_backend_peer in the module
+        self.tls = False  # an HTTPS front (conf/tls.inc, tls_files()); wrk uses https://
         self.enabled = True
 
     def prefix(self, n):
@@ -95,6 +132,7 @@ class Contender:
             map_hash_max_size=max(1024, 2 * n),
             lua_dict_size=f"{max(16, n * 400 // 1_000_000 + 16)}m",
             api_port=self.api_port, close_port=self.close_port, module=self.module, table=table,
+            tls_dir=tls_files() if self.tls else "",
         )
         if self.kind == "haproxy":
             cfg = os.path.join(prefix, "haproxy.cfg")
@@ -114,21 +152,26 @@ class Contender:
         host, want = sample
 
         def ready():
-            st, body = http_get(self.port, host)
+            st, body = http_get(self.port, host, tls=self.tls)
             return st == 200 and (body == str(want) or not self.routed)
 
         return wait_until(ready, self.proc, self.name, timeout, self.t0)
 
     def check(self, n):
-        """A few random hosts must reach their own backend (the routing is real)."""
+        """A few random hosts must reach their own backend (the routing is real); an HTTPS
+        front must negotiate the benchmark's one protocol and cipher suite."""
+        if self.tls:
+            got = tls_cipher(self.port)
+            if got[:2] != TLS_CIPHER:
+                raise RuntimeError(f"{self.name}: TLS {got}, want {TLS_CIPHER}")
         if not self.routed:
             return
         for i in random.sample(range(n), min(n, 20)):
             for port in {self.target_port, self.port}:
                 try:
-                    st, body = http_get(port, host_name(i), timeout=10.0)
+                    st, body = http_get(port, host_name(i), timeout=10.0, tls=self.tls)
                 except OSError:  # a stalled machine: once more
-                    st, body = http_get(port, host_name(i), timeout=30.0)
+                    st, body = http_get(port, host_name(i), timeout=30.0, tls=self.tls)
                 if st != 200 or body != str(backend_port(i)):
                     raise RuntimeError(
                         f"{self.name}: {host_name(i)} → {st} {body!r}, want {backend_port(i)}"
@@ -159,12 +202,14 @@ class Lineup:
         return self.next_port - 1
 
     def add(self, name, label, group, kind, template, binary, module=None, api_port=False,
-            close_port=False, upstream_mode=False):
+            close_port=False, upstream_mode=False, tls=False):
         """`api_port`: a second port for an update endpoint (${api_port} in the template);
         `close_port`: a second frontend without upstream keep-alive (${close_port});
-        `upstream_mode`: left out when the module has no set_backend_peer."""
+        `upstream_mode`: left out when the module has no set_backend_peer; `tls`: an HTTPS
+        front."""
         c = Contender(name, label, group, kind, template, binary, module=module, port=self._port())
         c.upstream_mode = upstream_mode
+        c.tls = tls
         if api_port:
             c.api_port = self._port()
         if close_port:
@@ -206,6 +251,13 @@ def lineup():
            "set-backend-peer.conf", deb, module=m122, upstream_mode=True)
     lu.add("set-backend-peer-1.28", "set-backend upstream mode (1.28)", "keepalive", "nginx",
            "set-backend-peer.conf", ven, module=m128, upstream_mode=True)
+    # HTTPS fronts (throughput --https): one certificate, TLS 1.3 with one cipher suite.
+    lu.add("set-backend-peer-tls", "set-backend upstream mode, HTTPS (1.28)", "keepalive",
+           "nginx", "set-backend-peer-tls.conf", ven, module=m128, upstream_mode=True, tls=True)
+    lu.add("keepalive-tls", "static upstream + keepalive, HTTPS (1.28)", "keepalive", "nginx",
+           "keepalive-tls.conf", ven, tls=True)
+    lu.add("haproxy-tls", "HAProxy 2.6 map, HTTPS", "keepalive", "haproxy", "haproxy-tls.cfg",
+           HAPROXY, tls=True)
     return lu.cs
 
 

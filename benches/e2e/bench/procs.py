@@ -3,6 +3,7 @@
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import time
 
@@ -54,8 +55,16 @@ def cpu_ns(pids):
     return total
 
 
-def http_get(port, host, path="/", timeout=2.0):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(port, host, path="/", timeout=2.0, tls=False):
+    """(status, body) of GET PATH with this Host; over HTTPS if `tls` (certificate unchecked:
+    the benchmark's own)."""
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         c.request("GET", path, headers={"Host": host, "Connection": "close"})
         r = c.getresponse()

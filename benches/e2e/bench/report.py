@@ -47,7 +47,8 @@ def report_throughput(p, tag):
                  ("set-backend-peer", "map"), ("set-backend-peer-1.28", "map-upstream"),
                  ("set-backend-peer", "lua-balancer"), ("lua-balancer", "map-upstream"),
                  ("lua-balancer", "lua"), ("set-backend-peer", "keepalive"),
-                 ("keepalive", "lua-balancer")]
+                 ("keepalive", "lua-balancer"),
+                 ("set-backend-peer-tls", "haproxy-tls"), ("set-backend-peer-tls", "keepalive-tls")]
         p("#### Ratios (median over rounds of the ratio within each round)"
           + (f" — run `{tag}`" if tag else ""))
         p("")

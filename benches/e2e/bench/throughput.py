@@ -1,5 +1,6 @@
-"""`throughput`: wrk against every contender in rounds (A B C …, A B C …), for each table size
-and distribution; the proxy's CPU time per request; each contender's start time and memory."""
+"""`throughput`: wrk against every contender in rounds (A B C, then B C A, …: each round starts
+one further on), for each table size and distribution; the proxy's CPU time per request; each
+contender's start time and memory. `--https`: the HTTPS fronts, over https:// with keep-alive."""
 
 import datetime
 import os
@@ -34,13 +35,16 @@ def cmd_throughput(a):
             order = [c for c in st.cs if c.measured]
             for dist in dists:
                 for rnd in range(a.rounds):
-                    for c in order:
-                        run_wrk(c.target_port, n, dist, a.warmup, a.conns)
+                    # A B C, then B C A, …: no contender always runs first or last
+                    k = rnd % len(order)
+                    for c in order[k:] + order[:k]:
+                        scheme = "https" if c.tls else "http"
+                        run_wrk(c.target_port, n, dist, a.warmup, a.conns, scheme=scheme)
                         la = loadavg()
                         pids = tree_pids(c.proc.p.pid)
                         up0 = st.up.stats()
                         cpu0 = cpu_ns(pids)
-                        r = run_wrk(c.target_port, n, dist, a.secs, a.conns)
+                        r = run_wrk(c.target_port, n, dist, a.secs, a.conns, scheme=scheme)
                         cpu = (cpu_ns(pids) - cpu0) / 1000 / max(1, r["requests"])
                         up1 = st.up.stats()
                         # new upstream connections and upstream requests during the run (the
@@ -131,6 +135,10 @@ def summarize_throughput(path, tag=""):
                 vs_map=ratio(name, "map"), vs_lua=ratio(name, "lua"), vs_floor=ratio(name, "floor"),
                 vs_map_128=ratio(name, "map-1.28"), vs_keepalive=ratio(name, "keepalive"),
                 vs_haproxy=ratio(name, "haproxy"),
+                vs_keepalive_tls=ratio(name, "keepalive-tls"),
+                vs_haproxy_tls=ratio(name, "haproxy-tls"),
+                cpu_vs_keepalive_tls=ratio(name, "keepalive-tls", "cpu_us_per_req"),
+                cpu_vs_haproxy_tls=ratio(name, "haproxy-tls", "cpu_us_per_req"),
                 load1_median=round(statistics.median(float(x["load1"]) for x in rounds.values()), 2),
             ))
     write_csv(os.path.join(RESULTS, f"throughput-summary{tag}.csv"), summary)

@@ -17,10 +17,10 @@ def parse_wrk(stdout):
     raise RuntimeError(f"wrk: no result: {stdout}")
 
 
-def wrk(port, script, args, secs, conns, threads=1):
-    """wrk on http://127.0.0.1:PORT/ with wrk/SCRIPT and its arguments; the parsed result."""
+def wrk(port, script, args, secs, conns, threads=1, scheme="http"):
+    """wrk on SCHEME://127.0.0.1:PORT/ with wrk/SCRIPT and its arguments; the parsed result."""
     argv = [WRK, f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--timeout", "5s",
-            "-s", os.path.join(HERE, "wrk", script), f"http://127.0.0.1:{port}/", "--",
+            "-s", os.path.join(HERE, "wrk", script), f"{scheme}://127.0.0.1:{port}/", "--",
             *[str(a) for a in args]]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
     try:
@@ -29,6 +29,7 @@ def wrk(port, script, args, secs, conns, threads=1):
         raise RuntimeError(f"wrk: no result: {out.stdout} {out.stderr}") from None
 
 
-def run_wrk(port, n, dist, secs, conns, threads=1):
-    """Requests spread over the n hosts (dist: uniform or zipf), wrk/hosts.lua."""
-    return wrk(port, "hosts.lua", [n, dist], secs, conns, threads)
+def run_wrk(port, n, dist, secs, conns, threads=1, scheme="http"):
+    """Requests spread over the n hosts (dist: uniform or zipf), wrk/hosts.lua; over HTTPS
+    (keep-alive: one handshake per connection) with scheme "https"."""
+    return wrk(port, "hosts.lua", [n, dist], secs, conns, threads, scheme)
