@@ -44,6 +44,8 @@ fail() {
   exit 1
 }
 
+# The test's own tools (the test certificate, the HTTPS checks): installed as root, else named.
+scripts/deps.sh curl openssl
 # shellcheck source=container/engine.sh
 . container/engine.sh
 
