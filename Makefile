@@ -68,6 +68,12 @@ bench-plots: ## PNG plots and benches/results/report.md (every table of the runs
 	$(BENCH_E2E) report >/dev/null
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
+.PHONY: bench-scale
+SCALE_HOSTS ?= 1000000
+bench-scale: ## The writer at SCALE_HOSTS hosts (1M; 10M with SCALE_HOSTS=10000000): import, writes during growth, memory, restart
+	$(CARGO) build --release -p set-backend-writer --target-dir target-bench
+	$(BENCH_PYTHON) benches/scale/scale.py --binary target-bench/release/set-backend --hosts $(SCALE_HOSTS)
+
 run: deps ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh
 

@@ -45,6 +45,10 @@ pub const H_HEARTBEAT_MS: usize = 192;
 pub const H_ENTRIES: usize = 256;
 pub const H_TOMBSTONES: usize = 264;
 pub const H_ARENA_USED: usize = 272;
+/// Writer-only words (one line), ignored by readers: the seal of a cleanly stopped table
+/// (0 while it may be changing) and the end of the arena's used part when it was sealed.
+pub const H_SEAL: usize = 320;
+pub const H_SEAL_ARENA_END: usize = 328;
 
 // Slot words.
 pub const SLOT_EMPTY: u64 = 0;
@@ -75,7 +79,7 @@ pub const MAX_PROBE_LIMIT: usize = 4096;
 /// The smallest index the writer makes.
 pub const MIN_CAPACITY: u64 = 64;
 
-const _: () = assert!(H_ARENA_USED + 8 <= HEADER_LEN);
+const _: () = assert!(H_SEAL_ARENA_END + 8 <= HEADER_LEN && H_SEAL.is_multiple_of(64));
 const _: () = assert!(
     H_SUPERSEDED.is_multiple_of(64)
         && H_HEARTBEAT_MS.is_multiple_of(64)

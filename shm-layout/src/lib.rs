@@ -15,7 +15,9 @@
 //! - `raw`: the shared mapping and word-sized atomic access to it (unsafe: raw pointers).
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
 //! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the protocol's read side).
-//! - `writer`: [`TableWriter`], create / upsert / delete / grow (the protocol's write side).
+//! - `writer`: [`TableWriter`], create / upsert / delete / grow (the protocol's write side);
+//!   `writer/next.rs`: the lock ([`TableLock`]), reopening a sealed table, and a generation
+//!   built beside the current one ([`NextGeneration`], `TableWriter::install`, `seal`).
 //! - [`testkit`] (feature `testkit`): for tests: hostile tables damaged by the format's
 //!   constants, the acknowledged-writes model, a seeded generator.
 //!
@@ -54,7 +56,10 @@ pub use host::{Backend, BackendError, Host, HostError, KeyKind, MAX_BACKEND_LEN,
 pub use reader::{OpenError, Stats, Table, VerifyError};
 pub use value::{Lookup, Match, Status, Value};
 #[cfg(not(loom))]
-pub use writer::{TableWriter, Upserted, WriteError, WriterOptions};
+pub use writer::{
+    record_words_of, NextGeneration, NextSpec, Sizing, TableLock, TableWriter, Upserted,
+    WriteError, WriterOptions,
+};
 
 /// Where the writer publishes the table and where the module looks for it by default.
 pub const DEFAULT_TABLE_PATH: &str = "/var/lib/set-backend/table";

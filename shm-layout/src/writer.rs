@@ -7,8 +7,20 @@
 //! long, or the arena runs out, the writer builds the next generation the same way. A published
 //! file is never truncated or shrunk: readers would die of SIGBUS.
 //!
+//! Growth can also happen without stopping the writes (the daemon does this): the owner asks
+//! [`TableWriter::next_generation`] for a [`NextSpec`], builds the [`NextGeneration`] from it on
+//! another thread while it keeps changing the current table in place, then brings it up to
+//! date ([`NextGeneration::copy_from`] for every host changed meanwhile) and publishes it with
+//! [`TableWriter::install`]. The in-place path above stays as the fallback when the current
+//! table fills up before the next one is ready.
+//!
+//! A cleanly stopped table can be reopened as is instead of being rebuilt: [`TableWriter::seal`]
+//! makes the whole file durable and then writes a seal (a number the owner chose, say one its
+//! store also recorded) into the header; [`TableLock::reopen`] accepts a file only if its seal
+//! is the expected one.
+//!
 //! An exclusive lock on `<path>.lock` keeps a second writer away for the life of a
-//! [`TableWriter`].
+//! [`TableWriter`] (and of the [`TableLock`] that precedes it).
 
 use crate::format::*;
 use crate::host::{is_pattern, Backend, Host};
@@ -24,6 +36,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64 as TmpCounter;
 
 /// How the writer builds tables.
 #[derive(Debug, Clone)]
@@ -201,7 +214,54 @@ impl Layout {
     fn set_counter(&self, off: usize, v: u64) {
         store(self.words(), off, v, Ordering::Relaxed);
     }
+
+    /// Renumbers a file that is not published yet (the header checksum follows).
+    fn set_generation(&mut self, generation: u64) {
+        let w = self.words();
+        store(w, H_GENERATION, generation, Ordering::Relaxed);
+        store(
+            w,
+            H_CHECKSUM,
+            crate::reader::header_checksum(w),
+            Ordering::Relaxed,
+        );
+        self.generation = generation;
+    }
+
+    /// The published file at `path`, mapped for writing, with the geometry its header (already
+    /// validated by `table`) gives.
+    fn open_published(path: &Path, table: &Table) -> io::Result<Layout> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let map = Mapping::read_write(&file)?;
+        let h = |off| load(map.words(), off).unwrap_or(0);
+        if h(H_GENERATION) != table.generation() || h(H_FILE_LEN) != map.len() as u64 {
+            return Err(io::Error::other("the file changed while it was opened"));
+        }
+        Ok(Layout {
+            geo: Geometry {
+                hash: KeyHash::new(h(H_HASH_K0), h(H_HASH_K1)),
+                capacity: h(H_CAPACITY) as usize,
+                max_probe: h(H_MAX_PROBE) as usize,
+            },
+            index_at: h(H_INDEX_OFFSET) as usize / 8,
+            arena_at: h(H_ARENA_OFFSET) as usize / 8,
+            arena_words: h(H_ARENA_LEN) as usize / 8,
+            generation: table.generation(),
+            map,
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// msync the mapping and fsync the file.
+    fn sync(&self) -> io::Result<()> {
+        self.map.flush()?;
+        self.file.sync_all()
+    }
 }
+
+mod next;
+pub use next::{record_words_of, NextGeneration, NextSpec, Sizing, TableLock};
 
 /// Where a key is, or where it would go.
 enum Probe {
@@ -240,122 +300,6 @@ pub struct TableWriter {
 }
 
 impl TableWriter {
-    /// Builds a table holding `entries` (a later duplicate host wins) and publishes it at
-    /// `path` as the generation after the file already there, if any; the previous file is
-    /// then marked superseded so readers move over.
-    pub fn create(
-        path: impl AsRef<Path>,
-        entries: impl IntoIterator<Item = (Host, Backend)>,
-        opts: WriterOptions,
-    ) -> Result<TableWriter, WriteError> {
-        let path = path.as_ref().to_path_buf();
-        let lock_path = sibling(&path, ".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(WriteError::Locked(lock_path)),
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
-        }
-        remove_stale_tmp(&path);
-        let (previous, previous_map) = open_previous(&path);
-        let key = opts.hash_key.unwrap_or_else(random_key);
-        Self::build(
-            path,
-            lock,
-            previous + 1,
-            key,
-            opts,
-            entries,
-            previous_map.as_ref(),
-        )
-    }
-
-    /// Replaces every entry with `entries` in one step: the next generation is built complete
-    /// and published by rename, so readers see the old set or the new one, never a mix. The
-    /// lock stays held throughout. On error nothing has changed.
-    pub fn replace_all(
-        &mut self,
-        entries: impl IntoIterator<Item = (Host, Backend)>,
-    ) -> Result<(), WriteError> {
-        let lock = self._lock.try_clone()?;
-        let key = self.opts.hash_key.unwrap_or_else(random_key);
-        let next = Self::build(
-            self.path.clone(),
-            lock,
-            self.t.generation + 1,
-            key,
-            self.opts.clone(),
-            entries,
-            Some(&self.t.map),
-        )?;
-        // The old state (and its clone of the lock descriptor) is dropped; the lock itself is
-        // held by the descriptor `next` carries.
-        *self = next;
-        Ok(())
-    }
-
-    /// Builds a complete table of `entries` under a temporary name and publishes it at `path`
-    /// as `generation`, then marks `previous` (the file it replaces, if known) superseded.
-    fn build(
-        path: PathBuf,
-        lock: File,
-        generation: u64,
-        key: (u64, u64),
-        opts: WriterOptions,
-        entries: impl IntoIterator<Item = (Host, Backend)>,
-        previous: Option<&Mapping>,
-    ) -> Result<TableWriter, WriteError> {
-        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
-        let capacity = capacity_for(entries.len() as u64, opts.min_capacity);
-        let need: usize = entries
-            .iter()
-            .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr()))
-            .sum();
-        let tmp = sibling(&path, &format!(".{generation}.tmp"));
-        let t = Layout::create(
-            tmp,
-            capacity,
-            need + need / 4 + 4096,
-            generation,
-            key,
-            &opts,
-        )?;
-        let mut w = TableWriter {
-            path,
-            t,
-            bump: 0,
-            free: HashMap::new(),
-            free_words: 0,
-            entries: 0,
-            tombstones: 0,
-            patterns: 0,
-            published: false,
-            opts,
-            buf: Vec::new(),
-            _lock: lock,
-        };
-        let built = entries
-            .iter()
-            .try_for_each(|(host, backend)| w.upsert(host, backend).map(drop));
-        if let Err(e) = built.and_then(|()| Ok(publish(&mut w.t, &w.path, w.opts.sync)?)) {
-            let _ = fs::remove_file(&w.t.path);
-            return Err(e);
-        }
-        w.published = true;
-        if let Some(previous) = previous {
-            store(previous.words(), H_SUPERSEDED, 1, Ordering::Release);
-        }
-        w.heartbeat();
-        if w.opts.sync {
-            sync_dir(&w.path)?;
-        }
-        Ok(w)
-    }
-
     /// Inserts or replaces the backend of `host`. O(1); grows the table into a new generation
     /// when it must.
     pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
@@ -433,6 +377,10 @@ impl TableWriter {
     pub fn delete(&mut self, host: &Host) -> Result<bool, WriteError> {
         let key = host.as_str().as_bytes();
         let hash = self.t.geo.hash.of(key);
+        self.delete_key(key, hash)
+    }
+
+    fn delete_key(&mut self, key: &[u8], hash: u64) -> Result<bool, WriteError> {
         match self.probe(key, hash) {
             Probe::Found { slot, rec } => {
                 let words = self.t.meta(rec).words;
@@ -574,7 +522,7 @@ impl TableWriter {
         let arena_words = live_words + live_words / 2 + extra_words + 4096;
         loop {
             let generation = self.t.generation + 1;
-            let tmp = sibling(&self.path, &format!(".{generation}.tmp"));
+            let tmp = tmp_path(&self.path, generation);
             let mut next = Layout::create(
                 tmp,
                 capacity,
@@ -666,7 +614,8 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes `<path>.<n>.tmp` files left by a writer that died while building a generation.
+/// Removes `<path>.<generation>-<n>.tmp` (and the older `<path>.<n>.tmp`) files left by a
+/// writer that died while building a generation.
 /// Called with the lock held, so no other writer is building one.
 fn remove_stale_tmp(path: &Path) {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
@@ -687,7 +636,7 @@ fn remove_stale_tmp(path: &Path) {
             .strip_prefix(name)
             .and_then(|rest| rest.strip_prefix('.'))
             .and_then(|rest| rest.strip_suffix(".tmp"))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit() || b == b'-'));
         if stale {
             let _ = fs::remove_file(e.path());
         }
@@ -717,6 +666,18 @@ fn capacity_for(entries: u64, min: u64) -> usize {
     want.next_power_of_two() as usize
 }
 
+/// Index slots and arena words for a first build from a known list of entries.
+fn exact_size(entries: &[(Host, Backend)], opts: &WriterOptions) -> (usize, usize) {
+    let need: usize = entries
+        .iter()
+        .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr()))
+        .sum();
+    (
+        capacity_for(entries.len() as u64, opts.min_capacity),
+        need + need / 4 + 4096,
+    )
+}
+
 /// What a rebuild is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Grow {
@@ -736,6 +697,15 @@ fn record_words(key_len: usize, val_len: usize, addr: Option<std::net::SocketAdd
         None => 0,
     };
     RECORD_FIXED_WORDS + addr + words_for(key_len) + words_for(val_len)
+}
+
+/// `<path>.<generation>-<n>.tmp`, where a generation is built before it is published: `n`
+/// counts the files this process made, so that a generation built in the background and one
+/// built in place never share a name.
+fn tmp_path(path: &Path, generation: u64) -> PathBuf {
+    static MADE: TmpCounter = TmpCounter::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    sibling(path, &format!(".{generation}-{n}.tmp"))
 }
 
 /// `<path><suffix>` in the same directory (so a rename is atomic).

@@ -141,6 +141,10 @@ pub struct ServeArgs {
     /// Largest body of a batch (PATCH) or replace-all (PUT), in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub max_batch_bytes: usize,
+    /// The store's page cache, in MiB: what the store keeps of its file in memory. The rest
+    /// is read from the page cache of the file system.
+    #[arg(long, default_value_t = 64)]
+    pub store_cache_mib: usize,
     /// The domain the API is served under (`api.$DOMAIN`), shown in the docs' examples.
     #[arg(long, env = "DOMAIN")]
     pub domain: Option<String>,

@@ -13,30 +13,54 @@
 //!   request never waits for company;
 //! - a group fails or succeeds as a whole; nothing of a failed group is stored or published.
 //!
+//! Only after the answers are sent does the engine give a growth in progress a slice of time
+//! (see `growth`): when the table fills up, its next generation is built by another thread
+//! from a store snapshot while this one keeps committing and publishing into the current
+//! generation; the hosts changed meanwhile are copied over, and the new file is renamed into
+//! place between two groups. A write waits for a growth only if the current table fills up
+//! before the next is ready (it then grows in place, as a last resort).
+//!
 //! A replace-all rebuilds the table from the store into a new generation (readers switch to
 //! it atomically). If the table cannot be updated in place (an I/O error while growing it),
 //! the engine rebuilds it from the store too; if that fails, the write is answered with an
 //! error, the health check fails, and the next start rebuilds the table.
 //!
+//! Start: the table file is reopened as is when its seal matches the store's (the last stop
+//! was clean and nothing changed since); otherwise it is rebuilt from the store. Order makes
+//! every crash safe: a change is committed (clearing the store's seal) before it reaches the
+//! table, and a seal is recorded only after the table file is durable, so a table that is
+//! behind, damaged or from another store never carries the store's seal.
+//!
 //! Shutdown: [`EngineHandle::stop`] queues a stop message behind every pending request, so
-//! the thread finishes them, writes a last heartbeat and exits, releasing the table lock.
+//! the thread finishes them, writes a last heartbeat, seals the table and exits, releasing
+//! the table lock.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shm_layout::{Backend, Host, TableWriter, WriteError, WriterOptions};
+use shm_layout::{
+    Backend, Host, NextGeneration, TableLock, TableWriter, WriteError, WriterOptions,
+};
 use tokio::sync::oneshot;
 
+use crate::growth::{self, BuildError, Growth, Step};
 use crate::metrics::Metrics;
 use crate::model::BatchCounts;
-use crate::store::{Change, Fault, SharedStore, StoreError};
+use crate::store::{Change, Fault, SharedStore, Store, StoreError};
 
 /// The most requests committed together. Large enough to amortize an fsync, small enough
 /// that the first request of a group does not wait long for the last one's work.
 const MAX_GROUP: usize = 512;
+/// The least time given to a growth after each group (and while idle): what a lone write may
+/// wait behind one.
+const GROWTH_SLICE: Duration = Duration::from_millis(10);
+/// How often a growth is tended while no request comes.
+const GROWTH_POLL: Duration = Duration::from_millis(5);
+/// How long to wait before trying a growth again after one failed (a full disk, say).
+const GROWTH_RETRY: Duration = Duration::from_secs(10);
 
 /// A validated change, ready to be stored.
 #[derive(Debug)]
@@ -111,6 +135,19 @@ impl PublishError {
     }
 }
 
+impl From<BuildError> for PublishError {
+    fn from(e: BuildError) -> PublishError {
+        match e {
+            BuildError::Store(e) => e.into(),
+            BuildError::Table(e) => PublishError::table(&e),
+            BuildError::Cancelled => PublishError {
+                kind: Fault::Other,
+                message: "the build was abandoned".into(),
+            },
+        }
+    }
+}
+
 impl From<StoreError> for PublishError {
     fn from(e: StoreError) -> PublishError {
         PublishError {
@@ -126,9 +163,12 @@ impl std::fmt::Display for PublishError {
     }
 }
 
+/// Where the answer to a request goes.
+type Reply = oneshot::Sender<Result<Outcome, EngineError>>;
+
 /// A queued request.
 enum Msg {
-    Op(Op, oneshot::Sender<Result<Outcome, EngineError>>),
+    Op(Op, Reply),
     Stop,
 }
 
@@ -172,6 +212,10 @@ struct Engine {
     /// A commit failed: the store must be reopened (redb refuses everything after an I/O
     /// error) before the next write, and the heartbeat retries until it is.
     store_failed: bool,
+    /// The next generation being built beside the current one, if the table is growing.
+    growth: Option<Growth>,
+    /// No growth starts before this instant (set after one failed).
+    growth_after: Instant,
 }
 
 /// Builds the table from the store (taking the table lock) and starts the engine thread.
@@ -183,11 +227,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     heartbeat: Duration,
 ) -> Result<(EngineHandle, thread::JoinHandle<()>), StartError> {
-    let entries = load_all(&*store).map_err(StartError::Store)?;
-    let table = TableWriter::create(&table_path, entries, opts.clone()).map_err(|e| match e {
-        WriteError::Locked(p) => StartError::Locked(p),
-        e => StartError::Table(e.to_string()),
-    })?;
+    let table = open_table(&*store, &table_path, &opts)?;
     table.heartbeat();
     metrics.set_table(&table.stats());
     let mut engine = Engine {
@@ -198,6 +238,8 @@ pub fn start(
         metrics,
         heartbeat,
         store_failed: false,
+        growth: None,
+        growth_after: Instant::now(),
     };
     let (tx, rx) = mpsc::channel();
     let join = thread::Builder::new()
@@ -232,6 +274,41 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The table at `path`: reopened as is if it carries the store's seal, else built from the
+/// store as the next generation.
+fn open_table(
+    store: &dyn Store,
+    path: &std::path::Path,
+    opts: &WriterOptions,
+) -> Result<TableWriter, StartError> {
+    let table_error = |e: WriteError| match e {
+        WriteError::Locked(p) => StartError::Locked(p),
+        e => StartError::Table(e.to_string()),
+    };
+    let lock = TableLock::acquire(path).map_err(table_error)?;
+    let seal = store.seal().map_err(StartError::Store)?;
+    let lock = match lock.reopen(opts.clone(), seal) {
+        Ok(table) => {
+            tracing::info!("the table file matches the store: reopened as is");
+            return Ok(table);
+        }
+        Err((lock, why)) => {
+            tracing::info!(%why, "building the table from the store");
+            lock
+        }
+    };
+    let build = |lock: TableLock| -> Result<NextGeneration, PublishError> {
+        let snapshot = store.snapshot()?;
+        let mut next = lock
+            .begin(opts.clone(), growth::sizing(&*snapshot)?)
+            .map_err(|e| PublishError::table(&e))?;
+        growth::fill(&mut next, &*snapshot, &AtomicBool::new(false))?;
+        Ok(next)
+    };
+    let next = build(lock).map_err(|e| StartError::Table(e.to_string()))?;
+    next.publish().map_err(table_error)
+}
+
 impl Engine {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         let mut group = Vec::new();
@@ -243,11 +320,17 @@ impl Engine {
                 self.heartbeat();
                 last_beat = Instant::now();
             }
-            let wait = self.heartbeat.saturating_sub(last_beat.elapsed());
+            let mut wait = self.heartbeat.saturating_sub(last_beat.elapsed());
+            if self.growth.is_some() {
+                wait = wait.min(GROWTH_POLL);
+            }
             match rx.recv_timeout(wait) {
                 Ok(Msg::Op(op, reply)) => group.push((op, reply)),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.tend_growth(GROWTH_SLICE);
+                    continue;
+                }
             }
             while group.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -259,7 +342,11 @@ impl Engine {
                     Err(_) => break,
                 }
             }
+            let t0 = Instant::now();
             self.process(&mut group);
+            // Half the group's own time (at least a slice), so that the changes to copy do not
+            // pile up faster than they are copied.
+            self.tend_growth(GROWTH_SLICE.max(t0.elapsed() / 2));
         }
         // Anything queued after the stop message gets a clear refusal.
         while let Ok(msg) = rx.try_recv() {
@@ -268,6 +355,7 @@ impl Engine {
             }
         }
         self.heartbeat();
+        self.seal();
         tracing::info!("engine stopped");
     }
 
@@ -287,6 +375,82 @@ impl Engine {
         }
     }
 
+    /// Starts a growth when the table wants one, or advances the one in progress for about
+    /// `budget`, installing it once it is complete.
+    fn tend_growth(&mut self, budget: Duration) {
+        let Some(table) = self.table.as_mut() else {
+            return;
+        };
+        if !self.metrics.table_in_sync.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(g) = self.growth.as_mut() else {
+            if table.wants_growth() && Instant::now() >= self.growth_after {
+                match Growth::start(table, &*self.store) {
+                    Ok(g) => {
+                        tracing::info!(entries = table.len(), "table growth started");
+                        self.growth = Some(g);
+                        self.metrics.table_growing.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => self.growth_failed(e),
+                }
+            }
+            return;
+        };
+        match g.step(table, budget) {
+            Step::Working => {}
+            Step::Ready(next) => {
+                let started = g.started;
+                self.growth = None;
+                self.metrics.table_growing.store(false, Ordering::Relaxed);
+                match table.install(*next) {
+                    Ok(()) => {
+                        self.metrics.set_table(&table.stats());
+                        self.metrics.table_growths.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            generation = table.generation(),
+                            entries = table.len(),
+                            took = ?started.elapsed(),
+                            "table grown into a new generation"
+                        );
+                    }
+                    Err(e) => self.growth_failed(BuildError::Table(e)),
+                }
+            }
+            Step::Failed(e) => {
+                self.growth = None;
+                self.growth_failed(e);
+            }
+        }
+    }
+
+    fn growth_failed(&mut self, e: BuildError) {
+        tracing::warn!(error = %e, "table growth failed; retried later");
+        self.metrics.table_growing.store(false, Ordering::Relaxed);
+        self.growth_after = Instant::now() + GROWTH_RETRY;
+    }
+
+    /// At a clean stop: makes the table durable and records its seal in the store and the
+    /// table, so that the next start reopens it as is. Skipped when the table may not match
+    /// the store.
+    fn seal(&mut self) {
+        self.growth = None;
+        if self.store_failed || !self.metrics.table_in_sync.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(table) = self.table.as_mut() else {
+            return;
+        };
+        let seal = random_seal();
+        let store = &self.store;
+        match table.seal(seal, || store.set_seal(seal)) {
+            Ok(()) => tracing::info!("table sealed: the next start reopens it as is"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot seal the table; the next start rebuilds it")
+            }
+        }
+    }
+
     /// Reopens the store after a failed commit.
     fn reopen_store(&mut self) -> Result<(), StoreError> {
         self.store.reopen().inspect(|()| {
@@ -296,7 +460,7 @@ impl Engine {
         })
     }
 
-    fn process(&mut self, group: &mut Vec<(Op, oneshot::Sender<Result<Outcome, EngineError>>)>) {
+    fn process(&mut self, group: &mut Vec<(Op, Reply)>) {
         let n = group.len() as u64;
         let result = if self.store_failed {
             match self.reopen_store() {
@@ -339,10 +503,7 @@ impl Engine {
     }
 
     /// Applies the group to the store in one durable commit; answers each request's outcome.
-    fn commit(
-        &mut self,
-        group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
-    ) -> Result<Vec<Outcome>, EngineError> {
+    fn commit(&mut self, group: &[(Op, Reply)]) -> Result<Vec<Outcome>, EngineError> {
         let mut changes = Vec::new();
         for (op, _) in group {
             match op {
@@ -405,16 +566,14 @@ impl Engine {
     }
 
     /// Publishes a committed group into the table, in order.
-    fn publish(
-        &mut self,
-        group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
-    ) -> Result<(), EngineError> {
+    fn publish(&mut self, group: &[(Op, Reply)]) -> Result<(), EngineError> {
         let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
         if !replaces {
             if let Some(table) = self.table.as_mut() {
                 match apply(table, group) {
                     Ok(()) => {
                         self.metrics.set_table(&table.stats());
+                        self.record_for_growth(group);
                         return Ok(());
                     }
                     Err(e) => tracing::error!(
@@ -432,16 +591,10 @@ impl Engine {
     /// Replaces the table with a new generation built from the store. The table lock stays
     /// held when there is a table to replace.
     fn rebuild_table(&mut self) -> Result<(), PublishError> {
-        let built = load_all(&*self.store)
-            .map_err(PublishError::from)
-            .and_then(|entries| {
-                match self.table.as_mut() {
-                    Some(table) => table.replace_all(entries),
-                    None => TableWriter::create(&self.table_path, entries, self.opts.clone())
-                        .map(|t| self.table = Some(t)),
-                }
-                .map_err(|e| PublishError::table(&e))
-            });
+        if self.growth.take().is_some() {
+            self.metrics.table_growing.store(false, Ordering::Relaxed);
+        }
+        let built = self.build_from_store();
         match built {
             Ok(()) => {
                 if let Some(t) = self.table.as_ref() {
@@ -460,6 +613,57 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A new generation (with a new hash key) streamed from a store snapshot, published in
+    /// place of the current table.
+    fn build_from_store(&mut self) -> Result<(), PublishError> {
+        let snapshot = self.store.snapshot()?;
+        let sizing = growth::sizing(&*snapshot)?;
+        let table_error = |e: WriteError| PublishError::table(&e);
+        let mut next = match self.table.as_ref() {
+            Some(table) => table.next_generation(sizing, true).and_then(|s| s.create()),
+            None => TableLock::acquire(&self.table_path)
+                .and_then(|lock| lock.begin(self.opts.clone(), sizing)),
+        }
+        .map_err(table_error)?;
+        growth::fill(&mut next, &*snapshot, &AtomicBool::new(false))?;
+        drop(snapshot);
+        match self.table.as_mut() {
+            Some(table) => table.install(next).map_err(table_error),
+            None => {
+                self.table = Some(next.publish().map_err(table_error)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Notes the hosts a published group changed, for the growth in progress.
+    fn record_for_growth(&mut self, group: &[(Op, Reply)]) {
+        let Some(g) = self.growth.as_mut() else {
+            return;
+        };
+        for (op, _) in group {
+            match op {
+                Op::Upsert(h, _) | Op::Delete(h) => g.record(h),
+                Op::Batch { upserts, deletes } => {
+                    deletes.iter().for_each(|h| g.record(h));
+                    upserts.iter().for_each(|(h, _)| g.record(h));
+                }
+                // Published by a rebuild, which abandons the growth.
+                Op::ReplaceAll(_) => {}
+            }
+        }
+    }
+}
+
+/// A nonzero random number from the kernel.
+fn random_seal() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    u64::from_le_bytes(b).max(1)
+}
+
 /// The store's change for an upsert.
 fn put<'a>(h: &'a Host, b: &'a Backend) -> Change<'a> {
     Change::Put {
@@ -468,26 +672,8 @@ fn put<'a>(h: &'a Host, b: &'a Backend) -> Change<'a> {
     }
 }
 
-/// Every entry of the store, parsed back into the table's types. An entry that no longer
-/// parses (a store written by a version with looser rules) is skipped with a warning rather
-/// than keeping the daemon down.
-fn load_all(store: &dyn crate::store::Store) -> Result<Vec<(Host, Backend)>, StoreError> {
-    let mut out = Vec::new();
-    store.for_each(&mut |h, b| {
-        match (Host::parse(h), Backend::parse(b)) {
-            (Ok(host), Ok(backend)) => out.push((host, backend)),
-            _ => tracing::warn!(host = h, backend = b, "skipping an invalid stored entry"),
-        }
-        true
-    })?;
-    Ok(out)
-}
-
 /// Publishes a committed group into the table in order.
-fn apply(
-    table: &mut TableWriter,
-    group: &[(Op, oneshot::Sender<Result<Outcome, EngineError>>)],
-) -> Result<(), WriteError> {
+fn apply(table: &mut TableWriter, group: &[(Op, Reply)]) -> Result<(), WriteError> {
     let upsert = |table: &mut TableWriter, h: &Host, b: &Backend| table.upsert(h, b).map(drop);
     for (op, _) in group {
         match op {

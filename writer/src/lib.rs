@@ -18,6 +18,9 @@
 //! - [`store`]: the [`Store`](store::Store) interface to the source of truth (apply a group in
 //!   one durable commit, read, stream in order, reopen) with error kinds, and its `redb`
 //!   implementation; nothing else touches the database.
+//! - `growth`: building a table generation by streaming the store, and growing the table on
+//!   a thread while the engine keeps publishing (the changes made meanwhile copied over
+//!   before the new file is renamed into place).
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`docs`]: the HTML page at `/` and the OpenAPI document at `/openapi.json`.
 //! - [`listen`]: binding the unix socket (mode, group) and the optional loopback TCP port.
@@ -28,12 +31,14 @@
 //!
 //! # Start and shutdown order
 //!
-//! [`run`] opens the store (its file lock keeps a second daemon off it), builds the table from
-//! the store as a new generation (taking the table lock), starts the engine thread, then
+//! [`run`] opens the store (its file lock keeps a second daemon off it), takes the table lock and
+//! reopens the table file as is if it carries the store's seal (else builds it from the store
+//! as a new generation), starts the engine thread, then
 //! serves every listener. When `shutdown` resolves: the listeners stop accepting; requests in
 //! flight finish, for up to [`Config::shutdown_grace`] (their writes are committed and
 //! published); the engine drains its queue,
-//! writes a last heartbeat and exits, releasing the table lock; `run` returns.
+//! writes a last heartbeat, seals the table (file made durable, seal recorded in the store and
+//! the file) and exits, releasing the table lock; `run` returns.
 
 pub mod api;
 pub mod auth;
@@ -42,6 +47,7 @@ pub mod client;
 pub mod docs;
 pub mod engine;
 pub mod error;
+mod growth;
 pub mod listen;
 pub mod metrics;
 pub mod model;
@@ -70,6 +76,9 @@ pub struct Config {
     pub token: String,
     /// Body limit of batch and replace-all requests.
     pub max_batch_bytes: usize,
+    /// Bytes of the store's page cache (redb's cache; the rest of the file is read through the
+    /// kernel's page cache).
+    pub store_cache_bytes: usize,
     /// `DOMAIN`, to show `https://api.$DOMAIN` in the documentation's examples.
     pub domain: Option<String>,
     /// How often the engine refreshes the table's heartbeat.
@@ -90,6 +99,7 @@ impl Config {
             table_mode: 0o644,
             token,
             max_batch_bytes: 64 * 1024 * 1024,
+            store_cache_bytes: store::DEFAULT_CACHE_BYTES,
             domain: None,
             heartbeat: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
@@ -119,10 +129,12 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let store_path = config.store_path.clone();
-    let store = tokio::task::spawn_blocking(move || store::RedbStore::open_shared(&store_path))
+    let cache = config.store_cache_bytes;
+    let store = tokio::task::spawn_blocking(move || store::RedbStore::open(&store_path, cache))
         .await
         .map_err(|e| RunError(e.to_string()))?
         .map_err(|e| RunError(e.to_string()))?;
+    let store: store::SharedStore = Arc::new(store);
     let opts = WriterOptions {
         mode: config.table_mode,
         ..WriterOptions::default()

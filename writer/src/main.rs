@@ -93,6 +93,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = Config::new(args.store_path(), args.table_path(), token);
     config.max_batch_bytes = args.max_batch_bytes;
+    config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
     config.ip_backends_only = args.backends == cli::BackendKinds::Ip;
     config.domain = args.domain.clone();
     let result = run(config, listeners, shutdown).await;

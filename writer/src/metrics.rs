@@ -141,6 +141,9 @@ pub struct Metrics {
     pub commits: AtomicU64,
     /// Write requests that shared a commit with at least one other.
     pub grouped_writes: AtomicU64,
+    /// Table generations built beside the current one and installed (growths that did not
+    /// stop the writes).
+    pub table_growths: AtomicU64,
     /// Time of each store commit, fsync included.
     pub commit_seconds: Histogram,
     /// Time to publish a committed group into the table file.
@@ -165,6 +168,8 @@ pub struct Metrics {
     /// False after a commit failed (full disk, read-only file system, I/O error) until the
     /// store has been reopened; writes are refused with 503 meanwhile.
     pub store_ok: AtomicBool,
+    /// True while the table's next generation is being built beside the current one.
+    pub table_growing: AtomicBool,
 }
 
 impl Metrics {
@@ -266,6 +271,12 @@ impl Metrics {
             "Write requests that shared a commit with another.",
             load(&self.grouped_writes),
         );
+        c(
+            &mut out,
+            "set_backend_table_growths_total",
+            "Table generations built beside the current one while writes went on.",
+            load(&self.table_growths),
+        );
         self.commit_seconds.render(
             &mut out,
             "set_backend_commit_seconds",
@@ -329,6 +340,16 @@ impl Metrics {
             "set_backend_table_in_sync",
             "1 when the table matches the store, 0 after a publication failure.",
             if self.table_in_sync.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        g(
+            &mut out,
+            "set_backend_table_growing",
+            "1 while the table's next generation is being built beside the current one.",
+            if self.table_growing.load(Ordering::Relaxed) {
                 1.0
             } else {
                 0.0

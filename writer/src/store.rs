@@ -4,8 +4,14 @@
 //! canonical text form. The table file is rebuilt from it at every start.
 //!
 //! Only the engine thread writes it ([`Store::apply`], one durable commit per group of
-//! requests); request handlers read it through their own read transactions, which never block
-//! the writer.
+//! requests); request handlers and table builds read it through snapshots (read transactions),
+//! which never block the writer.
+//!
+//! Besides the entries the store keeps the table's seal: a random number the engine records
+//! when it stops cleanly, after making the table file durable, and writes into the table's
+//! header too ([`Store::set_seal`]). Every commit that changes an entry clears it in the same
+//! transaction, so a table whose seal equals the store's holds exactly the store's entries
+//! and can be reopened as is; any other table is rebuilt.
 //!
 //! Errors carry a [`Fault`] decided where the error arises (an `io::Error`'s kind, redb's own
 //! variants), never by matching text. After an I/O error (a full disk, a read-only file
@@ -24,6 +30,12 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 /// The one table of the store: canonical host → canonical backend.
 const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
+/// What the store knows about the table: `table_seal`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The key of the table's seal in [`META`]; absent means no table matches the store.
+const SEAL: &str = "table_seal";
+/// The default size of redb's page cache.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One change of a group given to [`Store::apply`]; hosts and backends are canonical text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,16 +59,40 @@ pub trait Store: Send + Sync {
     /// The backend stored for `host`.
     fn get(&self, host: &str) -> Result<Option<String>, StoreError>;
 
+    /// A consistent view of every entry as of now, readable from any thread while writes go
+    /// on.
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError>;
+
     /// How many entries the store holds.
-    fn count(&self) -> Result<u64, StoreError>;
+    fn count(&self) -> Result<u64, StoreError> {
+        self.snapshot()?.count()
+    }
 
     /// Calls `f` with every entry in host order, from one consistent snapshot, until it
     /// returns false. Streams: nothing is collected.
-    fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError>;
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError> {
+        self.snapshot()?.for_each(f)
+    }
+
+    /// The table's seal recorded by [`Store::set_seal`], 0 if none (or if an entry changed
+    /// since).
+    fn seal(&self) -> Result<u64, StoreError>;
+
+    /// Records the seal of a table that holds exactly the store's entries, durably.
+    fn set_seal(&self, seal: u64) -> Result<(), StoreError>;
 
     /// Closes the store and opens it again: the way out of a failed state after an I/O
     /// error. Fails (and stays closed, to be retried) while the cause persists.
     fn reopen(&self) -> Result<(), StoreError>;
+}
+
+/// A consistent, read-only view of the store's entries.
+pub trait Snapshot: Send {
+    /// How many entries it holds.
+    fn count(&self) -> Result<u64, StoreError>;
+
+    /// Calls `f` with every entry in host order until it returns false.
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError>;
 }
 
 /// What [`Store::apply`] did.
@@ -161,6 +197,12 @@ fn at<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> StoreErr
     move |e| StoreError::redb(context, e)
 }
 
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> StoreError {
+        StoreError::new(Fault::of_io(&e), "I/O", e)
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.context, self.message)
@@ -176,21 +218,25 @@ pub struct RedbStore {
     db: RwLock<Option<Arc<Database>>>,
     /// Where the file is, for reopening and error messages.
     path: PathBuf,
+    /// Bytes of redb's page cache.
+    cache_bytes: usize,
 }
 
 impl RedbStore {
-    /// Opens the store at `path`, creating it (mode 0600) and its table if needed.
-    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = open_database(path)?;
+    /// Opens the store at `path` with a page cache of `cache_bytes`, creating it (mode 0600)
+    /// and its tables if needed.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<RedbStore, StoreError> {
+        let db = open_database(path, cache_bytes)?;
         Ok(RedbStore {
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
+            cache_bytes,
         })
     }
 
-    /// [`RedbStore::open`], shared.
+    /// [`RedbStore::open`] with the default cache, shared.
     pub fn open_shared(path: &Path) -> Result<SharedStore, StoreError> {
-        Ok(Arc::new(RedbStore::open(path)?))
+        Ok(Arc::new(RedbStore::open(path, DEFAULT_CACHE_BYTES)?))
     }
 
     pub fn path(&self) -> &Path {
@@ -249,6 +295,11 @@ impl Store for RedbStore {
             }
         }
         if changed {
+            // The table no longer matches a seal recorded before this change.
+            txn.open_table(META)
+                .map_err(at("open meta"))?
+                .remove(SEAL)
+                .map_err(at("clear seal"))?;
             txn.commit().map_err(at("commit"))?;
         } else {
             txn.abort().map_err(at("abort"))?;
@@ -264,13 +315,50 @@ impl Store for RedbStore {
         Ok(v.map(|v| v.value().to_string()))
     }
 
+    fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        Ok(Box::new(RedbSnapshot(self.read()?)))
+    }
+
+    fn seal(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read().map_err(at("begin read"))?;
+        let meta = txn.open_table(META).map_err(at("open meta"))?;
+        Ok(meta
+            .get(SEAL)
+            .map_err(at("read seal"))?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn set_seal(&self, seal: u64) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let mut txn = db.begin_write().map_err(at("begin write"))?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(at("set durability"))?;
+        txn.open_table(META)
+            .map_err(at("open meta"))?
+            .insert(SEAL, seal)
+            .map_err(at("write seal"))?;
+        txn.commit().map_err(at("commit"))
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        drop(slot.take());
+        let db = open_database(&self.path, self.cache_bytes)?;
+        *slot = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
+/// A read transaction on the entries.
+struct RedbSnapshot(redb::ReadOnlyTable<&'static str, &'static str>);
+
+impl Snapshot for RedbSnapshot {
     fn count(&self) -> Result<u64, StoreError> {
-        self.read()?.len().map_err(at("len"))
+        self.0.len().map_err(at("len"))
     }
 
     fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError> {
-        let table = self.read()?;
-        for item in table.iter().map_err(at("iterate"))? {
+        for item in self.0.iter().map_err(at("iterate"))? {
             let (k, v) = item.map_err(at("iterate"))?;
             if !f(k.value(), v.value()) {
                 break;
@@ -278,34 +366,31 @@ impl Store for RedbStore {
         }
         Ok(())
     }
-
-    fn reopen(&self) -> Result<(), StoreError> {
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        drop(slot.take());
-        let db = open_database(&self.path)?;
-        *slot = Some(Arc::new(db));
-        Ok(())
-    }
 }
 
-/// Opens (or creates) the database at `path` with mode 0600 and its table.
-fn open_database(path: &Path) -> Result<Database, StoreError> {
-    let db = Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::new(
-            Fault::Locked,
-            "store is already open in another process (is another writer running?)",
-            path.display(),
-        ),
-        e => {
-            let mut se = StoreError::redb("cannot open the store", e);
-            se.message = format!("{}: {}", path.display(), se.message);
-            se
-        }
-    })?;
+/// Opens (or creates) the database at `path` with mode 0600, its tables, and a page cache of
+/// `cache_bytes`.
+fn open_database(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::new(
+                Fault::Locked,
+                "store is already open in another process (is another writer running?)",
+                path.display(),
+            ),
+            e => {
+                let mut se = StoreError::redb("cannot open the store", e);
+                se.message = format!("{}: {}", path.display(), se.message);
+                se
+            }
+        })?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .map_err(|e| StoreError::new(Fault::of_io(&e), "cannot set the store's permissions", e))?;
     let txn = db.begin_write().map_err(at("begin write"))?;
     txn.open_table(ENTRIES).map_err(at("open table"))?;
+    txn.open_table(META).map_err(at("open meta"))?;
     txn.commit().map_err(at("commit"))?;
     Ok(db)
 }

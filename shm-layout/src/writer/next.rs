@@ -1,0 +1,448 @@
+//! The next generation of a table, built while the current one keeps serving: the lock taken
+//! before the first generation ([`TableLock`]), the reopening of a sealed file, the sizing of a
+//! generation built from a stream ([`Sizing`]), and the generation under construction
+//! ([`NextGeneration`]) with what brings it up to date. `TableWriter::install` and
+//! `TableWriter::seal` (in `writer.rs`) are the other half.
+
+use super::*;
+
+/// How to size a generation built from a stream of entries: the index gets room for the
+/// entries twice over (at most half full when published, so that its owner has time to build
+/// the next one before this one must grow in place), the arena for the records and half as
+/// much again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sizing {
+    /// Entries the generation starts with.
+    pub entries: u64,
+    /// Their records' words in all (see [`record_words_of`]).
+    pub record_words: u64,
+}
+
+impl Sizing {
+    fn capacity(&self, opts: &WriterOptions) -> usize {
+        capacity_for(self.entries + self.entries / 3, opts.min_capacity)
+    }
+
+    fn arena_words(&self) -> usize {
+        let need = self.record_words as usize;
+        need + need / 2 + 4096
+    }
+}
+
+/// The words of the record of one canonical entry (`host` and `backend` as a store keeps
+/// them): what a [`Sizing`] adds up.
+pub fn record_words_of(host: &str, backend: &str) -> u64 {
+    let addr = backend.parse::<std::net::SocketAddr>().ok();
+    record_words(host.len(), backend.len(), addr) as u64
+}
+
+/// The exclusive right to publish at a path, taken before deciding whether the file there can
+/// be reopened ([`TableLock::reopen`]) or a first generation must be built ([`TableLock::begin`]).
+pub struct TableLock {
+    /// The published path.
+    path: PathBuf,
+    /// The locked `<path>.lock`; dropping it releases the lock.
+    lock: File,
+}
+
+/// What a sealed file holds besides its layout: arena end, free words, entries, tombstones.
+type Sealed = (Layout, usize, usize, u64, u64);
+
+impl TableLock {
+    /// Takes `<path>.lock` (failing with [`WriteError::Locked`] if another writer holds it) and
+    /// removes temporary files a dead writer left.
+    pub fn acquire(path: impl AsRef<Path>) -> Result<TableLock, WriteError> {
+        let path = path.as_ref().to_path_buf();
+        let lock_path = sibling(&path, ".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(WriteError::Locked(lock_path)),
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+        remove_stale_tmp(&path);
+        Ok(TableLock { path, lock })
+    }
+
+    /// The table at the path as it is, if it is a valid, current file whose header carries
+    /// `seal` (non-zero) from [`TableWriter::seal`] and whose index agrees with its counters;
+    /// otherwise the lock back and why not, to build a new generation instead.
+    pub fn reopen(
+        self,
+        opts: WriterOptions,
+        seal: u64,
+    ) -> Result<TableWriter, (TableLock, String)> {
+        match self.sealed(seal) {
+            Ok((t, bump, free_words, entries, tombstones)) => Ok(TableWriter {
+                path: self.path,
+                // Before `t` moves in.
+                patterns: load(t.words(), H_PATTERNS).unwrap_or(0),
+                t,
+                bump,
+                // Freed records are not listed in the file: their space waits for the next
+                // generation (it is counted, so a compaction still sees it).
+                free: HashMap::new(),
+                free_words,
+                entries,
+                tombstones,
+                published: true,
+                opts,
+                buf: Vec::new(),
+                _lock: self.lock,
+            }),
+            Err(why) => Err((self, why)),
+        }
+    }
+
+    /// The state of the file at the path if it is sealed with `seal` and consistent.
+    fn sealed(&self, seal: u64) -> Result<Sealed, String> {
+        let table = Table::open(&self.path).map_err(|e| e.to_string())?;
+        let t = Layout::open_published(&self.path, &table).map_err(|e| e.to_string())?;
+        let h = |off| load(t.words(), off).unwrap_or(0);
+        if seal == 0 || h(H_SEAL) != seal {
+            return Err(format!("its seal {:#x} is not {seal:#x}", h(H_SEAL)));
+        }
+        if h(H_SUPERSEDED) != 0 {
+            return Err("it is marked superseded".into());
+        }
+        let end = h(H_SEAL_ARENA_END) as usize;
+        let used = h(H_ARENA_USED) as usize / 8;
+        let (entries, tombstones) = (h(H_ENTRIES), h(H_TOMBSTONES));
+        if end > t.arena_words || used > end {
+            return Err("its arena counters are out of range".into());
+        }
+        let (mut live, mut tombs) = (0u64, 0u64);
+        for i in 0..t.geo.capacity {
+            match t.slot(i) {
+                SLOT_EMPTY => {}
+                SLOT_TOMBSTONE => tombs += 1,
+                w if (w & SLOT_OFFSET_MASK) as usize >= end => {
+                    return Err(format!("slot {i} points past the arena's end"));
+                }
+                _ => live += 1,
+            }
+        }
+        if (live, tombs) != (entries, tombstones) {
+            return Err(format!(
+                "its index holds {live} entries and {tombs} tombstones, its header says \
+                 {entries} and {tombstones}"
+            ));
+        }
+        Ok((t, end, end - used, entries, tombstones))
+    }
+
+    /// Starts the first generation this writer publishes at the path (the one after the valid
+    /// table there, if any), sized by `sizing`; fill it, then [`NextGeneration::publish`] it.
+    pub fn begin(self, opts: WriterOptions, sizing: Sizing) -> Result<NextGeneration, WriteError> {
+        let capacity = sizing.capacity(&opts);
+        self.begin_sized(opts, capacity, sizing.arena_words())
+    }
+
+    fn begin_sized(
+        self,
+        opts: WriterOptions,
+        capacity: usize,
+        arena_words: usize,
+    ) -> Result<NextGeneration, WriteError> {
+        let (previous, previous_map) = open_previous(&self.path);
+        let key = opts.hash_key.unwrap_or_else(random_key);
+        let spec = NextSpec {
+            path: self.path,
+            lock: self.lock,
+            generation: previous + 1,
+            key,
+            opts,
+            capacity,
+            arena_words,
+        };
+        let mut next = spec.create()?;
+        next.previous = previous_map;
+        Ok(next)
+    }
+}
+
+/// Everything needed to create the next generation's file, taken from the current table on the
+/// owner's thread so that the file can be created and filled on another one.
+pub struct NextSpec {
+    /// The published path.
+    path: PathBuf,
+    /// A duplicate of the lock's descriptor (the lock belongs to the open file description).
+    lock: File,
+    /// The generation number it gets if the current table does not grow in place meanwhile.
+    generation: u64,
+    /// The SipHash key.
+    key: (u64, u64),
+    /// The writer's options.
+    opts: WriterOptions,
+    /// Index slots.
+    capacity: usize,
+    /// Arena words.
+    arena_words: usize,
+}
+
+impl NextSpec {
+    /// Creates the (unpublished, empty) file.
+    pub fn create(self) -> Result<NextGeneration, WriteError> {
+        let tmp = tmp_path(&self.path, self.generation);
+        let t = Layout::create(
+            tmp,
+            self.capacity,
+            self.arena_words,
+            self.generation,
+            self.key,
+            &self.opts,
+        )?;
+        Ok(NextGeneration {
+            w: Some(TableWriter {
+                path: self.path,
+                t,
+                bump: 0,
+                free: HashMap::new(),
+                free_words: 0,
+                entries: 0,
+                tombstones: 0,
+                patterns: 0,
+                published: false,
+                opts: self.opts,
+                buf: Vec::new(),
+                _lock: self.lock,
+            }),
+            previous: None,
+            synced: false,
+        })
+    }
+}
+
+/// A generation being built: a complete table file under a temporary name, invisible to
+/// readers until it is published. Dropped unpublished, its file is removed.
+pub struct NextGeneration {
+    /// The writer of the new file; `None` once published.
+    w: Option<TableWriter>,
+    /// The file it replaces when it is a writer's first, to mark superseded.
+    previous: Option<Mapping>,
+    /// Whether the file was made durable ([`NextGeneration::sync`]).
+    synced: bool,
+}
+
+impl NextGeneration {
+    fn w(&mut self) -> &mut TableWriter {
+        self.w
+            .as_mut()
+            .expect("an unpublished generation has its writer")
+    }
+
+    pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
+        self.w().upsert(host, backend)
+    }
+
+    pub fn delete(&mut self, host: &Host) -> Result<bool, WriteError> {
+        self.w().delete(host)
+    }
+
+    /// Makes `host`'s entry here what it is in `current` (copied, or deleted if absent there):
+    /// how the changes made to the current table while this one was built are carried over.
+    /// Both must have the same hash key, as [`TableWriter::next_generation`] gives.
+    pub fn copy_from(&mut self, current: &TableWriter, host: &str) -> Result<(), WriteError> {
+        let w = self.w();
+        if w.t.geo.hash.keys() != current.t.geo.hash.keys() {
+            return Err(io::Error::other("the generations have different hash keys").into());
+        }
+        let key = host.as_bytes();
+        let hash = current.t.geo.hash.of(key);
+        match current.probe(key, hash) {
+            Probe::Found { rec, .. } => {
+                let m = current.t.meta(rec);
+                let mut data = std::mem::take(&mut w.buf);
+                data.clear();
+                data.extend((1..m.words).map(|i| current.t.arena_word(rec + i)));
+                let r = w.upsert_encoded(key, hash, &data);
+                w.buf = data;
+                r.map(drop)
+            }
+            Probe::Vacant(_) => w.delete_key(key, hash).map(drop),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.w.as_ref().map_or(0, |w| w.entries)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// msync and fsync the file: the bulk of a build made durable off the owner's thread, so
+    /// that publishing it later only renames it.
+    pub fn sync(&mut self) -> io::Result<()> {
+        let w = self.w();
+        if w.opts.sync {
+            w.t.sync()?;
+        }
+        self.synced = true;
+        Ok(())
+    }
+
+    /// Publishes a writer's first generation (from [`TableLock::begin`]) and marks the file it
+    /// replaces superseded.
+    pub fn publish(mut self) -> Result<TableWriter, WriteError> {
+        let mut w = self
+            .w
+            .take()
+            .expect("an unpublished generation has its writer");
+        if let Err(e) = publish(&mut w.t, &w.path, w.opts.sync && !self.synced) {
+            let _ = fs::remove_file(&w.t.path);
+            return Err(e.into());
+        }
+        w.published = true;
+        if let Some(previous) = self.previous.take() {
+            store(previous.words(), H_SUPERSEDED, 1, Ordering::Release);
+        }
+        w.heartbeat();
+        if w.opts.sync {
+            sync_dir(&w.path)?;
+        }
+        Ok(w)
+    }
+}
+
+impl Drop for NextGeneration {
+    fn drop(&mut self) {
+        if let Some(w) = self.w.take() {
+            let _ = fs::remove_file(&w.t.path);
+        }
+    }
+}
+
+/// Building and publishing whole generations.
+impl TableWriter {
+    /// Builds a table holding `entries` (a later duplicate host wins) and publishes it at
+    /// `path` as the generation after the file already there, if any; the previous file is
+    /// then marked superseded so readers move over.
+    pub fn create(
+        path: impl AsRef<Path>,
+        entries: impl IntoIterator<Item = (Host, Backend)>,
+        opts: WriterOptions,
+    ) -> Result<TableWriter, WriteError> {
+        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
+        let (capacity, arena_words) = exact_size(&entries, &opts);
+        let mut next = TableLock::acquire(path)?.begin_sized(opts, capacity, arena_words)?;
+        for (host, backend) in &entries {
+            next.upsert(host, backend)?;
+        }
+        next.publish()
+    }
+
+    /// Replaces every entry with `entries` in one step: the next generation is built complete
+    /// and published by rename, so readers see the old set or the new one, never a mix. The
+    /// lock stays held throughout. On error nothing has changed.
+    pub fn replace_all(
+        &mut self,
+        entries: impl IntoIterator<Item = (Host, Backend)>,
+    ) -> Result<(), WriteError> {
+        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
+        let mut spec = self.next_generation(Sizing::default(), true)?;
+        (spec.capacity, spec.arena_words) = exact_size(&entries, &self.opts);
+        let mut next = spec.create()?;
+        for (host, backend) in &entries {
+            next.upsert(host, backend)?;
+        }
+        self.install(next)
+    }
+
+    /// What the next generation will be: sized by `sizing`, with the same hash key (so that
+    /// [`NextGeneration::copy_from`] works) unless `new_key` (a new set of entries draws a new
+    /// one). Cheap: the file is made by [`NextSpec::create`], on any thread.
+    pub fn next_generation(&self, sizing: Sizing, new_key: bool) -> Result<NextSpec, WriteError> {
+        let key = match new_key {
+            true => self.opts.hash_key.unwrap_or_else(random_key),
+            false => self.t.geo.hash.keys(),
+        };
+        Ok(NextSpec {
+            path: self.path.clone(),
+            lock: self._lock.try_clone()?,
+            generation: self.t.generation + 1,
+            key,
+            opts: self.opts.clone(),
+            capacity: sizing.capacity(&self.opts),
+            arena_words: sizing.arena_words(),
+        })
+    }
+
+    /// The next generation of a growth, the same hash key: when the index is what filled up
+    /// (and not with tombstones), twice the slots; otherwise enough for the entries at most
+    /// half full. Its arena holds the live records twice over.
+    pub fn next_growth(&self) -> Result<NextSpec, WriteError> {
+        let mut spec = self.next_generation(Sizing::default(), false)?;
+        let current = self.t.geo.capacity;
+        let index_full = (self.entries + self.tombstones) * 2 > current as u64;
+        let sizing = Sizing {
+            entries: self.entries,
+            record_words: 0,
+        };
+        spec.capacity = match index_full && self.tombstones * 4 <= self.entries {
+            true => current * 2,
+            false => sizing.capacity(&self.opts),
+        };
+        spec.arena_words = 2 * (self.bump - self.free_words) + 4096;
+        Ok(spec)
+    }
+
+    /// True when the table should be replaced by a larger (or compacted) generation soon: the
+    /// index is half full (entries and tombstones), or three quarters of the arena are used.
+    /// Writes still fit in place until the index is three quarters full or the arena full,
+    /// which leaves time to build the next generation off the writer's thread.
+    pub fn wants_growth(&self) -> bool {
+        (self.entries + self.tombstones) * 2 > self.t.geo.capacity as u64
+            || self.bump * 4 > self.t.arena_words * 3
+    }
+
+    /// Publishes `next` (made from [`TableWriter::next_generation`] and brought up to date) in
+    /// place of the current table: renumbered if the current one grew in place meanwhile,
+    /// renamed over the path, the current file marked superseded. On error nothing has changed.
+    pub fn install(&mut self, mut next: NextGeneration) -> Result<(), WriteError> {
+        let mut w = next
+            .w
+            .take()
+            .expect("an unpublished generation has its writer");
+        let generation = self.t.generation + 1;
+        let renumbered = w.t.generation != generation;
+        if renumbered {
+            w.t.set_generation(generation);
+        }
+        let sync = w.opts.sync && (renumbered || !next.synced);
+        if let Err(e) = publish(&mut w.t, &self.path, sync) {
+            let _ = fs::remove_file(&w.t.path);
+            return Err(e.into());
+        }
+        w.published = true;
+        let old = std::mem::replace(self, w);
+        store(old.t.words(), H_SUPERSEDED, 1, Ordering::Release);
+        self.heartbeat();
+        if self.opts.sync {
+            sync_dir(&self.path)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the whole file durable, lets `commit` record `seal` elsewhere (the owner's
+    /// store), then writes `seal` into the header and makes that durable too: from then on
+    /// [`TableLock::reopen`] with the same seal accepts the file as is. Whatever step fails,
+    /// the file is not reopened with this seal.
+    pub fn seal<E: From<io::Error>>(
+        &mut self,
+        seal: u64,
+        commit: impl FnOnce() -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.sync_counters();
+        self.t.sync()?;
+        commit()?;
+        self.t.set_counter(H_SEAL_ARENA_END, self.bump as u64);
+        store(self.t.words(), H_SEAL, seal, Ordering::Release);
+        self.t.sync()?;
+        Ok(())
+    }
+}
