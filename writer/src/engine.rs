@@ -35,21 +35,21 @@
 //! the thread finishes them, writes a last heartbeat, seals the table and exits, releasing
 //! the table lock.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shm_layout::{
-    Backend, Host, NextGeneration, TableLock, TableWriter, WriteError, WriterOptions,
-};
+use shm_layout::{Backend, Host, TableWriter, WriteError, WriterOptions};
 use tokio::sync::oneshot;
 
-use crate::growth::{self, BuildError, Growth, Step};
+mod generations;
+
+use crate::growth::{BuildError, Growth};
 use crate::metrics::Metrics;
 use crate::model::BatchCounts;
-use crate::store::{Change, Fault, SharedStore, Store, StoreError};
+use crate::store::{Change, Fault, SharedStore, StoreError};
 
 /// The most requests committed together. Large enough to amortize an fsync, small enough
 /// that the first request of a group does not wait long for the last one's work.
@@ -227,7 +227,7 @@ pub fn start(
     metrics: Arc<Metrics>,
     heartbeat: Duration,
 ) -> Result<(EngineHandle, thread::JoinHandle<()>), StartError> {
-    let table = open_table(&*store, &table_path, &opts)?;
+    let table = generations::open_table(&*store, &table_path, &opts)?;
     table.heartbeat();
     metrics.set_table(&table.stats());
     let mut engine = Engine {
@@ -273,41 +273,6 @@ impl std::fmt::Display for StartError {
 }
 
 impl std::error::Error for StartError {}
-
-/// The table at `path`: reopened as is if it carries the store's seal, else built from the
-/// store as the next generation.
-fn open_table(
-    store: &dyn Store,
-    path: &std::path::Path,
-    opts: &WriterOptions,
-) -> Result<TableWriter, StartError> {
-    let table_error = |e: WriteError| match e {
-        WriteError::Locked(p) => StartError::Locked(p),
-        e => StartError::Table(e.to_string()),
-    };
-    let lock = TableLock::acquire(path).map_err(table_error)?;
-    let seal = store.seal().map_err(StartError::Store)?;
-    let lock = match lock.reopen(opts.clone(), seal) {
-        Ok(table) => {
-            tracing::info!("the table file matches the store: reopened as is");
-            return Ok(table);
-        }
-        Err((lock, why)) => {
-            tracing::info!(%why, "building the table from the store");
-            lock
-        }
-    };
-    let build = |lock: TableLock| -> Result<NextGeneration, PublishError> {
-        let snapshot = store.snapshot()?;
-        let mut next = lock
-            .begin(opts.clone(), growth::sizing(&*snapshot)?)
-            .map_err(|e| PublishError::table(&e))?;
-        growth::fill(&mut next, &*snapshot, &AtomicBool::new(false))?;
-        Ok(next)
-    };
-    let next = build(lock).map_err(|e| StartError::Table(e.to_string()))?;
-    next.publish().map_err(table_error)
-}
 
 impl Engine {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
@@ -371,82 +336,6 @@ impl Engine {
             Some(t) if self.metrics.table_in_sync.load(Ordering::Relaxed) => t.heartbeat(),
             _ => {
                 let _ = self.rebuild_table();
-            }
-        }
-    }
-
-    /// Starts a growth when the table wants one, or advances the one in progress for about
-    /// `budget`, installing it once it is complete.
-    fn tend_growth(&mut self, budget: Duration) {
-        let Some(table) = self.table.as_mut() else {
-            return;
-        };
-        if !self.metrics.table_in_sync.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(g) = self.growth.as_mut() else {
-            if table.wants_growth() && Instant::now() >= self.growth_after {
-                match Growth::start(table, &*self.store) {
-                    Ok(g) => {
-                        tracing::info!(entries = table.len(), "table growth started");
-                        self.growth = Some(g);
-                        self.metrics.table_growing.store(true, Ordering::Relaxed);
-                    }
-                    Err(e) => self.growth_failed(e),
-                }
-            }
-            return;
-        };
-        match g.step(table, budget) {
-            Step::Working => {}
-            Step::Ready(next) => {
-                let started = g.started;
-                self.growth = None;
-                self.metrics.table_growing.store(false, Ordering::Relaxed);
-                match table.install(*next) {
-                    Ok(()) => {
-                        self.metrics.set_table(&table.stats());
-                        self.metrics.table_growths.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            generation = table.generation(),
-                            entries = table.len(),
-                            took = ?started.elapsed(),
-                            "table grown into a new generation"
-                        );
-                    }
-                    Err(e) => self.growth_failed(BuildError::Table(e)),
-                }
-            }
-            Step::Failed(e) => {
-                self.growth = None;
-                self.growth_failed(e);
-            }
-        }
-    }
-
-    fn growth_failed(&mut self, e: BuildError) {
-        tracing::warn!(error = %e, "table growth failed; retried later");
-        self.metrics.table_growing.store(false, Ordering::Relaxed);
-        self.growth_after = Instant::now() + GROWTH_RETRY;
-    }
-
-    /// At a clean stop: makes the table durable and records its seal in the store and the
-    /// table, so that the next start reopens it as is. Skipped when the table may not match
-    /// the store.
-    fn seal(&mut self) {
-        self.growth = None;
-        if self.store_failed || !self.metrics.table_in_sync.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(table) = self.table.as_mut() else {
-            return;
-        };
-        let seal = random_seal();
-        let store = &self.store;
-        match table.seal(seal, || store.set_seal(seal)) {
-            Ok(()) => tracing::info!("table sealed: the next start reopens it as is"),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot seal the table; the next start rebuilds it")
             }
         }
     }
@@ -587,81 +476,6 @@ impl Engine {
         // even though the old table is still mapped.
         self.rebuild_table().map_err(EngineError::Publish)
     }
-
-    /// Replaces the table with a new generation built from the store. The table lock stays
-    /// held when there is a table to replace.
-    fn rebuild_table(&mut self) -> Result<(), PublishError> {
-        if self.growth.take().is_some() {
-            self.metrics.table_growing.store(false, Ordering::Relaxed);
-        }
-        let built = self.build_from_store();
-        match built {
-            Ok(()) => {
-                if let Some(t) = self.table.as_ref() {
-                    t.heartbeat();
-                    self.metrics.set_table(&t.stats());
-                }
-                self.metrics.table_in_sync.store(true, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot rebuild the table from the store");
-                self.metrics.table_in_sync.store(false, Ordering::Relaxed);
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Engine {
-    /// A new generation (with a new hash key) streamed from a store snapshot, published in
-    /// place of the current table.
-    fn build_from_store(&mut self) -> Result<(), PublishError> {
-        let snapshot = self.store.snapshot()?;
-        let sizing = growth::sizing(&*snapshot)?;
-        let table_error = |e: WriteError| PublishError::table(&e);
-        let mut next = match self.table.as_ref() {
-            Some(table) => table.next_generation(sizing, true).and_then(|s| s.create()),
-            None => TableLock::acquire(&self.table_path)
-                .and_then(|lock| lock.begin(self.opts.clone(), sizing)),
-        }
-        .map_err(table_error)?;
-        growth::fill(&mut next, &*snapshot, &AtomicBool::new(false))?;
-        drop(snapshot);
-        match self.table.as_mut() {
-            Some(table) => table.install(next).map_err(table_error),
-            None => {
-                self.table = Some(next.publish().map_err(table_error)?);
-                Ok(())
-            }
-        }
-    }
-
-    /// Notes the hosts a published group changed, for the growth in progress.
-    fn record_for_growth(&mut self, group: &[(Op, Reply)]) {
-        let Some(g) = self.growth.as_mut() else {
-            return;
-        };
-        for (op, _) in group {
-            match op {
-                Op::Upsert(h, _) | Op::Delete(h) => g.record(h),
-                Op::Batch { upserts, deletes } => {
-                    deletes.iter().for_each(|h| g.record(h));
-                    upserts.iter().for_each(|(h, _)| g.record(h));
-                }
-                // Published by a rebuild, which abandons the growth.
-                Op::ReplaceAll(_) => {}
-            }
-        }
-    }
-}
-
-/// A nonzero random number from the kernel.
-fn random_seal() -> u64 {
-    use std::io::Read;
-    let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    u64::from_le_bytes(b).max(1)
 }
 
 /// The store's change for an upsert.

@@ -14,7 +14,8 @@
 //! - [`throttle`]: failed authentication per client address, a budget refilled over time;
 //!   no HTTP.
 //! - [`engine`]: the thread that commits writes to the store in groups and then publishes
-//!   them into the table; the only writer of both.
+//!   them into the table; the only writer of both. `engine/generations.rs`: its side of the
+//!   table's generations (opened or reopened at start, grown, rebuilt, sealed at stop).
 //! - [`store`]: the [`Store`](store::Store) interface to the source of truth (apply a group in
 //!   one durable commit, read, stream in order, reopen) with error kinds, and its `redb`
 //!   implementation; nothing else touches the database.

@@ -77,23 +77,29 @@ impl TableLock {
         seal: u64,
     ) -> Result<TableWriter, (TableLock, String)> {
         match self.sealed(seal) {
-            Ok((t, bump, free_words, entries, tombstones)) => Ok(TableWriter {
-                path: self.path,
-                // Before `t` moves in.
-                patterns: load(t.words(), H_PATTERNS).unwrap_or(0),
-                t,
-                bump,
-                // Freed records are not listed in the file: their space waits for the next
-                // generation (it is counted, so a compaction still sees it).
-                free: HashMap::new(),
-                free_words,
-                entries,
-                tombstones,
-                published: true,
-                opts,
-                buf: Vec::new(),
-                _lock: self.lock,
-            }),
+            Ok((t, bump, free_words, entries, tombstones)) => {
+                // The mode asked for now, as a build would give it.
+                let _ = t
+                    .file
+                    .set_permissions(fs::Permissions::from_mode(opts.mode));
+                Ok(TableWriter {
+                    path: self.path,
+                    // Before `t` moves in.
+                    patterns: load(t.words(), H_PATTERNS).unwrap_or(0),
+                    t,
+                    bump,
+                    // Freed records are not listed in the file: their space waits for the next
+                    // generation (it is counted, so a compaction still sees it).
+                    free: HashMap::new(),
+                    free_words,
+                    entries,
+                    tombstones,
+                    published: true,
+                    opts,
+                    buf: Vec::new(),
+                    _lock: self.lock,
+                })
+            }
             Err(why) => Err((self, why)),
         }
     }
