@@ -8,8 +8,7 @@
 //!
 //! A growth ([`Growth`]) runs beside the engine:
 //!
-//! 1. When the table wants to grow (its index half full, or three quarters of its arena
-//!    used), the engine takes a store snapshot between two groups: it holds every committed
+//! 1. When the table wants to grow (its index half full, or two thirds of its arena used), the engine takes a store snapshot between two groups: it holds every committed
 //!    change, and every one of them is already in the table.
 //! 2. A thread creates the next generation's file (same hash key, twice the index slots if the
 //!    index filled up, room for twice the live records),

@@ -144,6 +144,9 @@ pub struct Metrics {
     /// Table generations built beside the current one and installed (growths that did not
     /// stop the writes).
     pub table_growths: AtomicU64,
+    /// The longest the engine spent on a growth at once (starting it, copying changes,
+    /// installing it), in µs: the most a write waited behind a growth.
+    pub growth_pause_max_us: AtomicU64,
     /// Time of each store commit, fsync included.
     pub commit_seconds: Histogram,
     /// Time to publish a committed group into the table file.
@@ -270,6 +273,12 @@ impl Metrics {
             "set_backend_grouped_writes_total",
             "Write requests that shared a commit with another.",
             load(&self.grouped_writes),
+        );
+        g(
+            &mut out,
+            "set_backend_table_growth_pause_max_seconds",
+            "The longest the engine spent on a table growth at once: what a write waited behind it.",
+            load(&self.growth_pause_max_us) as f64 / 1e6,
         );
         c(
             &mut out,

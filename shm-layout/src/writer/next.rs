@@ -82,6 +82,8 @@ impl TableLock {
                 let _ = t
                     .file
                     .set_permissions(fs::Permissions::from_mode(opts.mode));
+                // From now on the file may change: only the next clean stop seals it again.
+                store(t.words(), H_SEAL, 0, Ordering::Release);
                 Ok(TableWriter {
                     path: self.path,
                     // Before `t` moves in.
@@ -398,12 +400,13 @@ impl TableWriter {
     }
 
     /// True when the table should be replaced by a larger (or compacted) generation soon: the
-    /// index is half full (entries and tombstones), or three quarters of the arena are used.
-    /// Writes still fit in place until the index is three quarters full or the arena full,
-    /// which leaves time to build the next generation off the writer's thread.
+    /// index is half full (entries and tombstones), or two thirds of the arena are used.
+    /// Writes still fit in place until the index is three quarters full or the arena full
+    /// (after a growth: half again the entries), which leaves time to build the next
+    /// generation off the writer's thread.
     pub fn wants_growth(&self) -> bool {
         (self.entries + self.tombstones) * 2 > self.t.geo.capacity as u64
-            || self.bump * 4 > self.t.arena_words * 3
+            || self.bump * 3 > self.t.arena_words * 2
     }
 
     /// Publishes `next` (made from [`TableWriter::next_generation`] and brought up to date) in
@@ -419,7 +422,10 @@ impl TableWriter {
         if renumbered {
             w.t.set_generation(generation);
         }
-        let sync = w.opts.sync && (renumbered || !next.synced);
+        // A renumbering rewrites two words of the header page: not worth an fsync of the
+        // whole file on the owner's thread (a torn header fails its checksum, and a writer
+        // rebuilds an invalid file at start).
+        let sync = w.opts.sync && !next.synced;
         if let Err(e) = publish(&mut w.t, &self.path, sync) {
             let _ = fs::remove_file(&w.t.path);
             return Err(e.into());

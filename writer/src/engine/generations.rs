@@ -50,6 +50,17 @@ impl Engine {
     /// Starts a growth when the table wants one, or advances the one in progress for about
     /// `budget`, installing it once it is complete.
     pub(super) fn tend_growth(&mut self, budget: Duration) {
+        let t0 = Instant::now();
+        let growing = self.growth.is_some();
+        self.grow(budget);
+        if growing || self.growth.is_some() {
+            // What a write queued meanwhile waited for: the longest such pause is a metric.
+            let us = t0.elapsed().as_micros() as u64;
+            self.metrics.growth_pause_max_us.fetch_max(us, Ordering::Relaxed);
+        }
+    }
+
+    fn grow(&mut self, budget: Duration) {
         let Some(table) = self.table.as_mut() else {
             return;
         };
