@@ -57,7 +57,7 @@ pub use reader::{OpenError, Stats, Table, VerifyError};
 pub use value::{Lookup, Match, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{
-    record_words_of, NextGeneration, NextSpec, Sizing, TableLock, TableWriter, Upserted,
+    record_words_of, NextGeneration, NextSpec, Retired, Sizing, TableLock, TableWriter, Upserted,
     WriteError, WriterOptions,
 };
 

@@ -261,7 +261,7 @@ impl Layout {
 }
 
 mod next;
-pub use next::{record_words_of, NextGeneration, NextSpec, Sizing, TableLock};
+pub use next::{record_words_of, NextGeneration, NextSpec, Retired, Sizing, TableLock};
 
 /// Where a key is, or where it would go.
 enum Probe {

@@ -64,7 +64,10 @@ fn a_generation_built_beside_the_current_one_carries_the_changes_made_meanwhile(
     w.upsert(&h(9), &b(999)).unwrap();
     expected.insert(h(9).into_string(), b(999).as_str().to_string());
     changed.push(h(9));
-    assert!(w.generation() > before, "the current table grew in place meanwhile");
+    assert!(
+        w.generation() > before,
+        "the current table grew in place meanwhile"
+    );
     let mut next = filler.join().unwrap();
     assert_eq!(next.len(), 40);
     for host in &changed {
@@ -72,9 +75,13 @@ fn a_generation_built_beside_the_current_one_carries_the_changes_made_meanwhile(
     }
     assert_eq!(next.len(), expected.len() as u64);
     let generation = w.generation();
-    w.install(next).unwrap();
+    w.install(next).unwrap().finish().unwrap();
 
-    assert_eq!(w.generation(), generation + 1, "renumbered after the current one");
+    assert_eq!(
+        w.generation(),
+        generation + 1,
+        "renumbered after the current one"
+    );
     assert!(reader.is_superseded());
     let t = Table::open(&path).unwrap();
     assert_eq!(t.generation(), generation + 1);
@@ -100,7 +107,11 @@ fn a_dropped_generation_leaves_no_file() {
     let mut next = w.next_growth().unwrap().create().unwrap();
     next.upsert(&h(1), &b(1)).unwrap();
     drop(next);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "table and lock");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        2,
+        "table and lock"
+    );
 }
 
 #[test]
@@ -122,7 +133,11 @@ fn a_sealed_table_is_reopened_as_is_only_with_its_seal() {
     drop(w);
 
     // Another seal: refused, and the lock comes back to build instead.
-    let (lock, why) = TableLock::acquire(&path).unwrap().reopen(opts(), 41).err().unwrap();
+    let (lock, why) = TableLock::acquire(&path)
+        .unwrap()
+        .reopen(opts(), 41)
+        .err()
+        .unwrap();
     assert!(why.contains("seal"), "{why}");
     drop(lock);
     let mut w = TableLock::acquire(&path)
@@ -140,7 +155,10 @@ fn a_sealed_table_is_reopened_as_is_only_with_its_seal() {
     assert_eq!(Table::open(&path).unwrap().verify().unwrap().entries, 299);
     drop(w);
     // Reopened, the file no longer carries the seal: a change may have followed.
-    assert!(TableLock::acquire(&path).unwrap().reopen(opts(), 42).is_err());
+    assert!(TableLock::acquire(&path)
+        .unwrap()
+        .reopen(opts(), 42)
+        .is_err());
 }
 
 #[test]
@@ -154,6 +172,10 @@ fn a_damaged_sealed_table_is_not_reopened() {
     // The entries counter (not checksummed) says one more than the index holds.
     bytes[0x100] += 1;
     std::fs::write(&path, &bytes).unwrap();
-    let (_, why) = TableLock::acquire(&path).unwrap().reopen(opts(), 7).err().unwrap();
+    let (_, why) = TableLock::acquire(&path)
+        .unwrap()
+        .reopen(opts(), 7)
+        .err()
+        .unwrap();
     assert!(why.contains("index holds"), "{why}");
 }

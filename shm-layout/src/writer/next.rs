@@ -173,6 +173,22 @@ impl TableLock {
     }
 }
 
+/// The generation an install replaced. [`Retired::finish`] makes the rename durable (fsync of
+/// the directory) and unmaps the old file: both can take a while for a large table, so the
+/// owner may do it on another thread; until then the rename may not survive a power cut (the
+/// old file, or the new one, is at the path after reboot: both complete).
+#[must_use = "finish it, to make the rename durable"]
+pub struct Retired(TableWriter);
+
+impl Retired {
+    pub fn finish(self) -> io::Result<()> {
+        if self.0.opts.sync {
+            sync_dir(&self.0.path)?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything needed to create the next generation's file, taken from the current table on the
 /// owner's thread so that the file can be created and filled on another one.
 pub struct NextSpec {
@@ -358,7 +374,8 @@ impl TableWriter {
         for (host, backend) in &entries {
             next.upsert(host, backend)?;
         }
-        self.install(next)
+        self.install(next)?.finish()?;
+        Ok(())
     }
 
     /// What the next generation will be: sized by `sizing`, with the same hash key (so that
@@ -412,7 +429,7 @@ impl TableWriter {
     /// Publishes `next` (made from [`TableWriter::next_generation`] and brought up to date) in
     /// place of the current table: renumbered if the current one grew in place meanwhile,
     /// renamed over the path, the current file marked superseded. On error nothing has changed.
-    pub fn install(&mut self, mut next: NextGeneration) -> Result<(), WriteError> {
+    pub fn install(&mut self, mut next: NextGeneration) -> Result<Retired, WriteError> {
         let mut w = next
             .w
             .take()
@@ -434,10 +451,7 @@ impl TableWriter {
         let old = std::mem::replace(self, w);
         store(old.t.words(), H_SUPERSEDED, 1, Ordering::Release);
         self.heartbeat();
-        if self.opts.sync {
-            sync_dir(&self.path)?;
-        }
-        Ok(())
+        Ok(Retired(old))
     }
 
     /// Makes the whole file durable, lets `commit` record `seal` elsewhere (the owner's

@@ -56,7 +56,9 @@ impl Engine {
         if growing || self.growth.is_some() {
             // What a write queued meanwhile waited for: the longest such pause is a metric.
             let us = t0.elapsed().as_micros() as u64;
-            self.metrics.growth_pause_max_us.fetch_max(us, Ordering::Relaxed);
+            self.metrics
+                .growth_pause_max_us
+                .fetch_max(us, Ordering::Relaxed);
         }
     }
 
@@ -87,7 +89,15 @@ impl Engine {
                 self.growth = None;
                 self.metrics.table_growing.store(false, Ordering::Relaxed);
                 match table.install(*next) {
-                    Ok(()) => {
+                    Ok(retired) => {
+                        // The directory's fsync and the old file's unmapping, off this thread.
+                        let _ = std::thread::Builder::new()
+                            .name("set-backend-retire".into())
+                            .spawn(move || {
+                                if let Err(e) = retired.finish() {
+                                    tracing::warn!(error = %e, "cannot sync the table's directory");
+                                }
+                            });
                         self.metrics.set_table(&table.stats());
                         self.metrics.table_growths.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(
@@ -172,7 +182,10 @@ impl Engine {
         growth::fill(&mut next, &*snapshot, &AtomicBool::new(false))?;
         drop(snapshot);
         match self.table.as_mut() {
-            Some(table) => table.install(next).map_err(table_error),
+            Some(table) => table
+                .install(next)
+                .and_then(|r| Ok(r.finish()?))
+                .map_err(table_error),
             None => {
                 self.table = Some(next.publish().map_err(table_error)?);
                 Ok(())
