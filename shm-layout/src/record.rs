@@ -7,7 +7,7 @@ use crate::classify::{bad16, is_unix};
 use crate::format::*;
 use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
 use crate::sync::{word, AtomicU64};
-use crate::value::{Value, VALUE_BUF};
+use crate::value::{Value, MATCH_EXACT, VALUE_BUF};
 use std::net::SocketAddr;
 
 /// What reading one record produced: the codec decides the first two, the protocol the last.
@@ -302,6 +302,7 @@ pub(crate) fn match_short(
     out.len = l.val_len as u16;
     out.addr_kind = l.addr_kind;
     out.port = l.port;
+    out.matched = MATCH_EXACT;
     Some(Read::Stable(true))
 }
 
@@ -337,6 +338,7 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
     out.len = l.val_len as u16;
     out.addr_kind = l.addr_kind;
     out.port = l.port;
+    out.matched = MATCH_EXACT;
     Read::Stable(true)
 }
 
