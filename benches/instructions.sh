@@ -13,7 +13,7 @@ count() {
 }
 base=$(count none "$n")
 printf '%-14s %s\n' contender 'instructions/lookup'
-for c in table hashmap hashmap-copy table-set hashmap-set; do
+for c in table hashmap hashmap-copy table-set hashmap-set exact wildcard wildcard-4-deep default; do
   total=$(count "$c" "$n")
   awk -v t="$total" -v b="$base" -v n="$n" -v c="$c" 'BEGIN { printf "%-14s %.0f\n", c, (t - b) / n }'
 done
