@@ -53,6 +53,13 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// Body limit of a single-entry write: a maximal host and backend fit with room to spare.
 pub const MAX_ENTRY_BODY: usize = 16 * 1024;
 
+/// The largest over-limit body read (and dropped) before answering 413, so that a proxy
+/// writing it in full sees the answer rather than a closed connection.
+const DRAIN_MAX_BYTES: usize = 1024 * 1024;
+
+/// How long reading such a body may take before the 413 is sent anyway.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
@@ -183,10 +190,24 @@ async fn declared_length_limit(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::PayloadTooLarge.into_response();
+    match declared {
+        Some(n) if n > limit as u64 => {
+            // A proxy (nginx) writes the whole body before it reads the answer: closing the
+            // connection with a body of modest size unread makes its write fail, and it
+            // answers 502 instead of passing the 413 on. So such a body is read and dropped,
+            // within a bounded time; a larger one is refused without reading.
+            if n <= DRAIN_MAX_BYTES as u64 {
+                let body = req.into_body();
+                let _ = tokio::time::timeout(
+                    DRAIN_TIMEOUT,
+                    axum::body::to_bytes(body, DRAIN_MAX_BYTES),
+                )
+                .await;
+            }
+            ApiError::PayloadTooLarge.into_response()
+        }
+        _ => next.run(req).await,
     }
-    next.run(req).await
 }
 
 async fn index(State(s): State<AppState>) -> Html<String> {
