@@ -294,15 +294,10 @@ pub(crate) fn match_short(
     if bad != 0 || is_unix(lo, l.val_len) {
         return Some(Read::Corrupt);
     }
-    if let Some(addr) = tail.get(l.val_words..l.val_words + l.addr_words) {
-        for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
-            dst.copy_from_slice(&word(w).to_le_bytes());
-        }
-    }
-    out.len = l.val_len as u16;
-    out.addr_kind = l.addr_kind;
-    out.port = l.port;
-    out.matched = MATCH_EXACT;
+    let addr = tail
+        .get(l.val_words..l.val_words + l.addr_words)
+        .unwrap_or(&[]);
+    fill_exact(out, &l, addr);
     Some(Read::Stable(true))
 }
 
@@ -332,6 +327,14 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
     if !copy_value(value, l.val_len, &mut out.bytes) {
         return Read::Corrupt;
     }
+    fill_exact(out, &l, addr);
+    Read::Stable(true)
+}
+
+/// Completes `out` for an exact match of a record of shape `l` whose value bytes are already
+/// copied: its address words, value length, address kind and port.
+#[inline(always)]
+fn fill_exact(out: &mut Value, l: &Shape, addr: &[AtomicU64]) {
     for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
         dst.copy_from_slice(&word(w).to_le_bytes());
     }
@@ -339,7 +342,6 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
     out.addr_kind = l.addr_kind;
     out.port = l.port;
     out.matched = MATCH_EXACT;
-    Read::Stable(true)
 }
 
 /// Copies the `len`-byte value held in `words` into `out`, 16 bytes at a time, checking its
