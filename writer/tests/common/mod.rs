@@ -90,7 +90,6 @@ impl RouterHarness {
         headers: &[(&str, &str)],
         body: impl Into<Vec<u8>>,
     ) -> Response {
-        use http_body_util::BodyExt;
         use tower::ServiceExt;
         let mut b = axum::http::Request::builder().method(method).uri(uri);
         for (k, v) in headers {
@@ -98,18 +97,7 @@ impl RouterHarness {
         }
         let req = b.body(axum::body::Body::from(body.into())).unwrap();
         let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Response {
-            status,
-            content_type,
-            body,
-        }
+        Response::read(resp).await.unwrap()
     }
 
     /// An authenticated request; a body is sent as JSON.
