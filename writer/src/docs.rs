@@ -313,6 +313,22 @@ pub fn openapi(contract: Contract) -> Value {
         "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     });
+    // A write's answers: its own successes, then the refusals every write shares.
+    let write_responses = |mut ok: Value, bad: &str, limit: usize| {
+        let shared = json!({
+            "400": error_response(bad),
+            "401": unauthorized.clone(),
+            "429": throttled.clone(),
+            "413": error_response(&format!("body over {limit} bytes")),
+            "415": error_response("not application/json"),
+            "500": error_response("not acknowledged"),
+            "503": error_response("shutting down; not acknowledged")
+        });
+        if let (Value::Object(ok), Value::Object(shared)) = (&mut ok, shared) {
+            ok.extend(shared);
+        }
+        ok
+    };
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -416,17 +432,10 @@ pub fn openapi(contract: Contract) -> Value {
                     "security": [{"bearer": []}],
                     "requestBody": request_body(entry_ref, MAX_ENTRY_BODY,
                         json!({"host": "some.host.com", "backend": "10.0.0.7:3000"})),
-                    "responses": {
+                    "responses": write_responses(json!({
                         "200": entry_response("updated; the entry as stored"),
-                        "201": entry_response("created; the entry as stored"),
-                        "400": error_response("invalid host, backend or body"),
-                        "401": unauthorized.clone(),
-                        "429": throttled.clone(),
-                        "413": error_response(&format!("body over {MAX_ENTRY_BODY} bytes")),
-                        "415": error_response("not application/json"),
-                        "500": error_response("not acknowledged"),
-                        "503": error_response("shutting down; not acknowledged")
-                    }
+                        "201": entry_response("created; the entry as stored")
+                    }), "invalid host, backend or body", MAX_ENTRY_BODY)
                 },
                 "patch": {
                     "summary": "Atomic batch of upserts and deletes (all or nothing)",
@@ -434,34 +443,20 @@ pub fn openapi(contract: Contract) -> Value {
                     "requestBody": request_body(json!({"$ref": "#/components/schemas/Batch"}),
                         batch, json!({"upsert": [{"host": "a.example", "backend": "10.0.0.1:80"}],
                             "delete": ["old.example"]})),
-                    "responses": {
+                    "responses": write_responses(json!({
                         "200": {"description": "applied", "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/BatchResult"}}}},
-                        "400": error_response("an invalid or duplicate host, backend or body; nothing applied"),
-                        "401": unauthorized.clone(),
-                        "429": throttled.clone(),
-                        "413": error_response(&format!("body over {batch} bytes")),
-                        "415": error_response("not application/json"),
-                        "500": error_response("not acknowledged"),
-                        "503": error_response("shutting down; not acknowledged")
-                    }
+                            "schema": {"$ref": "#/components/schemas/BatchResult"}}}}
+                    }), "an invalid or duplicate host, backend or body; nothing applied", batch)
                 },
                 "put": {
                     "summary": "Atomically replace every entry",
                     "security": [{"bearer": []}],
                     "requestBody": request_body(entries_ref.clone(), batch,
                         json!([{"host": "some.host.com", "backend": "10.0.0.7:3000"}])),
-                    "responses": {
+                    "responses": write_responses(json!({
                         "200": {"description": "replaced", "content": {"application/json": {
-                            "schema": {"$ref": "#/components/schemas/ReplaceResult"}}}},
-                        "400": error_response("an invalid or duplicate entry; nothing changed"),
-                        "401": unauthorized.clone(),
-                        "429": throttled.clone(),
-                        "413": error_response(&format!("body over {batch} bytes")),
-                        "415": error_response("not application/json"),
-                        "500": error_response("not acknowledged"),
-                        "503": error_response("shutting down; not acknowledged")
-                    }
+                            "schema": {"$ref": "#/components/schemas/ReplaceResult"}}}}
+                    }), "an invalid or duplicate entry; nothing changed", batch)
                 }
             },
             "/entries/{file}": {
