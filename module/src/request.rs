@@ -62,17 +62,8 @@ pub unsafe extern "C" fn backend_variable(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    guard(Status::NGX_ERROR.into(), || {
-        // SAFETY: nginx passes the request and the value to fill.
-        let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
-        match lookup(r) {
-            Some(ctx) => {
-                set_value(v, &ctx.backend);
-                Status::NGX_OK.into()
-            }
-            None => Status::NGX_ERROR.into(),
-        }
-    })
+    // SAFETY: nginx passes a getter's arguments.
+    unsafe { lookup_variable(r, v, |_| true, |ctx, v| set_value(v, &ctx.backend)) }
 }
 
 /// `$set_backend_status`: `hit`, `miss` or `unavailable` where `set_backend` applies (or was
@@ -82,30 +73,19 @@ unsafe extern "C" fn status_variable(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    guard(Status::NGX_ERROR.into(), || {
-        // SAFETY: nginx passes the request and the value to fill.
-        let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
-        let applies = r.get_module_ctx::<Ctx>(Module::module()).is_some()
-            || Module::location_conf(r).is_some_and(|l| l.enabled());
-        if !applies {
-            v.set_not_found(1);
-            return Status::NGX_OK.into();
-        }
-        match lookup(r) {
-            Some(ctx) => {
-                let s = ctx.outcome.as_str();
-                set_value(
-                    v,
-                    &ngx_str_t {
-                        len: s.len(),
-                        data: s.as_ptr().cast_mut(),
-                    },
-                );
-                Status::NGX_OK.into()
-            }
-            None => Status::NGX_ERROR.into(),
-        }
-    })
+    let applies = |r: &Request| Module::location_conf(r).is_some_and(|l| l.enabled());
+    let fill = |ctx: Ctx, v: &mut ngx_http_variable_value_t| {
+        let s = ctx.outcome.as_str();
+        set_value(
+            v,
+            &ngx_str_t {
+                len: s.len(),
+                data: s.as_ptr().cast_mut(),
+            },
+        );
+    };
+    // SAFETY: nginx passes a getter's arguments.
+    unsafe { lookup_variable(r, v, applies, fill) }
 }
 
 /// `$set_backend_match`: the entry that answered (the host itself, `*.suffix` or `*`) where the
@@ -115,21 +95,39 @@ unsafe extern "C" fn match_variable(
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
+    let fill = |ctx: Ctx, v: &mut ngx_http_variable_value_t| {
+        if ctx.outcome == Outcome::Hit {
+            set_value(v, &ctx.matched);
+        } else {
+            v.set_not_found(1);
+        }
+    };
+    // SAFETY: nginx passes a getter's arguments.
+    unsafe { lookup_variable(r, v, ctx::applies, fill) }
+}
+
+/// What the variables' getters share: where `applies` to the request (or its lookup already
+/// ran), `fill` sets `v` from the lookup; elsewhere the variable is not found. A lookup that
+/// cannot keep its context is an error.
+///
+/// # Safety
+/// `r` and `v` are the request and the value nginx passes to a variable's getter.
+unsafe fn lookup_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_http_variable_value_t,
+    applies: fn(&Request) -> bool,
+    fill: fn(Ctx, &mut ngx_http_variable_value_t),
+) -> ngx_int_t {
     guard(Status::NGX_ERROR.into(), || {
-        // SAFETY: nginx passes the request and the value to fill.
+        // SAFETY: nginx passes the request and the value to fill (the caller's contract).
         let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
-        let applies = r.get_module_ctx::<Ctx>(Module::module()).is_some() || ctx::applies(r);
-        if !applies {
+        if r.get_module_ctx::<Ctx>(Module::module()).is_none() && !applies(r) {
             v.set_not_found(1);
             return Status::NGX_OK.into();
         }
         match lookup(r) {
-            Some(ctx) if ctx.outcome == Outcome::Hit => {
-                set_value(v, &ctx.matched);
-                Status::NGX_OK.into()
-            }
-            Some(_) => {
-                v.set_not_found(1);
+            Some(ctx) => {
+                fill(ctx, v);
                 Status::NGX_OK.into()
             }
             None => Status::NGX_ERROR.into(),
