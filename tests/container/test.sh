@@ -131,6 +131,13 @@ expect() { # expect STATUS [substring-of-body] description
   fi
   ok "$what ($STATUS)"
 }
+create() { # create api|sapi HOST BACKEND [note]: the entry must be created or updated
+  local call=$1 host=$2 backend=$3 note=${4:+ $4}
+  "$call" POST /entries.json -H 'Content-Type: application/json' \
+    -d "{\"host\": \"$host\", \"backend\": \"$backend\"}"
+  [[ "$STATUS" =~ ^20[01]$ ]] || fail "create $host$note: status $STATUS: $BODY"
+  ok "create $host → $backend$note ($STATUS)"
+}
 
 # The host pid of the container's PID 1, and its children's.
 init_pid() { "$ENGINE" inspect --format '{{.State.Pid}}' "$NAME"; }
@@ -252,14 +259,8 @@ expect 200 "entries.json" "GET / documents the API"
 req "$API_HOST" POST /entries.json -H 'Content-Type: application/json' \
   -d '{"host": "site.example.org", "backend": "127.0.0.1:1"}'
 expect 401 "" "POST /entries.json without the token is refused"
-api POST /entries.json -H 'Content-Type: application/json' \
-  -d "{\"host\": \"site.example.org\", \"backend\": \"127.0.0.1:$UPSTREAM_PORT\"}"
-[[ "$STATUS" =~ ^20[01]$ ]] || fail "create: status $STATUS: $BODY"
-ok "create site.example.org → 127.0.0.1:$UPSTREAM_PORT ($STATUS)"
-api POST /entries.json -H 'Content-Type: application/json' \
-  -d "{\"host\": \"Dead.Example.ORG.\", \"backend\": \"127.0.0.1:$DEAD_PORT\"}"
-[[ "$STATUS" =~ ^20[01]$ ]] || fail "create dead.example.org: status $STATUS: $BODY"
-ok "create Dead.Example.ORG. → 127.0.0.1:$DEAD_PORT (nothing listens) ($STATUS)"
+create api site.example.org "127.0.0.1:$UPSTREAM_PORT"
+create api Dead.Example.ORG. "127.0.0.1:$DEAD_PORT" "(nothing listens)"
 api GET /entries.json
 expect 200 "site.example.org" "list"
 [[ "$BODY" == *dead.example.org* ]] || fail "list lacks the normalized dead.example.org: $BODY"
@@ -477,10 +478,7 @@ start_tls
 READY_HTTPS=1 wait_ready
 sreq "$API_HOST" GET /
 expect 200 "entries.json" "GET / over HTTPS, certificate verified against the test CA"
-sapi POST /entries.json -H 'Content-Type: application/json' \
-  -d "{\"host\": \"www.$DOMAIN\", \"backend\": \"127.0.0.1:$UPSTREAM_PORT\"}"
-[[ "$STATUS" =~ ^20[01]$ ]] || fail "create over HTTPS: status $STATUS: $BODY"
-ok "create www.$DOMAIN → 127.0.0.1:$UPSTREAM_PORT over HTTPS ($STATUS)"
+create sapi "www.$DOMAIN" "127.0.0.1:$UPSTREAM_PORT" "over HTTPS"
 sapi GET /entries.json
 expect 200 "www.$DOMAIN" "list over HTTPS"
 sapi GET "/entries/www.$DOMAIN.json"
