@@ -53,6 +53,18 @@ fn wait_exit(d: &mut Daemon, timeout: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// Runs a daemon that is expected to refuse to start: its exit status (within 10 s) and its log.
+fn run_refused(
+    dir: &Path,
+    token: &str,
+    extra: &[&str],
+    log_name: &str,
+) -> (std::process::ExitStatus, String) {
+    let mut d = Daemon::spawn(dir, Some(token), extra, log_name);
+    let status = wait_exit(&mut d, Duration::from_secs(10));
+    (status, d.log_text())
+}
+
 #[tokio::test]
 async fn generated_token_modes_operator_commands_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,19 +227,14 @@ async fn listen_serves_tcp_on_loopback_alongside_the_socket() {
 
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let mut remote = Daemon::spawn(
+    let (status, log) = run_refused(
         &other,
-        Some("tcp-token-0123456789abcdefghijklmn"),
+        "tcp-token-0123456789abcdefghijklmn",
         &["--listen", "0.0.0.0:0"],
         "remote.log",
     );
-    let status = wait_exit(&mut remote, Duration::from_secs(10));
     assert!(!status.success());
-    assert!(
-        remote.log_text().contains("loopback"),
-        "{}",
-        remote.log_text()
-    );
+    assert!(log.contains("loopback"), "{log}");
 }
 
 #[tokio::test]
@@ -252,18 +259,14 @@ async fn socket_mode_and_group_are_applied() {
 
     let other = d.join("other");
     std::fs::create_dir_all(&other).unwrap();
-    let mut bad = Daemon::spawn(
+    let (status, log) = run_refused(
         &other,
-        Some("mode-token-0123456789abcdefghijklmn"),
+        "mode-token-0123456789abcdefghijklmn",
         &["--socket-group", "no-such-group-here"],
         "bad.log",
     );
-    assert!(!wait_exit(&mut bad, Duration::from_secs(10)).success());
-    assert!(
-        bad.log_text().contains("no group named"),
-        "{}",
-        bad.log_text()
-    );
+    assert!(!status.success());
+    assert!(log.contains("no group named"), "{log}");
 }
 
 #[test]
@@ -311,24 +314,19 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
     first.ready().await;
 
     let table = a.join("table");
-    let mut second = Daemon::spawn(
+    let (status, log) = run_refused(
         &b,
-        Some("token-token-token-1-0123456789abcdef"),
+        "token-token-token-1-0123456789abcdef",
         &["--table", table.to_str().unwrap()],
         "b.log",
     );
-    let status = wait_exit(&mut second, Duration::from_secs(10));
     assert!(!status.success());
-    assert!(
-        second.log_text().contains("another writer"),
-        "{}",
-        second.log_text()
-    );
+    assert!(log.contains("another writer"), "{log}");
 
     let store = a.join("store.redb");
-    let mut third = Daemon::spawn(
+    let (status, log) = run_refused(
         &b,
-        Some("token-token-token-1-0123456789abcdef"),
+        "token-token-token-1-0123456789abcdef",
         &[
             "--store",
             store.to_str().unwrap(),
@@ -337,18 +335,13 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
         ],
         "c.log",
     );
-    let status = wait_exit(&mut third, Duration::from_secs(10));
     assert!(!status.success());
-    assert!(
-        third.log_text().contains("already open"),
-        "{}",
-        third.log_text()
-    );
+    assert!(log.contains("already open"), "{log}");
 
     // And a second daemon on a live socket refuses to steal it.
-    let mut fourth = Daemon::spawn(
+    let (status, log) = run_refused(
         &a,
-        Some("token-token-token-1-0123456789abcdef"),
+        "token-token-token-1-0123456789abcdef",
         &[
             "--table",
             b.join("t3").to_str().unwrap(),
@@ -357,13 +350,8 @@ async fn a_second_writer_on_the_same_table_or_store_fails_clearly() {
         ],
         "d.log",
     );
-    let status = wait_exit(&mut fourth, Duration::from_secs(10));
     assert!(!status.success());
-    assert!(
-        fourth.log_text().contains("another daemon is listening"),
-        "{}",
-        fourth.log_text()
-    );
+    assert!(log.contains("another daemon is listening"), "{log}");
     first.ready().await;
 }
 
