@@ -1,5 +1,7 @@
 //! Writer + reader round trips on real files.
 
+use std::path::PathBuf;
+
 use shm_layout::{Backend, Host, Lookup, Table, TableWriter, Upserted, WriterOptions};
 
 fn h(s: &str) -> Host {
@@ -7,6 +9,16 @@ fn h(s: &str) -> Host {
 }
 fn b(s: &str) -> Backend {
     Backend::parse(s).unwrap()
+}
+
+/// A table of `entries` (host, backend) with the default options in a fresh directory: the
+/// directory (keep it), the table's path and its writer.
+fn create(entries: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf, TableWriter) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let entries = entries.iter().map(|&(host, backend)| (h(host), b(backend)));
+    let w = TableWriter::create(&path, entries, WriterOptions::default()).unwrap();
+    (dir, path, w)
 }
 
 fn hit(t: &Table, host: &str) -> Option<String> {
@@ -19,17 +31,10 @@ fn hit(t: &Table, host: &str) -> Option<String> {
 
 #[test]
 fn create_upsert_delete_are_seen_by_a_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("table");
-    let mut w = TableWriter::create(
-        &path,
-        [
-            (h("a.example"), b("10.0.0.1:80")),
-            (h("B.example."), b("backend.local:8080")),
-        ],
-        WriterOptions::default(),
-    )
-    .unwrap();
+    let (_dir, path, mut w) = create(&[
+        ("a.example", "10.0.0.1:80"),
+        ("B.example.", "backend.local:8080"),
+    ]);
     let t = Table::open(&path).unwrap();
     assert_eq!(t.generation(), 1);
     assert_eq!(hit(&t, "a.example").as_deref(), Some("10.0.0.1:80"));
@@ -103,14 +108,7 @@ fn growth_publishes_a_new_generation_and_supersedes_the_old() {
 
 #[test]
 fn a_second_writer_is_refused_and_a_restart_bumps_the_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("table");
-    let w = TableWriter::create(
-        &path,
-        [(h("a.example"), b("10.0.0.1:80"))],
-        Default::default(),
-    )
-    .unwrap();
+    let (_dir, path, w) = create(&[("a.example", "10.0.0.1:80")]);
     let old = Table::open(&path).unwrap();
     assert!(matches!(
         TableWriter::create(&path, [], Default::default()),
@@ -229,17 +227,10 @@ fn one_at_a_time_inserts_keep_the_index_and_file_proportionate() {
 
 #[test]
 fn replace_all_swaps_the_whole_set_atomically_and_keeps_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("table");
-    let mut w = TableWriter::create(
-        &path,
-        [
-            (h("old-1.example"), b("10.0.0.1:80")),
-            (h("both.example"), b("10.0.0.1:80")),
-        ],
-        WriterOptions::default(),
-    )
-    .unwrap();
+    let (_dir, path, mut w) = create(&[
+        ("old-1.example", "10.0.0.1:80"),
+        ("both.example", "10.0.0.1:80"),
+    ]);
     let before = Table::open(&path).unwrap();
     w.replace_all([
         (h("new-1.example"), b("10.0.0.2:80")),
