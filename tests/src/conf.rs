@@ -32,6 +32,9 @@ pub const ERROR_PAGES: &str = "error_page 404 /__set_backend/404.html;
                            error_page 503 /__set_backend/503.html;
                            error_page 504 /__set_backend/504.html;";
 
+/// The internal location the sample configuration serves its error pages from.
+pub const PAGES_LOCATION: &str = "location /__set_backend/ { internal; alias html/; }";
+
 /// Backends for the 502 and 504 pages: `down.example` on a refused port, `slow.example` on
 /// an upstream that answers after 3 s. Returns the table's writer (keep it), the dead port and
 /// the slow upstream.

@@ -44,7 +44,10 @@ mod writer_api;
 
 use std::time::Duration;
 
-pub use conf::{assert_error_pages, failing_backends, routed, with_api, with_api_and, ERROR_PAGES};
+pub use conf::{
+    assert_error_pages, failing_backends, routed, with_api, with_api_and, ERROR_PAGES,
+    PAGES_LOCATION,
+};
 pub use daemonized::Daemonized;
 pub use http::{get, raw_request, raw_unix_request, request, unix_request, Response};
 pub use load::{reload_under_load, Load};

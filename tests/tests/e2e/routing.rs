@@ -103,10 +103,7 @@ fn miss_and_unavailable_can_continue_to_a_fallback() {
                      set_backend $backend;
                      proxy_pass http://$backend$request_uri;
                  }}
-                 location /__set_backend/ {{
-                     internal;
-                     alias html/;
-                 }}
+                 {PAGES_LOCATION}
                  location /off/ {{
                      set_backend off;
                      return 200 'off:$backend';
@@ -210,10 +207,7 @@ fn the_sample_error_pages_are_served_through_error_page() {
                      proxy_pass http://$backend$request_uri;
                      proxy_read_timeout 300ms;
                  }}
-                 location /__set_backend/ {{
-                     internal;
-                     alias html/;
-                 }}
+                 {PAGES_LOCATION}
              }}",
             table = table.display()
         )

@@ -29,10 +29,7 @@ fn upstream_mode(table: &Path, extra: &str) -> impl Fn(u16, &Path) -> String {
                      proxy_set_header Connection \"\";
                      proxy_set_header Host $host;
                  }}
-                 location /__set_backend/ {{
-                     internal;
-                     alias html/;
-                 }}
+                 {PAGES_LOCATION}
              }}",
             table = table.display()
         )
