@@ -16,8 +16,9 @@
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
 //! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the protocol's read side).
 //! - `writer`: [`TableWriter`], create / upsert / delete / grow (the protocol's write side);
-//!   `writer/next.rs`: the lock ([`TableLock`]), reopening a sealed table, and a generation
-//!   built beside the current one ([`NextGeneration`], `TableWriter::install`, `seal`).
+//!   `writer/next.rs`: the lock ([`TableLock`]) and a generation built beside the current
+//!   one ([`NextGeneration`], `TableWriter::install`); `writer/seal.rs`: the seal of a
+//!   cleanly stopped table and its reopening as is ([`Seal`], `TableLock::reopen`).
 //! - [`testkit`] (feature `testkit`): for tests: hostile tables damaged by the format's
 //!   constants, the acknowledged-writes model, a seeded generator.
 //!
@@ -57,8 +58,8 @@ pub use reader::{OpenError, Stats, Table, VerifyError};
 pub use value::{Lookup, Match, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{
-    record_words_of, NextGeneration, NextSpec, Retired, Sizing, TableLock, TableWriter, Upserted,
-    WriteError, WriterOptions,
+    record_words_of, NextGeneration, NextSpec, Retired, Seal, Sizing, TableLock, TableWriter,
+    Upserted, WriteError, WriterOptions,
 };
 
 /// Where the writer publishes the table and where the module looks for it by default.

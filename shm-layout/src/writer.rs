@@ -17,7 +17,9 @@
 //! A cleanly stopped table can be reopened as is instead of being rebuilt: [`TableWriter::seal`]
 //! makes the whole file durable and then writes a seal (a number the owner chose, say one its
 //! store also recorded) into the header; [`TableLock::reopen`] accepts a file only if its seal
-//! is the expected one.
+//! is the expected one and its entry count and digest are still those recorded with it
+//! ([`Seal`], in `seal.rs`). A record that no longer decodes is an error for the writer,
+//! never a panic: its owner rebuilds the table.
 //!
 //! An exclusive lock on `<path>.lock` keeps a second writer away for the life of a
 //! [`TableWriter`] (and of the [`TableLock`] that precedes it).
@@ -131,24 +133,31 @@ impl Layout {
     fn arena_word(&self, i: usize) -> u64 {
         word(&self.arena()[i])
     }
-    /// The decoded header of the record at arena word `rec` (the writer's own data).
-    fn meta(&self, rec: usize) -> Meta {
+    /// The decoded header of the record at arena word `rec`. The writer only publishes
+    /// well-formed records, so an error means the file was damaged behind its back.
+    fn meta(&self, rec: usize) -> io::Result<Meta> {
         Meta::decode(
             rec,
             self.arena_word(rec + 1),
             self.arena_word(rec + 2),
             self.arena_words,
         )
-        .expect("the writer only publishes well-formed records")
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the table's record at arena word {rec} is damaged"),
+            )
+        })
     }
 
-    /// Creates a new file of the given geometry at `path` (unpublished), header written.
+    /// Creates a new file of the given geometry at `path` (unpublished), header written. On
+    /// error the file is removed (a failed `fallocate` may keep the blocks it got).
     fn create(
         path: PathBuf,
         capacity: usize,
         arena_words: usize,
         generation: u64,
-        (k0, k1): (u64, u64),
+        key: (u64, u64),
         opts: &WriterOptions,
     ) -> io::Result<Layout> {
         let file = OpenOptions::new()
@@ -158,13 +167,22 @@ impl Layout {
             .truncate(true)
             .mode(opts.mode)
             .open(&path)?;
-        file.set_permissions(fs::Permissions::from_mode(opts.mode))?;
         let arena_offset = HEADER_LEN + capacity * 8;
         let file_len = arena_offset + arena_words * 8;
-        file.set_len(file_len as u64)?;
-        // A hole in the file would turn a full disk into a SIGBUS at the first store.
-        crate::raw::allocate(&file, file_len as u64)?;
-        let map = Mapping::read_write(&file)?;
+        let sized = file
+            .set_permissions(fs::Permissions::from_mode(opts.mode))
+            .and_then(|()| file.set_len(file_len as u64))
+            // A hole in the file would turn a full disk into a SIGBUS at the first store.
+            .and_then(|()| crate::raw::allocate(&file, file_len as u64))
+            .and_then(|()| Mapping::read_write(&file));
+        let map = match sized {
+            Ok(map) => map,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let (k0, k1) = key;
         let w = map.words();
         let created = now_ms();
         let max_probe = (opts.max_probe as usize).clamp(1, capacity.min(MAX_PROBE_LIMIT));
@@ -261,7 +279,9 @@ impl Layout {
 }
 
 mod next;
+mod seal;
 pub use next::{record_words_of, NextGeneration, NextSpec, Retired, Sizing, TableLock};
+pub use seal::Seal;
 
 /// Where a key is, or where it would go.
 enum Probe {
@@ -295,8 +315,10 @@ pub struct TableWriter {
     opts: WriterOptions,
     /// Scratch for encoding records.
     buf: Vec<u64>,
-    /// Held for the writer's life; dropping it releases the lock.
-    _lock: File,
+    /// Held for the writer's life; dropping it releases the lock. `None` in a generation
+    /// still being built from a [`NextSpec`] (on any thread, holding no lock), which takes
+    /// the current writer's at install.
+    lock: Option<File>,
 }
 
 impl TableWriter {
@@ -326,9 +348,9 @@ impl TableWriter {
     ) -> Result<Upserted, WriteError> {
         let words = 1 + data.len();
         loop {
-            match self.probe(key, hash) {
+            match self.probe(key, hash)? {
                 Probe::Found { slot, rec } => {
-                    let old = self.t.meta(rec);
+                    let old = self.t.meta(rec)?;
                     if (0..data.len()).all(|i| self.t.arena_word(rec + 1 + i) == data[i])
                         && old.words == words
                     {
@@ -381,9 +403,9 @@ impl TableWriter {
     }
 
     fn delete_key(&mut self, key: &[u8], hash: u64) -> Result<bool, WriteError> {
-        match self.probe(key, hash) {
+        match self.probe(key, hash)? {
             Probe::Found { slot, rec } => {
-                let words = self.t.meta(rec).words;
+                let words = self.t.meta(rec)?.words;
                 seqlock::publish(self.t.index(), slot, SLOT_TOMBSTONE);
                 self.release(rec, words);
                 self.entries -= 1;
@@ -441,7 +463,8 @@ impl TableWriter {
         stats_of(self.t.words())
     }
 
-    fn probe(&self, key: &[u8], hash: u64) -> Probe {
+    /// Where `key` is, or where it would go; an error if a record on the way is damaged.
+    fn probe(&self, key: &[u8], hash: u64) -> io::Result<Probe> {
         let mask = self.t.geo.capacity - 1;
         let home = hash as usize & mask;
         let tag = tag_of(hash);
@@ -450,7 +473,7 @@ impl TableWriter {
             let slot = (home + i) & mask;
             let w = self.t.slot(slot);
             if w == SLOT_EMPTY {
-                return Probe::Vacant(reusable.or(Some(slot)));
+                return Ok(Probe::Vacant(reusable.or(Some(slot))));
             }
             if w == SLOT_TOMBSTONE {
                 reusable = reusable.or(Some(slot));
@@ -458,17 +481,17 @@ impl TableWriter {
             }
             if w >> TAG_SHIFT == tag {
                 let rec = (w & SLOT_OFFSET_MASK) as usize;
-                let m = self.t.meta(rec);
+                let m = self.t.meta(rec)?;
                 if m.hash == hash
                     && m.key_len == key.len()
                     && (0..words_for(key.len()))
                         .all(|i| self.t.arena_word(m.key_at + i) == record::chunk(key, i))
                 {
-                    return Probe::Found { slot, rec };
+                    return Ok(Probe::Found { slot, rec });
                 }
             }
         }
-        Probe::Vacant(reusable)
+        Ok(Probe::Vacant(reusable))
     }
 
     fn alloc(&mut self, words: usize) -> Option<usize> {
@@ -531,7 +554,10 @@ impl TableWriter {
                 self.t.geo.hash.keys(),
                 &self.opts,
             )?;
-            let Some(bump) = self.copy_into(&next) else {
+            let copied = self.copy_into(&next).inspect_err(|_| {
+                let _ = fs::remove_file(&next.path);
+            })?;
+            let Some(bump) = copied else {
                 // A probe chain would exceed max_probe: try a larger index.
                 let _ = fs::remove_file(&next.path);
                 capacity *= 2;
@@ -569,7 +595,7 @@ impl TableWriter {
 
     /// Copies every live record of the current table into `next` (same hash key). Returns the
     /// arena words used, or `None` if an entry could not be placed within `max_probe`.
-    fn copy_into(&self, next: &Layout) -> Option<usize> {
+    fn copy_into(&self, next: &Layout) -> io::Result<Option<usize>> {
         let mask = next.geo.capacity - 1;
         let mut bump = 0;
         let mut data = Vec::new();
@@ -579,18 +605,21 @@ impl TableWriter {
                 continue;
             }
             let rec = (w & SLOT_OFFSET_MASK) as usize;
-            let m = self.t.meta(rec);
+            let m = self.t.meta(rec)?;
             let home = m.hash as usize & mask;
-            let slot = (0..next.geo.max_probe)
+            let Some(slot) = (0..next.geo.max_probe)
                 .map(|i| (home + i) & mask)
-                .find(|&slot| next.slot(slot) == SLOT_EMPTY)?;
+                .find(|&slot| next.slot(slot) == SLOT_EMPTY)
+            else {
+                return Ok(None);
+            };
             data.clear();
             data.extend((1..m.words).map(|i| self.t.arena_word(rec + i)));
             seqlock::write_record(next.arena(), bump, &data);
             seqlock::publish(next.index(), slot, record::slot_word(m.hash, bump));
             bump += m.words;
         }
-        Some(bump)
+        Ok(Some(bump))
     }
 }
 

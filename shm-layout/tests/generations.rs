@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use shm_layout::{Backend, Host, Lookup, Table, TableLock, TableWriter, WriterOptions};
+use shm_layout::{Backend, Host, Lookup, Seal, Table, TableLock, TableWriter, WriterOptions};
 
 fn h(i: u32) -> Host {
     Host::parse(&format!("site-{i}.example.com")).unwrap()
@@ -121,13 +121,13 @@ fn a_sealed_table_is_reopened_as_is_only_with_its_seal() {
     let mut w = TableWriter::create(&path, (0..100).map(|i| (h(i), b(i))), opts()).unwrap();
     w.delete(&h(7)).unwrap();
     w.upsert(&h(8), &b(800)).unwrap();
-    let mut recorded = 0;
-    w.seal(42, || -> io::Result<()> {
-        recorded = 42;
+    let mut recorded = Seal::default();
+    w.seal(42, |s| -> io::Result<()> {
+        recorded = *s;
         Ok(())
     })
     .unwrap();
-    assert_eq!(recorded, 42);
+    assert_eq!((recorded.id, recorded.entries), (42, 99));
     let generation = w.generation();
     let sealed = entries(&path);
     drop(w);
@@ -135,14 +135,14 @@ fn a_sealed_table_is_reopened_as_is_only_with_its_seal() {
     // Another seal: refused, and the lock comes back to build instead.
     let (lock, why) = TableLock::acquire(&path)
         .unwrap()
-        .reopen(opts(), 41)
+        .reopen(opts(), &Seal { id: 41, ..recorded })
         .err()
         .unwrap();
     assert!(why.contains("seal"), "{why}");
     drop(lock);
     let mut w = TableLock::acquire(&path)
         .unwrap()
-        .reopen(opts(), 42)
+        .reopen(opts(), &recorded)
         .unwrap_or_else(|(_, why)| panic!("{why}"));
     assert_eq!(w.generation(), generation);
     assert_eq!(w.len(), 99);
@@ -157,25 +157,137 @@ fn a_sealed_table_is_reopened_as_is_only_with_its_seal() {
     // Reopened, the file no longer carries the seal: a change may have followed.
     assert!(TableLock::acquire(&path)
         .unwrap()
-        .reopen(opts(), 42)
+        .reopen(opts(), &recorded)
         .is_err());
+}
+
+/// A table built and sealed with id 7, then `damage` done to its bytes: why it is refused.
+fn refused_after(damage: impl FnOnce(&mut Vec<u8>)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let mut w = TableWriter::create(&path, (0..50).map(|i| (h(i), b(i))), opts()).unwrap();
+    let mut seal = Seal::default();
+    w.seal(7, |s| -> io::Result<()> {
+        seal = *s;
+        Ok(())
+    })
+    .unwrap();
+    drop(w);
+    let mut bytes = std::fs::read(&path).unwrap();
+    damage(&mut bytes);
+    std::fs::write(&path, &bytes).unwrap();
+    match TableLock::acquire(&path).unwrap().reopen(opts(), &seal) {
+        Ok(_) => panic!("the damaged table was reopened"),
+        Err((_, why)) => why,
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).position(|w| w == needle).unwrap()
 }
 
 #[test]
 fn a_damaged_sealed_table_is_not_reopened() {
+    // The entries counter (not checksummed) says one more than the index holds.
+    let why = refused_after(|bytes| bytes[0x100] += 1);
+    assert!(why.contains("entries"), "{why}");
+}
+
+#[test]
+fn a_sealed_table_with_a_damaged_value_is_not_reopened() {
+    // One byte of site-0's backend: 10.0.0.1:8080 becomes 10.0.0.9:8080, a well-formed
+    // record a reader would serve.
+    let why = refused_after(|bytes| {
+        let at = find(bytes, b"10.0.0.1:8080");
+        bytes[at + 7] = b'9';
+    });
+    assert!(why.contains("changed since it was sealed"), "{why}");
+}
+
+#[test]
+fn a_sealed_table_with_a_damaged_record_header_is_not_reopened() {
+    // The record words before site-0's key (its lengths), which the writer decodes at the
+    // first write of that host.
+    let why = refused_after(|bytes| {
+        let key = find(bytes, b"site-0.example.com");
+        bytes[key - 16..key].fill(0xff);
+    });
+    assert!(why.contains("changed since it was sealed"), "{why}");
+}
+
+#[test]
+fn a_sealed_table_with_a_damaged_slot_is_not_reopened() {
+    // A slot word still pointing inside the used arena, but not at a record's start.
+    let why = refused_after(|bytes| {
+        let index = shm_layout::testkit::HEADER_LEN;
+        let slot = (0..)
+            .map(|i| index + 8 * i)
+            .find(|&at| bytes[at..at + 8] != [0; 8])
+            .unwrap();
+        bytes[slot] ^= 1;
+    });
+    assert!(why.contains("changed since it was sealed"), "{why}");
+}
+
+#[test]
+fn a_damaged_record_met_by_the_writer_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("table");
     let mut w = TableWriter::create(&path, (0..50).map(|i| (h(i), b(i))), opts()).unwrap();
-    w.seal(7, || -> io::Result<()> { Ok(()) }).unwrap();
-    drop(w);
-    let mut bytes = std::fs::read(&path).unwrap();
-    // The entries counter (not checksummed) says one more than the index holds.
-    bytes[0x100] += 1;
-    std::fs::write(&path, &bytes).unwrap();
-    let (_, why) = TableLock::acquire(&path)
-        .unwrap()
-        .reopen(opts(), 7)
-        .err()
+    // Damaged behind the writer's back, through a second mapping of its file.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
         .unwrap();
-    assert!(why.contains("index holds"), "{why}");
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut file, &mut bytes).unwrap();
+    let key = find(&bytes, b"site-0.example.com");
+    io::Seek::seek(&mut file, io::SeekFrom::Start((key - 16) as u64)).unwrap();
+    io::Write::write_all(&mut file, &[0xff; 16]).unwrap();
+    drop(file);
+    let e = w.upsert(&h(0), &b(1)).unwrap_err();
+    assert!(e.to_string().contains("damaged"), "{e}");
+    let e = w.delete(&h(0)).unwrap_err();
+    assert!(e.to_string().contains("damaged"), "{e}");
+}
+
+/// A next generation whose file cannot be made (here larger than `RLIMIT_FSIZE`, as with a
+/// full disk) leaves no file behind, however often it is tried.
+#[test]
+fn a_next_generation_that_cannot_be_created_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let w = TableWriter::create(&path, (0..50).map(|i| (h(i), b(i))), opts()).unwrap();
+    let big = shm_layout::Sizing {
+        entries: 1_000_000,
+        record_words: 8_000_000,
+    };
+    // SAFETY: a test binary of its own (this file's tests write small files only); SIGXFSZ
+    // ignored so that going past the limit is EFBIG, not a kill.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: 1 << 24,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+    }
+    let results: Vec<bool> = (0..3)
+        .map(|_| w.next_generation(big, false).unwrap().create().is_err())
+        .collect();
+    // SAFETY: as above.
+    unsafe {
+        let lim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+    }
+    assert_eq!(results, [true; 3]);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "table and lock only, found {names:?}");
 }

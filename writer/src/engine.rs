@@ -340,12 +340,19 @@ impl Engine {
         }
     }
 
-    /// Reopens the store after a failed commit.
+    /// Reopens the store after a failed commit. The failed commit may have reached the disk
+    /// all the same (an error from its last fsync), so the table may now be behind the store:
+    /// it is marked out of sync, rebuilt from the store by the next write or heartbeat, and
+    /// never sealed before that.
     fn reopen_store(&mut self) -> Result<(), StoreError> {
+        self.drop_growth();
         self.store.reopen().inspect(|()| {
-            tracing::info!("the store was reopened after an I/O error");
+            tracing::info!(
+                "the store was reopened after an I/O error; the table is rebuilt from it"
+            );
             self.store_failed = false;
             self.metrics.store_ok.store(true, Ordering::Relaxed);
+            self.metrics.table_in_sync.store(false, Ordering::Relaxed);
         })
     }
 
@@ -457,7 +464,9 @@ impl Engine {
     /// Publishes a committed group into the table, in order.
     fn publish(&mut self, group: &[(Op, Reply)]) -> Result<(), EngineError> {
         let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
-        if !replaces {
+        // A table out of sync (after a store reopen, a failed rebuild) is not updated in
+        // place: it is rebuilt from the store, this group included.
+        if !replaces && self.metrics.table_in_sync.load(Ordering::Relaxed) {
             if let Some(table) = self.table.as_mut() {
                 match apply(table, group) {
                     Ok(()) => {

@@ -23,8 +23,9 @@
 //!    far is in both files; readers move over at their next lookup.
 //!
 //! No write waits for steps 2 and 3 beyond the slice after its group; step 4 is a rename. A
-//! growth is abandoned (its file removed) by a replace-all or a rebuild, and retried later after
-//! a failure.
+//! growth is abandoned (its thread cancelled and waited for, its file removed) by a replace-all,
+//! a rebuild, a store failure or the engine's stop, and retried later after a failure. The
+//! thread holds no table lock: the new generation takes the current one's at install.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
@@ -96,10 +97,13 @@ pub(crate) fn fill(
     }
 }
 
-/// A growth in progress (see the module docs). Dropping it abandons it.
+/// A growth in progress (see the module docs). Dropping it abandons it and waits for its
+/// thread, so that nothing of it (its store snapshot, its file) outlives it.
 pub(crate) struct Growth {
     /// Set to make the thread stop early.
     cancel: Arc<AtomicBool>,
+    /// The thread, joined on drop.
+    thread: Option<thread::JoinHandle<()>>,
     /// Where the thread sends the built generation, or why it failed.
     built: mpsc::Receiver<Result<NextGeneration, BuildError>>,
     /// The built generation being brought up to date, once the thread is done.
@@ -130,7 +134,7 @@ impl Growth {
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, built) = mpsc::channel();
         let stop = cancel.clone();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("set-backend-growth".into())
             .spawn(move || {
                 let r = spec
@@ -147,6 +151,7 @@ impl Growth {
             .map_err(|e| BuildError::Table(e.into()))?;
         Ok(Growth {
             cancel,
+            thread: Some(thread),
             built,
             next: None,
             changed: String::new(),
@@ -200,8 +205,12 @@ impl Growth {
 
 impl Drop for Growth {
     fn drop(&mut self) {
-        // The thread stops at its next entry and drops its file; a finished one is dropped
-        // with `next`.
+        // The thread stops at its next entry and drops its file (a finished one is dropped
+        // with `next` or in the channel); the wait is at most the creation or the fsync of the
+        // file, which are not interrupted.
         self.cancel.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

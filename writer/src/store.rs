@@ -1,15 +1,16 @@
 //! The durable store: every read and write of the source of truth goes through the [`Store`]
 //! trait, so the engine and the handlers never see the database behind it. [`RedbStore`] is
 //! the one implementation today: one `redb` file holding every entry, host → backend, both in
-//! canonical text form. The table file is rebuilt from it at every start.
+//! canonical text form. The table file is rebuilt from it at start unless it carries the
+//! store's seal (below).
 //!
 //! Only the engine thread writes it ([`Store::apply`], one durable commit per group of
 //! requests); request handlers and table builds read it through snapshots (read transactions),
 //! which never block the writer.
 //!
 //! Besides the entries the store keeps the table's seal: a random number the engine records
-//! when it stops cleanly, after making the table file durable, and writes into the table's
-//! header too ([`Store::set_seal`]). Every commit that changes an entry clears it in the same
+//! when it stops cleanly, after making the table file durable, with the table's entry count
+//! and digest ([`Store::set_seal`]), and writes into the table's header too. Every commit that changes an entry clears it in the same
 //! transaction, so a table whose seal equals the store's holds exactly the store's entries
 //! and can be reopened as is; any other table is rebuilt.
 //!
@@ -27,13 +28,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use shm_layout::Seal;
 
 /// The one table of the store: canonical host → canonical backend.
 const ENTRIES: TableDefinition<&str, &str> = TableDefinition::new("entries");
-/// What the store knows about the table: `table_seal`.
+/// What the store knows about the table: `table_seal` and, beside it, the sealed table's entry
+/// count and digest.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The key of the table's seal in [`META`]; absent means no table matches the store.
 const SEAL: &str = "table_seal";
+/// The keys of the sealed table's entry count and digest in [`META`].
+const SEAL_ENTRIES: &str = "table_seal_entries";
+const SEAL_DIGEST: &str = "table_seal_digest";
 /// The default size of redb's page cache.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -74,12 +80,12 @@ pub trait Store: Send + Sync {
         self.snapshot()?.for_each(f)
     }
 
-    /// The table's seal recorded by [`Store::set_seal`], 0 if none (or if an entry changed
-    /// since).
-    fn seal(&self) -> Result<u64, StoreError>;
+    /// The table's seal recorded by [`Store::set_seal`]; its `id` is 0 if none (or if an
+    /// entry changed since).
+    fn seal(&self) -> Result<Seal, StoreError>;
 
     /// Records the seal of a table that holds exactly the store's entries, durably.
-    fn set_seal(&self, seal: u64) -> Result<(), StoreError>;
+    fn set_seal(&self, seal: &Seal) -> Result<(), StoreError>;
 
     /// Closes the store and opens it again: the way out of a failed state after an I/O
     /// error. Fails (and stays closed, to be retried) while the cause persists.
@@ -319,24 +325,37 @@ impl Store for RedbStore {
         Ok(Box::new(RedbSnapshot(self.read()?)))
     }
 
-    fn seal(&self) -> Result<u64, StoreError> {
+    fn seal(&self) -> Result<Seal, StoreError> {
         let txn = self.db()?.begin_read().map_err(at("begin read"))?;
         let meta = txn.open_table(META).map_err(at("open meta"))?;
-        Ok(meta
-            .get(SEAL)
-            .map_err(at("read seal"))?
-            .map_or(0, |v| v.value()))
+        let get = |key| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(at("read seal"))?
+                .map_or(0, |v| v.value()))
+        };
+        Ok(Seal {
+            id: get(SEAL)?,
+            entries: get(SEAL_ENTRIES)?,
+            digest: get(SEAL_DIGEST)?,
+        })
     }
 
-    fn set_seal(&self, seal: u64) -> Result<(), StoreError> {
+    fn set_seal(&self, seal: &Seal) -> Result<(), StoreError> {
         let db = self.db()?;
         let mut txn = db.begin_write().map_err(at("begin write"))?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(at("set durability"))?;
-        txn.open_table(META)
-            .map_err(at("open meta"))?
-            .insert(SEAL, seal)
-            .map_err(at("write seal"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(at("open meta"))?;
+            for (key, v) in [
+                (SEAL, seal.id),
+                (SEAL_ENTRIES, seal.entries),
+                (SEAL_DIGEST, seal.digest),
+            ] {
+                meta.insert(key, v).map_err(at("write seal"))?;
+            }
+        }
         txn.commit().map_err(at("commit"))
     }
 

@@ -1,8 +1,8 @@
 //! The next generation of a table, built while the current one keeps serving: the lock taken
-//! before the first generation ([`TableLock`]), the reopening of a sealed file, the sizing of a
+//! before the first generation ([`TableLock`]), the sizing of a
 //! generation built from a stream ([`Sizing`]), and the generation under construction
-//! ([`NextGeneration`]) with what brings it up to date. `TableWriter::install` and
-//! `TableWriter::seal` (in `writer.rs`) are the other half.
+//! ([`NextGeneration`]) with what brings it up to date. `TableWriter::install` is the other
+//! half; the seal of a cleanly stopped file and its reopening are in `seal.rs`.
 
 use super::*;
 
@@ -40,13 +40,10 @@ pub fn record_words_of(host: &str, backend: &str) -> u64 {
 /// be reopened ([`TableLock::reopen`]) or a first generation must be built ([`TableLock::begin`]).
 pub struct TableLock {
     /// The published path.
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// The locked `<path>.lock`; dropping it releases the lock.
-    lock: File,
+    pub(super) lock: File,
 }
-
-/// What a sealed file holds besides its layout: arena end, free words, entries, tombstones.
-type Sealed = (Layout, usize, usize, u64, u64);
 
 impl TableLock {
     /// Takes `<path>.lock` (failing with [`WriteError::Locked`] if another writer holds it) and
@@ -68,81 +65,6 @@ impl TableLock {
         Ok(TableLock { path, lock })
     }
 
-    /// The table at the path as it is, if it is a valid, current file whose header carries
-    /// `seal` (non-zero) from [`TableWriter::seal`] and whose index agrees with its counters;
-    /// otherwise the lock back and why not, to build a new generation instead.
-    pub fn reopen(
-        self,
-        opts: WriterOptions,
-        seal: u64,
-    ) -> Result<TableWriter, (TableLock, String)> {
-        match self.sealed(seal) {
-            Ok((t, bump, free_words, entries, tombstones)) => {
-                // The mode asked for now, as a build would give it.
-                let _ = t
-                    .file
-                    .set_permissions(fs::Permissions::from_mode(opts.mode));
-                // From now on the file may change: only the next clean stop seals it again.
-                store(t.words(), H_SEAL, 0, Ordering::Release);
-                Ok(TableWriter {
-                    path: self.path,
-                    // Before `t` moves in.
-                    patterns: load(t.words(), H_PATTERNS).unwrap_or(0),
-                    t,
-                    bump,
-                    // Freed records are not listed in the file: their space waits for the next
-                    // generation (it is counted, so a compaction still sees it).
-                    free: HashMap::new(),
-                    free_words,
-                    entries,
-                    tombstones,
-                    published: true,
-                    opts,
-                    buf: Vec::new(),
-                    _lock: self.lock,
-                })
-            }
-            Err(why) => Err((self, why)),
-        }
-    }
-
-    /// The state of the file at the path if it is sealed with `seal` and consistent.
-    fn sealed(&self, seal: u64) -> Result<Sealed, String> {
-        let table = Table::open(&self.path).map_err(|e| e.to_string())?;
-        let t = Layout::open_published(&self.path, &table).map_err(|e| e.to_string())?;
-        let h = |off| load(t.words(), off).unwrap_or(0);
-        if seal == 0 || h(H_SEAL) != seal {
-            return Err(format!("its seal {:#x} is not {seal:#x}", h(H_SEAL)));
-        }
-        if h(H_SUPERSEDED) != 0 {
-            return Err("it is marked superseded".into());
-        }
-        let end = h(H_SEAL_ARENA_END) as usize;
-        let used = h(H_ARENA_USED) as usize / 8;
-        let (entries, tombstones) = (h(H_ENTRIES), h(H_TOMBSTONES));
-        if end > t.arena_words || used > end {
-            return Err("its arena counters are out of range".into());
-        }
-        let (mut live, mut tombs) = (0u64, 0u64);
-        for i in 0..t.geo.capacity {
-            match t.slot(i) {
-                SLOT_EMPTY => {}
-                SLOT_TOMBSTONE => tombs += 1,
-                w if (w & SLOT_OFFSET_MASK) as usize >= end => {
-                    return Err(format!("slot {i} points past the arena's end"));
-                }
-                _ => live += 1,
-            }
-        }
-        if (live, tombs) != (entries, tombstones) {
-            return Err(format!(
-                "its index holds {live} entries and {tombs} tombstones, its header says \
-                 {entries} and {tombstones}"
-            ));
-        }
-        Ok((t, end, end - used, entries, tombstones))
-    }
-
     /// Starts the first generation this writer publishes at the path (the one after the valid
     /// table there, if any), sized by `sizing`; fill it, then [`NextGeneration::publish`] it.
     pub fn begin(self, opts: WriterOptions, sizing: Sizing) -> Result<NextGeneration, WriteError> {
@@ -160,7 +82,7 @@ impl TableLock {
         let key = opts.hash_key.unwrap_or_else(random_key);
         let spec = NextSpec {
             path: self.path,
-            lock: self.lock,
+            lock: Some(self.lock),
             generation: previous + 1,
             key,
             opts,
@@ -194,8 +116,9 @@ impl Retired {
 pub struct NextSpec {
     /// The published path.
     path: PathBuf,
-    /// A duplicate of the lock's descriptor (the lock belongs to the open file description).
-    lock: File,
+    /// The lock, for a writer's first generation; none for a later one (it takes the current
+    /// writer's at install), so that a thread building it holds no lock.
+    lock: Option<File>,
     /// The generation number it gets if the current table does not grow in place meanwhile.
     generation: u64,
     /// The SipHash key.
@@ -233,7 +156,7 @@ impl NextSpec {
                 published: false,
                 opts: self.opts,
                 buf: Vec::new(),
-                _lock: self.lock,
+                lock: self.lock,
             }),
             previous: None,
             synced: false,
@@ -277,9 +200,9 @@ impl NextGeneration {
         }
         let key = host.as_bytes();
         let hash = current.t.geo.hash.of(key);
-        match current.probe(key, hash) {
+        match current.probe(key, hash)? {
             Probe::Found { rec, .. } => {
-                let m = current.t.meta(rec);
+                let m = current.t.meta(rec)?;
                 let mut data = std::mem::take(&mut w.buf);
                 data.clear();
                 data.extend((1..m.words).map(|i| current.t.arena_word(rec + i)));
@@ -388,7 +311,7 @@ impl TableWriter {
         };
         Ok(NextSpec {
             path: self.path.clone(),
-            lock: self._lock.try_clone()?,
+            lock: None,
             generation: self.t.generation + 1,
             key,
             opts: self.opts.clone(),
@@ -448,27 +371,10 @@ impl TableWriter {
             return Err(e.into());
         }
         w.published = true;
+        w.lock = self.lock.take();
         let old = std::mem::replace(self, w);
         store(old.t.words(), H_SUPERSEDED, 1, Ordering::Release);
         self.heartbeat();
         Ok(Retired(old))
-    }
-
-    /// Makes the whole file durable, lets `commit` record `seal` elsewhere (the owner's
-    /// store), then writes `seal` into the header and makes that durable too: from then on
-    /// [`TableLock::reopen`] with the same seal accepts the file as is. Whatever step fails,
-    /// the file is not reopened with this seal.
-    pub fn seal<E: From<io::Error>>(
-        &mut self,
-        seal: u64,
-        commit: impl FnOnce() -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.sync_counters();
-        self.t.sync()?;
-        commit()?;
-        self.t.set_counter(H_SEAL_ARENA_END, self.bump as u64);
-        store(self.t.words(), H_SEAL, seal, Ordering::Release);
-        self.t.sync()?;
-        Ok(())
     }
 }

@@ -24,7 +24,18 @@ pub(super) fn open_table(
     };
     let lock = TableLock::acquire(path).map_err(table_error)?;
     let seal = store.seal().map_err(StartError::Store)?;
-    let lock = match lock.reopen(opts.clone(), seal) {
+    let stored = store.count().map_err(StartError::Store)?;
+    let reopened = match stored == seal.entries {
+        true => lock.reopen(opts.clone(), &seal),
+        false => Err((
+            lock,
+            format!(
+                "the store holds {stored} entries, {} when the table was sealed",
+                seal.entries
+            ),
+        )),
+    };
+    let lock = match reopened {
         Ok(table) => {
             tracing::info!("the table file matches the store: reopened as is");
             return Ok(table);
@@ -118,6 +129,14 @@ impl Engine {
     }
 
     fn growth_failed(&mut self, e: BuildError) {
+        if let BuildError::Table(WriteError::Io(io)) = &e {
+            if io.kind() == std::io::ErrorKind::InvalidData {
+                // A damaged record of the current table: rebuilt from the store at the next
+                // heartbeat, not grown.
+                tracing::error!(error = %e, "the table is damaged; rebuilding it from the store");
+                self.metrics.table_in_sync.store(false, Ordering::Relaxed);
+            }
+        }
         tracing::warn!(error = %e, "table growth failed; retried later");
         self.metrics.table_growing.store(false, Ordering::Relaxed);
         self.growth_after = Instant::now() + GROWTH_RETRY;
@@ -127,16 +146,19 @@ impl Engine {
     /// table, so that the next start reopens it as is. Skipped when the table may not match
     /// the store.
     pub(super) fn seal(&mut self) {
-        self.growth = None;
+        self.drop_growth();
         if self.store_failed || !self.metrics.table_in_sync.load(Ordering::Relaxed) {
             return;
         }
         let Some(table) = self.table.as_mut() else {
             return;
         };
-        let seal = random_seal();
+        let Some(id) = random_seal() else {
+            tracing::warn!("no random number for the table's seal; the next start rebuilds it");
+            return;
+        };
         let store = &self.store;
-        match table.seal(seal, || store.set_seal(seal)) {
+        match table.seal(id, |seal| store.set_seal(seal)) {
             Ok(()) => tracing::info!("table sealed: the next start reopens it as is"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot seal the table; the next start rebuilds it")
@@ -147,9 +169,7 @@ impl Engine {
     /// Replaces the table with a new generation built from the store. The table lock stays
     /// held when there is a table to replace.
     pub(super) fn rebuild_table(&mut self) -> Result<(), PublishError> {
-        if self.growth.take().is_some() {
-            self.metrics.table_growing.store(false, Ordering::Relaxed);
-        }
+        self.drop_growth();
         let built = self.build_from_store();
         match built {
             Ok(()) => {
@@ -193,6 +213,14 @@ impl Engine {
         }
     }
 
+    /// Abandons the growth in progress, if any, and waits for its thread (which holds a store
+    /// snapshot: a store cannot be reopened under it).
+    pub(super) fn drop_growth(&mut self) {
+        if self.growth.take().is_some() {
+            self.metrics.table_growing.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// Notes the hosts a published group changed, for the growth in progress.
     pub(super) fn record_for_growth(&mut self, group: &[(Op, Reply)]) {
         let Some(g) = self.growth.as_mut() else {
@@ -212,10 +240,13 @@ impl Engine {
     }
 }
 
-/// A nonzero random number from the kernel.
-fn random_seal() -> u64 {
+/// A nonzero random number from the kernel, or none if it cannot be read (then no seal: a
+/// constant one would let a table from another store or an older stop pass for this one).
+fn random_seal() -> Option<u64> {
     use std::io::Read;
     let mut b = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
-    u64::from_le_bytes(b).max(1)
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .ok()?;
+    Some(u64::from_le_bytes(b).max(1))
 }
