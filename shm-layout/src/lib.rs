@@ -16,6 +16,8 @@
 //! - `classify`: the byte check of every value handed out (unsafe: one SSE2 call).
 //! - `reader`: [`Table`], open + validate + [`Table::lookup`] (the protocol's read side).
 //! - `writer`: [`TableWriter`], create / upsert / delete / grow (the protocol's write side);
+//!   `writer/layout.rs`: one generation's mapped file; `writer/files.rs`: publishing by rename,
+//!   directory syncs, leftovers, names and sizes;
 //!   `writer/next.rs`: the lock ([`TableLock`]) and a generation built beside the current
 //!   one ([`NextGeneration`], `TableWriter::install`); `writer/seal.rs`: the seal of a
 //!   cleanly stopped table and its reopening as is ([`Seal`], `TableLock::reopen`).
