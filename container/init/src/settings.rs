@@ -117,23 +117,6 @@ fn parse_domain(input: &str) -> Result<String, String> {
     Ok(d)
 }
 
-/// A file path that can go into nginx.conf as it is: absolute, without whitespace, quotes,
-/// `;`, braces, `#`, `$` or control characters.
-pub fn safe_path(name: &str, path: &str) -> Result<String, String> {
-    let bad = |c: char| {
-        c.is_whitespace()
-            || c.is_control()
-            || matches!(c, ';' | '{' | '}' | '#' | '$' | '"' | '\'' | '\\')
-    };
-    if !path.starts_with('/') || path.chars().any(bad) {
-        return Err(format!(
-            "{name}={path:?}: expected an absolute file path without spaces, quotes or any of \
-             ; {{ }} # $ \\"
-        ));
-    }
-    Ok(path.to_string())
-}
-
 /// The `nameserver` addresses of resolv.conf as a `resolver` argument (IPv6 in brackets).
 fn nameservers(resolv_conf: &str) -> Option<String> {
     let addrs: Vec<String> = resolv_conf

@@ -9,8 +9,6 @@
 //! leaf and at least one issuer): stapling needs the issuer's certificate; nginx then staples
 //! when the leaf names an OCSP responder and says once in its log when it does not.
 
-use crate::settings::safe_path;
-
 /// The HTTPS side of the settings, present when `TLS_CERT` and `TLS_KEY` are both set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
@@ -125,6 +123,23 @@ impl Tls {
 pub const INTERMEDIATE_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
 ECDHE-RSA-CHACHA20-POLY1305";
+
+/// A file path that can go into nginx.conf as it is: absolute, without whitespace, quotes,
+/// `;`, braces, `#`, `$` or control characters.
+fn safe_path(name: &str, path: &str) -> Result<String, String> {
+    let bad = |c: char| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, ';' | '{' | '}' | '#' | '$' | '"' | '\'' | '\\')
+    };
+    if !path.starts_with('/') || path.chars().any(bad) {
+        return Err(format!(
+            "{name}={path:?}: expected an absolute file path without spaces, quotes or any of \
+             ; {{ }} # $ \\"
+        ));
+    }
+    Ok(path.to_string())
+}
 
 #[cfg(test)]
 mod tests {
