@@ -141,4 +141,10 @@ impl Mapping {
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.map.flush()
     }
+
+    /// Flushes the dirty pages of `len` bytes from byte `offset` (msync `MS_SYNC` of the pages
+    /// holding them), so that a file being filled is written back as it goes.
+    pub(crate) fn flush_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.map.flush_range(offset, len)
+    }
 }

@@ -291,3 +291,40 @@ fn a_next_generation_that_cannot_be_created_leaves_no_file() {
         .collect();
     assert_eq!(names.len(), 2, "table and lock only, found {names:?}");
 }
+
+#[test]
+fn a_durable_generation_written_back_as_it_is_filled_is_complete() {
+    // Enough entries that the arena passes several write-back ranges (8 MiB), and a first
+    // arena sized for 40 entries, so that the generation also grows in place while filled.
+    let n: u32 = 300_000;
+    let backend = |i: u32| {
+        Backend::parse(&format!(
+            "10.{}.{}.{}:8080",
+            i >> 16,
+            (i >> 8) & 255,
+            i & 255
+        ))
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("table");
+    let durable = WriterOptions {
+        sync: true,
+        ..opts()
+    };
+    let mut w = TableWriter::create(&path, (0..40).map(|i| (h(i), backend(i))), durable).unwrap();
+    let mut next = w.next_growth().unwrap().create().unwrap();
+    for i in 0..n {
+        next.upsert(&h(i), &backend(i)).unwrap();
+    }
+    next.sync().unwrap();
+    w.install(next).unwrap().finish().unwrap();
+
+    let t = Table::open(&path).unwrap();
+    assert!(t.stats().arena_used > 2 * (8 << 20), "{:?}", t.stats());
+    let got = entries(&path);
+    assert_eq!(got.len(), n as usize);
+    for i in (0..n).step_by(997) {
+        assert_eq!(got[h(i).as_str()], backend(i).as_str());
+    }
+}

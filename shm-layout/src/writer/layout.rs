@@ -170,6 +170,11 @@ impl Layout {
         })
     }
 
+    /// msync `words` words of the file from word `at` (the rest of the file is untouched).
+    pub(super) fn flush_words(&self, at: usize, words: usize) -> io::Result<()> {
+        self.map.flush_range(at * 8, words * 8)
+    }
+
     /// msync the mapping and fsync the file.
     pub(super) fn sync(&self) -> io::Result<()> {
         self.map.flush()?;

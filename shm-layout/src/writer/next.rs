@@ -160,9 +160,14 @@ impl NextSpec {
             }),
             previous: None,
             synced: false,
+            written: (self.generation, 0),
         })
     }
 }
+
+/// Words written back at a time while a generation is built (8 MiB): the most a commit of the
+/// store, an fsync on the same disk, can find queued before it (see [`NextGeneration::sync`]).
+const PACE_WORDS: usize = 1 << 20;
 
 /// A generation being built: a complete table file under a temporary name, invisible to
 /// readers until it is published. Dropped unpublished, its file is removed.
@@ -173,6 +178,9 @@ pub struct NextGeneration {
     previous: Option<Mapping>,
     /// Whether the file was made durable ([`NextGeneration::sync`]).
     synced: bool,
+    /// The generation of the file being filled and the arena words of it written back (msync)
+    /// already: a file rebuilt in place (a new generation) starts again from its first word.
+    written: (u64, usize),
 }
 
 impl NextGeneration {
@@ -182,8 +190,24 @@ impl NextGeneration {
             .expect("an unpublished generation has its writer")
     }
 
+    /// Inserts or updates `host`, then writes back the arena filled since the last write-back
+    /// once it reaches [`PACE_WORDS`], so that dirty pages never pile up while a generation is
+    /// filled (records are appended, so the arena is filled from its start).
     pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
-        self.w().upsert(host, backend)
+        let upserted = self.w().upsert(host, backend)?;
+        let w = self
+            .w
+            .as_ref()
+            .expect("an unpublished generation has its writer");
+        let from = match self.written {
+            (generation, words) if generation == w.t.generation => words,
+            _ => 0,
+        };
+        if w.opts.sync && w.bump.saturating_sub(from) >= PACE_WORDS {
+            w.t.flush_words(w.t.arena_at + from, w.bump - from)?;
+            self.written = (w.t.generation, w.bump);
+        }
+        Ok(upserted)
     }
 
     pub fn delete(&mut self, host: &Host) -> Result<bool, WriteError> {
@@ -223,10 +247,17 @@ impl NextGeneration {
     }
 
     /// msync and fsync the file: the bulk of a build made durable off the owner's thread, so
-    /// that publishing it later only renames it.
+    /// that publishing it later only renames it. The index, written all over while filling, is
+    /// written back [`PACE_WORDS`] at a time first, so that the final msync and fsync (the
+    /// header page and the arena filled since the last [`NextGeneration::upsert`] write-back)
+    /// have little left.
     pub fn sync(&mut self) -> io::Result<()> {
         let w = self.w();
         if w.opts.sync {
+            let (at, len) = (w.t.index_at, w.t.geo.capacity);
+            for start in (0..len).step_by(PACE_WORDS) {
+                w.t.flush_words(at + start, PACE_WORDS.min(len - start))?;
+            }
             w.t.sync()?;
         }
         self.synced = true;
