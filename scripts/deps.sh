@@ -17,6 +17,8 @@ PKGS=(
   zlib1g-dev         # nginx
   protobuf-compiler  # the etcd client of the fleet mode: its build script runs protoc
   libprotobuf-dev    # the same: protobuf's well-known .proto files
+  etcd-server        # the fleet tests and `make fleet`: a real etcd cluster on loopback
+  etcd-client        # the same: etcdctl (compaction, reading etcd's keys in the tests)
   curl               # make run (waits for the writer and nginx), the end-to-end tests
   strace             # the end-to-end tests (syscalls on the request path)
 )

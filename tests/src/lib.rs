@@ -13,6 +13,9 @@
 //! - `nginx`: [`Nginx`], a real nginx (2 workers, `reuseport` so both get connections) in a
 //!   temporary prefix with a generated configuration (readiness waited for, `stop` sends QUIT,
 //!   `error.log` printed on a failing test); [`nginx_t`] and [`assert_nginx_t_rejects`].
+//! - `etcd`: [`Etcd`], a real etcd cluster (Debian's `etcd`, N members on free loopback
+//!   ports, data in a temporary directory): kill a member (SIGKILL), stop and restart members on
+//!   their data, compact, read keys with `etcdctl`; dropping it stops every member.
 //! - `daemonized`: [`Daemonized`], nginx with `daemon on`, for the binary upgrade.
 //! - `conf`: the `http {}` bodies the tests share ([`routed`], [`with_api`], the error pages).
 //! - `table`: tables built directly, without the writer daemon ([`table_with`]).
@@ -26,11 +29,12 @@
 //!   from shm-layout's `testkit`, shared with the table's and the writer's tests.
 //! - `soak`: the soak run's knobs ([`env_count`]) and a replayable [`seeded_rng`].
 //!
-//! Every wait is bounded; nothing is killed with SIGKILL except the writer, where a test
-//! crashes it on purpose.
+//! Every wait is bounded; nothing is killed with SIGKILL except the writer and etcd members,
+//! where a test crashes them on purpose.
 
 mod conf;
 mod daemonized;
+mod etcd;
 mod http;
 mod load;
 mod nginx;
@@ -49,6 +53,7 @@ pub use conf::{
     PAGES_LOCATION,
 };
 pub use daemonized::Daemonized;
+pub use etcd::Etcd;
 pub use http::{get, raw_request, raw_unix_request, request, unix_request, Response};
 pub use load::{reload_under_load, Load};
 pub use nginx::{assert_nginx_t_rejects, lines_with, nginx_t, Nginx};

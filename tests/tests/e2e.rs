@@ -7,12 +7,16 @@
 //! - `table_updates`: updates, new generations, replaced, missing and corrupt tables.
 //! - `api`: the writer's API through nginx; nginx serving on while the writer restarts.
 //! - `syscalls`: no syscall per request added by `set_backend`.
+//! - `fleet_etcd`: the real etcd cluster the fleet tests run on (members killed, stopped,
+//!   restarted, compaction).
 //! - `make_run`: the README's `make run` flow.
 //! - `upstream_mode`: `set_backend_peer` in an `upstream {}` block with `keepalive`.
 //! - `reliability`: faults, hostile files, abuse, one file per section of `RELIABILITY.md`.
 
 #[path = "e2e/api.rs"]
 mod api;
+#[path = "e2e/fleet_etcd.rs"]
+mod fleet_etcd;
 #[path = "e2e/make_run.rs"]
 mod make_run;
 #[path = "e2e/patterns.rs"]
