@@ -17,6 +17,7 @@ FROM rust:1-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libclang-dev libpcre2-dev libssl-dev zlib1g-dev pkg-config make binutils \
+      protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 
 # Release profile for the image: no debug info, symbols stripped (the workspace's release

@@ -5,6 +5,7 @@
 //! | `GET /`                           | HTML documentation with curl examples         |
 //! | `GET /openapi.json`               | OpenAPI 3.1 description of this table         |
 //! | `GET /healthz`, `GET /metrics`    | health (200/503) and Prometheus metrics       |
+//! | `GET /readyz`                     | whether writes are accepted (200/503)         |
 //! | `GET /entries.json`               | every entry, streamed as one JSON array       |
 //! | `POST /entries.json`              | create (201) or update (200) one entry        |
 //! | `PATCH /entries.json`             | atomic batch of upserts and deletes           |
@@ -18,7 +19,9 @@
 //!
 //! Every write takes one path: the handler parses its body into an [`Op`] ([`valid`] counts a
 //! refusal), [`submit`] hands it to the engine and counts the outcome, and the handler turns
-//! the [`Outcome`] into its answer; every failure is an [`ApiError`] returned with `?`.
+//! the [`Outcome`] into its answer; every failure is an [`ApiError`] returned with `?`. In
+//! fleet mode [`submit`] writes into etcd instead (`fleet`), and the answers carry the etcd
+//! revision ([`answer`]).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -41,6 +44,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::engine::{EngineHandle, Op, Outcome};
 use crate::error::ApiError;
+use crate::fleet::http::{answer, Wait};
+use crate::fleet::Fleet;
 use crate::metrics::{Metrics, WriteOp, WriteOutcome};
 use crate::model::{BatchRequest, Entry, ReplaceResult};
 use crate::store::SharedStore;
@@ -79,6 +84,8 @@ pub struct AppState {
     pub ip_backends_only: bool,
     /// Failed authentications per client address: a spent budget gets 429.
     pub throttle: Arc<Throttle>,
+    /// Fleet mode: writes go into etcd, which this writer follows.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 /// `Json<T>` whose rejections use the API's error shape.
@@ -125,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(entries)
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -221,9 +229,19 @@ async fn openapi(State(s): State<AppState>) -> Json<serde_json::Value> {
     }))
 }
 
+/// Whether routing is sound (the table matches the store): what a load balancer checks. In
+/// fleet mode it also says whether writes are accepted, without failing when they are not.
 async fn healthz(State(s): State<AppState>) -> Response {
     if s.metrics.table_in_sync.load(Ordering::Relaxed) {
-        Json(json!({"status": "ok"})).into_response()
+        match &s.fleet {
+            Some(f) => Json(json!({
+                "status": "ok",
+                "writes": if f.writable() { "available" } else { "unavailable" },
+                "applied_revision": f.applied(),
+            }))
+            .into_response(),
+            None => Json(json!({"status": "ok"})).into_response(),
+        }
     } else {
         let body = json!({"error": {"code": "table_out_of_sync",
             "message": "the table could not be updated from the store; see the log"}});
@@ -231,9 +249,34 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Whether writes are accepted: the store (in fleet mode, etcd) answers and the table is in
+/// sync. 503 `store_unavailable` otherwise; routing goes on meanwhile.
+async fn readyz(State(s): State<AppState>) -> Response {
+    let store_ok = match &s.fleet {
+        Some(f) => f.writable(),
+        None => s.metrics.store_ok.load(Ordering::Relaxed),
+    };
+    if !s.metrics.table_in_sync.load(Ordering::Relaxed) {
+        return healthz(State(s)).await;
+    }
+    if store_ok {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let why = match s.fleet {
+            Some(_) => "etcd cannot be reached",
+            None => "the store failed; see the log",
+        };
+        ApiError::StoreUnavailable(why).into_response()
+    }
+}
+
 async fn metrics(State(s): State<AppState>) -> Response {
     let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    ([(header::CONTENT_TYPE, ct)], s.metrics.render()).into_response()
+    let mut text = s.metrics.render();
+    if let Some(f) = &s.fleet {
+        f.metrics.render(&mut text);
+    }
+    ([(header::CONTENT_TYPE, ct)], text).into_response()
 }
 
 fn parse_host(input: &str) -> Result<Host, ApiError> {
@@ -289,10 +332,34 @@ fn valid<T>(s: &AppState, kind: WriteOp, parsed: Result<T, ApiError>) -> Result<
 }
 
 /// The one way a write reaches the store: queued to the engine, answered once it is committed
-/// and published, its outcome (or its failure) counted.
-async fn submit(s: &AppState, kind: WriteOp, op: Op) -> Result<Outcome, ApiError> {
-    match s.engine.submit(op).await {
-        Ok(outcome) => {
+/// and published, its outcome (or its failure) counted. In fleet mode: one etcd transaction
+/// (or a staged replace-all), answered once this node applied it (and, with `wait=all`, every
+/// node), with its revision.
+async fn submit(
+    s: &AppState,
+    kind: WriteOp,
+    op: Op,
+    wait: Wait,
+) -> Result<(Outcome, Option<u64>), ApiError> {
+    let result = match &s.fleet {
+        None => s
+            .engine
+            .submit(op)
+            .await
+            .map(|o| (o, None))
+            .map_err(ApiError::from),
+        Some(f) => async {
+            let w = f.write(op).await?;
+            if let Some(t) = wait.all {
+                f.wait_all(w.revision, t).await?;
+            }
+            Ok((w.outcome, Some(w.revision)))
+        }
+        .await
+        .map_err(|e: crate::fleet::FleetError| ApiError::from(e)),
+    };
+    match result {
+        Ok((outcome, revision)) => {
             let counted = match outcome {
                 Outcome::Created => WriteOutcome::Created,
                 Outcome::Updated => WriteOutcome::Updated,
@@ -301,11 +368,11 @@ async fn submit(s: &AppState, kind: WriteOp, op: Op) -> Result<Outcome, ApiError
                 Outcome::Batch(_) | Outcome::Replaced { .. } => WriteOutcome::Applied,
             };
             s.metrics.write(kind, counted);
-            Ok(outcome)
+            Ok((outcome, revision))
         }
         Err(e) => {
             s.metrics.write(kind, WriteOutcome::Error);
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -321,27 +388,29 @@ fn unexpected(outcome: Outcome) -> ApiError {
 
 async fn upsert(
     State(s): State<AppState>,
+    wait: Wait,
     body: Result<JsonBody<Entry>, ApiError>,
 ) -> Result<Response, ApiError> {
     let parsed = body.and_then(|JsonBody(e)| parse_entry(&e, s.ip_backends_only));
     let mut keys = valid(&s, WriteOp::Upsert, parsed)?;
     if keys.len() > 1 {
-        return upsert_shorthand(&s, keys).await;
+        return upsert_shorthand(&s, keys, wait).await;
     }
     let Some((host, backend)) = keys.pop() else {
         return Err(ApiError::Internal);
     };
-    let stored = entry_json(&host, backend.as_str());
-    match submit(&s, WriteOp::Upsert, Op::Upsert(host.clone(), backend)).await? {
-        Outcome::Created => {
-            let mut r = (StatusCode::CREATED, stored).into_response();
+    let stored = entry_json(&host, backend.as_str()).0;
+    let op = Op::Upsert(host.clone(), backend);
+    match submit(&s, WriteOp::Upsert, op, wait).await? {
+        (Outcome::Created, rev) => {
+            let mut r = answer(StatusCode::CREATED, Some(stored), rev);
             if let Ok(v) = HeaderValue::from_str(&format!("/entries/{host}.json")) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             Ok(r)
         }
-        Outcome::Updated => Ok(stored.into_response()),
-        other => Err(unexpected(other)),
+        (Outcome::Updated, rev) => Ok(answer(StatusCode::OK, Some(stored), rev)),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
@@ -350,6 +419,7 @@ async fn upsert(
 async fn upsert_shorthand(
     s: &AppState,
     upserts: Vec<(Host, Backend)>,
+    wait: Wait,
 ) -> Result<Response, ApiError> {
     let host = format!(".{}", upserts[0].0);
     let backend = upserts[0].1.to_string();
@@ -357,16 +427,16 @@ async fn upsert_shorthand(
         upserts,
         deletes: Vec::new(),
     };
-    match submit(s, WriteOp::Upsert, op).await? {
-        Outcome::Batch(c) => {
+    match submit(s, WriteOp::Upsert, op, wait).await? {
+        (Outcome::Batch(c), rev) => {
             let status = if c.created > 0 {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            Ok((status, Json(Entry { host, backend })).into_response())
+            Ok(answer(status, Some(Entry { host, backend }), rev))
         }
-        other => Err(unexpected(other)),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
@@ -388,6 +458,7 @@ async fn get_one(
 
 async fn delete_one(
     State(s): State<AppState>,
+    wait: Wait,
     file: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let mut keys = valid(
@@ -401,20 +472,25 @@ async fn delete_one(
             upserts: Vec::new(),
             deletes: keys,
         };
-        return match submit(&s, WriteOp::Delete, op).await? {
-            Outcome::Batch(c) if c.deleted > 0 => Ok(StatusCode::NO_CONTENT.into_response()),
-            Outcome::Batch(_) => Err(ApiError::NotFound(name)),
-            other => Err(unexpected(other)),
+        return match submit(&s, WriteOp::Delete, op, wait).await? {
+            (Outcome::Batch(c), rev) if c.deleted > 0 => Ok(no_content(rev)),
+            (Outcome::Batch(_), _) => Err(ApiError::NotFound(name)),
+            (other, _) => Err(unexpected(other)),
         };
     }
     let Some(host) = keys.pop() else {
         return Err(ApiError::Internal);
     };
-    match submit(&s, WriteOp::Delete, Op::Delete(host.clone())).await? {
-        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
-        Outcome::Absent => Err(ApiError::NotFound(host.into_string())),
-        other => Err(unexpected(other)),
+    match submit(&s, WriteOp::Delete, Op::Delete(host.clone()), wait).await? {
+        (Outcome::Deleted, rev) => Ok(no_content(rev)),
+        (Outcome::Absent, _) => Err(ApiError::NotFound(host.into_string())),
+        (other, _) => Err(unexpected(other)),
     }
+}
+
+/// 204, with the revision header in fleet mode.
+fn no_content(revision: Option<u64>) -> Response {
+    answer(StatusCode::NO_CONTENT, None::<()>, revision)
 }
 
 /// Validates entries and refuses a host that appears twice (after normalization).
@@ -462,18 +538,20 @@ fn parse_batch(req: &BatchRequest, ip_only: bool) -> Result<Op, ApiError> {
 
 async fn batch(
     State(s): State<AppState>,
+    wait: Wait,
     body: Result<JsonBody<BatchRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     let parsed = body.and_then(|JsonBody(req)| parse_batch(&req, s.ip_backends_only));
     let op = valid(&s, WriteOp::Batch, parsed)?;
-    match submit(&s, WriteOp::Batch, op).await? {
-        Outcome::Batch(c) => Ok(Json(c).into_response()),
-        other => Err(unexpected(other)),
+    match submit(&s, WriteOp::Batch, op, wait).await? {
+        (Outcome::Batch(c), rev) => Ok(answer(StatusCode::OK, Some(c), rev)),
+        (other, _) => Err(unexpected(other)),
     }
 }
 
 async fn replace_all(
     State(s): State<AppState>,
+    wait: Wait,
     body: Result<JsonBody<Vec<Entry>>, ApiError>,
 ) -> Result<Response, ApiError> {
     let parsed = body.and_then(|JsonBody(entries)| {
@@ -481,9 +559,11 @@ async fn replace_all(
         parse_entries(&entries, &mut seen, s.ip_backends_only).map(Op::ReplaceAll)
     });
     let op = valid(&s, WriteOp::Replace, parsed)?;
-    match submit(&s, WriteOp::Replace, op).await? {
-        Outcome::Replaced { entries } => Ok(Json(ReplaceResult { entries }).into_response()),
-        other => Err(unexpected(other)),
+    match submit(&s, WriteOp::Replace, op, wait).await? {
+        (Outcome::Replaced { entries }, rev) => {
+            Ok(answer(StatusCode::OK, Some(ReplaceResult { entries }), rev))
+        }
+        (other, _) => Err(unexpected(other)),
     }
 }
 

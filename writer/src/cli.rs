@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the writer daemon: serve the API, store entries durably, publish the table.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print every entry, one `host backend` per line.
     List(ClientArgs),
     /// Print one entry's backend (exit status 1 if absent).
@@ -148,6 +148,9 @@ pub struct ServeArgs {
     /// The domain the API is served under (`api.$DOMAIN`), shown in the docs' examples.
     #[arg(long, env = "DOMAIN")]
     pub domain: Option<String>,
+    /// Fleet mode (etcd).
+    #[command(flatten)]
+    pub etcd: crate::fleet::EtcdArgs,
 }
 
 /// The `--backends` choice.
@@ -175,6 +178,18 @@ impl ServeArgs {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("token"))
     }
+    /// The node's default name in a fleet: the host name and the API's port (or socket).
+    pub fn default_node_name(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "node".into());
+        match (self.listen, self.socket_path()) {
+            (Some(a), _) => format!("{host}:{}", a.port()),
+            (None, Some(p)) => format!("{host}:{}", p.display()).replace('/', "_"),
+            (None, None) => host,
+        }
+    }
+
     /// The socket to serve, following the rule in `--socket`'s help.
     pub fn socket_path(&self) -> Option<PathBuf> {
         match (&self.socket, self.listen) {

@@ -57,6 +57,9 @@ const MAX_GROUP: usize = 512;
 /// The least time given to a growth after each group (and while idle): what a lone write may
 /// wait behind one.
 const GROWTH_SLICE: Duration = Duration::from_millis(10);
+/// A followed change set larger than this, and than half the table, is published by a rebuild
+/// from the store rather than entry by entry (a first bootstrap of a million hosts).
+const FOLLOW_REBUILD_OVER: usize = 4096;
 /// How often a growth is tended while no request comes.
 const GROWTH_POLL: Duration = Duration::from_millis(5);
 /// How long to wait before trying a growth again after one failed (a full disk, say).
@@ -76,6 +79,13 @@ pub enum Op {
     },
     /// The store afterwards holds exactly these entries.
     ReplaceAll(Vec<(Host, Backend)>),
+    /// What the source of truth (etcd, in fleet mode) committed up to `revision`: applied like
+    /// a batch, the revision recorded in the same commit. Only the fleet's follower sends it.
+    Follow {
+        upserts: Vec<(Host, Backend)>,
+        deletes: Vec<Host>,
+        revision: u64,
+    },
 }
 
 /// What a committed [`Op`] did.
@@ -409,6 +419,15 @@ impl Engine {
                     changes.extend(deletes.iter().map(|h| Change::Remove(h.as_str())));
                     changes.extend(upserts.iter().map(|(h, b)| put(h, b)));
                 }
+                Op::Follow {
+                    upserts,
+                    deletes,
+                    revision,
+                } => {
+                    changes.extend(deletes.iter().map(|h| Change::Remove(h.as_str())));
+                    changes.extend(upserts.iter().map(|(h, b)| put(h, b)));
+                    changes.push(Change::Revision(*revision));
+                }
                 Op::ReplaceAll(entries) => {
                     changes.push(Change::Clear);
                     changes.extend(entries.iter().map(|(h, b)| put(h, b)));
@@ -431,21 +450,13 @@ impl Engine {
                 Op::Delete(_) if next() => Outcome::Deleted,
                 Op::Delete(_) => Outcome::Absent,
                 Op::Batch { upserts, deletes } => {
-                    let mut c = BatchCounts::default();
-                    for _ in deletes {
-                        if next() {
-                            c.deleted += 1;
-                        } else {
-                            c.absent += 1;
-                        }
-                    }
-                    for _ in upserts {
-                        if next() {
-                            c.updated += 1;
-                        } else {
-                            c.created += 1;
-                        }
-                    }
+                    Outcome::Batch(count_batch(upserts, deletes, &mut next))
+                }
+                Op::Follow {
+                    upserts, deletes, ..
+                } => {
+                    let c = count_batch(upserts, deletes, &mut next);
+                    next(); // the revision
                     Outcome::Batch(c)
                 }
                 Op::ReplaceAll(entries) => {
@@ -463,7 +474,17 @@ impl Engine {
 
     /// Publishes a committed group into the table, in order.
     fn publish(&mut self, group: &[(Op, Reply)]) -> Result<(), EngineError> {
-        let replaces = group.iter().any(|(op, _)| matches!(op, Op::ReplaceAll(_)));
+        let entries = self.table.as_ref().map_or(0, |t| t.len() as usize);
+        let replaces = group.iter().any(|(op, _)| match op {
+            Op::ReplaceAll(_) => true,
+            Op::Follow {
+                upserts, deletes, ..
+            } => {
+                let n = upserts.len() + deletes.len();
+                n > FOLLOW_REBUILD_OVER && n > entries / 2
+            }
+            _ => false,
+        });
         // A table out of sync (after a store reopen, a failed rebuild) is not updated in
         // place: it is rebuilt from the store, this group included.
         if !replaces && self.metrics.table_in_sync.load(Ordering::Relaxed) {
@@ -495,6 +516,31 @@ fn put<'a>(h: &'a Host, b: &'a Backend) -> Change<'a> {
     }
 }
 
+/// Counts a batch's outcomes, taking each change's "was stored" from `next` in the order the
+/// changes were listed (deletes first).
+pub(crate) fn count_batch<H, U>(
+    upserts: &[U],
+    deletes: &[H],
+    next: &mut impl FnMut() -> bool,
+) -> BatchCounts {
+    let mut c = BatchCounts::default();
+    for _ in deletes {
+        if next() {
+            c.deleted += 1;
+        } else {
+            c.absent += 1;
+        }
+    }
+    for _ in upserts {
+        if next() {
+            c.updated += 1;
+        } else {
+            c.created += 1;
+        }
+    }
+    c
+}
+
 /// Publishes a committed group into the table in order.
 fn apply(table: &mut TableWriter, group: &[(Op, Reply)]) -> Result<(), WriteError> {
     let upsert = |table: &mut TableWriter, h: &Host, b: &Backend| table.upsert(h, b).map(drop);
@@ -504,7 +550,10 @@ fn apply(table: &mut TableWriter, group: &[(Op, Reply)]) -> Result<(), WriteErro
             Op::Delete(h) => {
                 table.delete(h)?;
             }
-            Op::Batch { upserts, deletes } => {
+            Op::Batch { upserts, deletes }
+            | Op::Follow {
+                upserts, deletes, ..
+            } => {
                 for h in deletes {
                     table.delete(h)?;
                 }

@@ -49,6 +49,14 @@ pub enum ApiError {
     /// 503: the change was committed to the store, but the table file could not be updated
     /// (full disk); the engine retries every second. Holds the reason, in words safe to show.
     TableUnavailable(&'static str),
+    /// 413: a batch over etcd's limits in fleet mode (128 changes per transaction); why.
+    BatchTooLarge(String),
+    /// 409: the write collides with another one in progress (fleet mode: a replace-all).
+    Conflict(String),
+    /// 504: committed (at this etcd revision) but not applied by these nodes in time.
+    WaitTimeout { revision: u64, pending: Vec<String> },
+    /// 400: a `wait` option that is not understood.
+    InvalidWait(String),
     /// 500: the store or the table failed; details are logged, not returned.
     Internal,
 }
@@ -63,7 +71,10 @@ impl ApiError {
             | ApiError::DuplicateHost(_)
             | ApiError::MalformedJson(_)
             | ApiError::InvalidBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::BatchTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::WaitTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::InvalidWait(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound(_) | ApiError::NoRoute => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -91,6 +102,10 @@ impl ApiError {
             ApiError::Unavailable => "unavailable",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::TableUnavailable(_) => "table_unavailable",
+            ApiError::BatchTooLarge(_) => "batch_too_large",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::WaitTimeout { .. } => "wait_timeout",
+            ApiError::InvalidWait(_) => "invalid_wait",
             ApiError::Internal => "internal",
         }
     }
@@ -106,7 +121,15 @@ impl ApiError {
             ApiError::InvalidHost(m)
             | ApiError::InvalidBackend(m)
             | ApiError::MalformedJson(m)
-            | ApiError::InvalidBody(m) => m.clone(),
+            | ApiError::InvalidBody(m)
+            | ApiError::BatchTooLarge(m)
+            | ApiError::Conflict(m)
+            | ApiError::InvalidWait(m) => m.clone(),
+            ApiError::WaitTimeout { revision, pending } => format!(
+                "the change is committed at etcd revision {revision}, but not yet applied by: \
+                 {}",
+                pending.join(", ")
+            ),
             ApiError::DuplicateHost(h) => format!("host {h:?} appears more than once"),
             ApiError::PayloadTooLarge => "request body is too large".into(),
             ApiError::UnsupportedMediaType => {
@@ -132,7 +155,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code(), "message": self.message()}});
+        let mut body = json!({"error": {"code": self.code(), "message": self.message()}});
+        if let ApiError::WaitTimeout { revision, pending } = &self {
+            body["revision"] = json!(revision);
+            body["pending"] = json!(pending);
+        }
         let mut resp = (self.status(), Json(body)).into_response();
         match self {
             ApiError::Unauthorized => {

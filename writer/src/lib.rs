@@ -22,6 +22,9 @@
 //! - `growth`: building a table generation by streaming the store, and growing the table on
 //!   a thread while the engine keeps publishing (the changes made meanwhile copied over
 //!   before the new file is renamed into place).
+//! - [`fleet`]: fleet mode (`--etcd`): etcd is the source of truth; the writes go into etcd
+//!   transactions, a follower applies etcd's changes through the engine, the node registers
+//!   itself (see its own `# Layout` and `docs/FLEET.md`).
 //! - [`metrics`]: Prometheus counters and histograms.
 //! - [`docs`]: the HTML page at `/` and the OpenAPI document at `/openapi.json`.
 //! - [`listen`]: binding the unix socket (mode, group) and the optional loopback TCP port.
@@ -48,6 +51,7 @@ pub mod client;
 pub mod docs;
 pub mod engine;
 pub mod error;
+pub mod fleet;
 mod growth;
 pub mod listen;
 pub mod metrics;
@@ -89,6 +93,8 @@ pub struct Config {
     /// Accept only IP-literal backends: nginx's upstream mode (`set_backend_peer`) connects
     /// to addresses and does not resolve names, so a name stored for it could not be routed.
     pub ip_backends_only: bool,
+    /// Fleet mode: etcd is the source of truth and the store its local cache.
+    pub fleet: Option<fleet::FleetConfig>,
 }
 
 impl Config {
@@ -105,6 +111,7 @@ impl Config {
             heartbeat: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             ip_backends_only: false,
+            fleet: None,
         }
     }
 }
@@ -159,7 +166,19 @@ pub async fn run(
         generation = metrics.table_generation.load(std::sync::atomic::Ordering::Relaxed),
         "table published from the store"
     );
+    let (fleet, fleet_tasks) = match config.fleet.clone() {
+        Some(fc) => {
+            tracing::info!(endpoints = ?fc.endpoints, prefix = %fc.prefix, node = %fc.node_name,
+                "fleet mode: following etcd");
+            let (f, t) = fleet::Fleet::start(fc, store.clone(), engine.clone())
+                .await
+                .map_err(|e| RunError(e.to_string()))?;
+            (Some(f), Some(t))
+        }
+        None => (None, None),
+    };
     let state = api::AppState {
+        fleet,
         store,
         engine: engine.clone(),
         token: Arc::from(config.token.as_str()),
@@ -225,6 +244,9 @@ pub async fn run(
             "connections still open after the grace period; closing them"
         );
         servers.abort_all();
+    }
+    if let Some(t) = fleet_tasks {
+        t.stop(Duration::from_secs(5)).await;
     }
     engine.stop();
     drop(engine);

@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_logging(args.log_format);
-            match rt.block_on(serve(args)) {
+            match rt.block_on(serve(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -96,6 +96,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     config.store_cache_bytes = args.store_cache_mib.saturating_mul(1024 * 1024);
     config.ip_backends_only = args.backends == cli::BackendKinds::Ip;
     config.domain = args.domain.clone();
+    config.fleet = args.etcd.config(&args.default_node_name())?;
     let result = run(config, listeners, shutdown).await;
     if let Some(path) = args.socket_path() {
         let _ = std::fs::remove_file(path);

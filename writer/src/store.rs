@@ -40,6 +40,8 @@ const SEAL: &str = "table_seal";
 /// The keys of the sealed table's entry count and digest in [`META`].
 const SEAL_ENTRIES: &str = "table_seal_entries";
 const SEAL_DIGEST: &str = "table_seal_digest";
+/// The key in [`META`] of the source's revision the entries reflect ([`Change::Revision`]).
+const REVISION: &str = "source_revision";
 /// The default size of redb's page cache.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -52,6 +54,9 @@ pub enum Change<'a> {
     Remove(&'a str),
     /// Remove every entry (a replace-all is `Clear` followed by its `Put`s).
     Clear,
+    /// Record the revision of the source the entries now reflect (fleet mode: the etcd
+    /// revision applied); not an entry, so it leaves the table's seal alone.
+    Revision(u64),
 }
 
 /// The source of truth, as the engine and the handlers use it. Implementations are shared
@@ -79,6 +84,9 @@ pub trait Store: Send + Sync {
     fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError> {
         self.snapshot()?.for_each(f)
     }
+
+    /// The revision last recorded by [`Change::Revision`]; 0 if none.
+    fn revision(&self) -> Result<u64, StoreError>;
 
     /// The table's seal recorded by [`Store::set_seal`]; its `id` is 0 if none (or if an
     /// entry changed since).
@@ -278,6 +286,7 @@ impl Store for RedbStore {
         // Whether the group changed anything: one that did not (deletes of absent hosts) is
         // aborted, so a refused or idle request never writes the store file.
         let mut changed = false;
+        let mut revision = None;
         {
             let mut t = txn.open_table(ENTRIES).map_err(at("open table"))?;
             for c in changes {
@@ -296,16 +305,24 @@ impl Store for RedbStore {
                         t.retain(|_, _| false).map_err(at("clear"))?;
                         false
                     }
+                    Change::Revision(r) => {
+                        revision = Some(r);
+                        false
+                    }
                 };
                 existed.push(was);
             }
         }
-        if changed {
-            // The table no longer matches a seal recorded before this change.
-            txn.open_table(META)
-                .map_err(at("open meta"))?
-                .remove(SEAL)
-                .map_err(at("clear seal"))?;
+        if changed || revision.is_some() {
+            let mut meta = txn.open_table(META).map_err(at("open meta"))?;
+            if changed {
+                // The table no longer matches a seal recorded before this change.
+                meta.remove(SEAL).map_err(at("clear seal"))?;
+            }
+            if let Some(r) = revision {
+                meta.insert(REVISION, r).map_err(at("write revision"))?;
+            }
+            drop(meta);
             txn.commit().map_err(at("commit"))?;
         } else {
             txn.abort().map_err(at("abort"))?;
@@ -314,6 +331,13 @@ impl Store for RedbStore {
             existed,
             committed: changed,
         })
+    }
+
+    fn revision(&self) -> Result<u64, StoreError> {
+        let txn = self.db()?.begin_read().map_err(at("begin read"))?;
+        let meta = txn.open_table(META).map_err(at("open meta"))?;
+        let v = meta.get(REVISION).map_err(at("read revision"))?;
+        Ok(v.map_or(0, |v| v.value()))
     }
 
     fn get(&self, host: &str) -> Result<Option<String>, StoreError> {

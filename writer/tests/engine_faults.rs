@@ -46,6 +46,9 @@ impl Store for Faulty {
         let slow = self.slow.load(Ordering::SeqCst);
         Ok(Box::new(SlowSnapshot(self.inner.snapshot()?, slow)))
     }
+    fn revision(&self) -> Result<u64, StoreError> {
+        self.inner.revision()
+    }
     fn seal(&self) -> Result<Seal, StoreError> {
         self.inner.seal()
     }

@@ -229,7 +229,10 @@ impl Engine {
         for (op, _) in group {
             match op {
                 Op::Upsert(h, _) | Op::Delete(h) => g.record(h),
-                Op::Batch { upserts, deletes } => {
+                Op::Batch { upserts, deletes }
+                | Op::Follow {
+                    upserts, deletes, ..
+                } => {
                     deletes.iter().for_each(|h| g.record(h));
                     upserts.iter().for_each(|(h, _)| g.record(h));
                 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -71,6 +73,7 @@ impl RouterHarness {
             max_batch_bytes: 1024 * 1024,
             ip_backends_only: false,
             throttle: Arc::default(),
+            fleet: None,
         };
         tweak(&mut state);
         RouterHarness {
