@@ -19,6 +19,8 @@
 //! - `daemonized`: [`Daemonized`], nginx with `daemon on`, for the binary upgrade.
 //! - `conf`: the `http {}` bodies the tests share ([`routed`], [`with_api`], the error pages).
 //! - `table`: tables built directly, without the writer daemon ([`table_with`]).
+//! - `tls`: [`self_signed`] certificates and [`tls_backend`], an nginx `server {}` answering over
+//!   TLS with what it saw (the server name of the connection), for `https://` backends.
 //! - `writer`: [`Writer`], the `set-backend serve` daemon on a unix socket in a data directory;
 //!   [`Writer::command`] is the one command line every test that runs the writer uses.
 //! - `writer_api`: requests to the writer's API (straight to its socket or through nginx),
@@ -42,6 +44,7 @@ mod paths;
 mod process;
 mod soak;
 mod table;
+mod tls;
 mod upstream;
 mod writer;
 mod writer_api;
@@ -65,6 +68,7 @@ pub use shm_layout::testkit::{Acked, Rng};
 pub use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
 pub use soak::{env_count, seeded_rng};
 pub use table::{table_entries, table_in_tempdir, table_options, table_with, upsert, write_table};
+pub use tls::{self_signed, tls_backend, tls_connections};
 pub use upstream::{body_is, Upstream};
 pub use writer::{require_writer, Writer, TOKEN};
 pub use writer_api::{

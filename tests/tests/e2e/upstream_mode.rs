@@ -337,34 +337,20 @@ fn upstream_mode_connects_to_an_ipv6_backend() {
     n.assert_clean_log();
 }
 
-#[test]
-fn upstream_mode_proxies_to_an_https_backend_and_keeps_its_connection() {
-    let data = shared_tempdir();
-    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=tls.example", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    if !made.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: openssl cannot make a certificate here");
-        return;
-    }
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .expect("chmod key");
-    let table = data.path().join("table");
-    let tls_port = free_port();
-    let _w = write_table(&table, &[("tls.example", &format!("127.0.0.1:{tls_port}"))]);
-    let (cert, key, table) = (cert.clone(), key.clone(), table.clone());
-    let n = Nginx::start(move |port, _| {
+/// The upstream-mode server in front of `https://` backends, sending each request's host as
+/// the server name (SNI), and beside it the TLS backend of [`tls_backend`] answering `body`.
+fn https_upstream_mode(
+    table: &Path,
+    tls_port: u16,
+    body: &str,
+) -> Option<impl Fn(u16, &Path) -> String> {
+    let dir = table.parent()?.to_path_buf();
+    let cert = self_signed(&dir, "tls.example")?;
+    let (table, body) = (table.to_path_buf(), body.to_string());
+    Some(move |port, _: &Path| {
         format!(
             "set_backend_table {table};
-             upstream set_backend {{ set_backend_peer; keepalive 4; }}
-             log_format tls '$connection $connection_requests';
+             upstream set_backend {{ set_backend_peer; keepalive 16; }}
              server {{
                  listen 127.0.0.1:{port} reuseport;
                  add_header X-Worker $pid always;
@@ -373,32 +359,73 @@ fn upstream_mode_proxies_to_an_https_backend_and_keeps_its_connection() {
                      proxy_http_version 1.1;
                      proxy_set_header Connection \"\";
                      proxy_set_header Host $host;
+                     proxy_ssl_server_name on;
+                     proxy_ssl_name $host;
                  }}
              }}
-             server {{
-                 listen 127.0.0.1:{tls_port} ssl;
-                 ssl_certificate {cert};
-                 ssl_certificate_key {key};
-                 access_log {dir}/tls.log tls;
-                 location / {{ return 200 'tls backend: $host $ssl_protocol'; }}
-             }}",
+             {backend}",
             table = table.display(),
-            cert = cert.display(),
-            key = key.display(),
-            dir = table
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
+            backend = tls_backend(tls_port, &cert, &body, &dir.join("tls.log")),
         )
-    });
+    })
+}
+
+#[test]
+fn upstream_mode_proxies_to_an_https_backend_and_keeps_its_connection() {
+    let (data, table) = table_in_tempdir();
+    let tls_port = free_port();
+    let _w = write_table(&table, &[("tls.example", &format!("127.0.0.1:{tls_port}"))]);
+    let Some(conf) = https_upstream_mode(&table, tls_port, "tls backend: $host $ssl_protocol")
+    else {
+        eprintln!("SKIPPED: openssl cannot make a certificate here");
+        return;
+    };
+    let n = Nginx::start(conf);
     for _ in 0..20 {
         let r = n.get("tls.example", "/");
         assert_eq!(r.status, 200, "{r:?}");
         assert!(r.body.starts_with("tls backend: tls.example TLS"), "{r:?}");
     }
     // Reused connections: one per worker at most, whatever the 20 requests.
-    let log = std::fs::read_to_string(data.path().join("tls.log")).unwrap_or_default();
-    let connections = log.lines().filter(|l| l.ends_with(" 1")).count();
-    assert!(connections <= 4, "{connections} TLS connections:\n{log}");
+    let connections = tls_connections(&data.path().join("tls.log"));
+    assert!(connections <= 4, "{connections} TLS connections");
+    n.assert_clean_log();
+}
+
+/// Stock `keepalive` matches cached connections by address alone: without the module's key, a
+/// TLS connection opened with one host's server name would serve the next host on the same
+/// backend address, and the backend would see the first host's SNI.
+#[test]
+fn upstream_mode_reuses_a_tls_connection_only_for_the_same_server_name() {
+    let (data, table) = table_in_tempdir();
+    let tls_port = free_port();
+    let backend = format!("127.0.0.1:{tls_port}");
+    let hosts = ["one.example", "two.example", "three.example"];
+    let entries: Vec<(&str, &str)> = hosts.iter().map(|h| (*h, backend.as_str())).collect();
+    let _w = write_table(&table, &entries);
+    let Some(conf) = https_upstream_mode(&table, tls_port, "sni=$ssl_server_name host=$host")
+    else {
+        eprintln!("SKIPPED: openssl cannot make a certificate here");
+        return;
+    };
+    let n = Nginx::start(conf);
+    const ROUNDS: usize = 20;
+    for _ in 0..ROUNDS {
+        for host in hosts {
+            let r = n.get(host, "/");
+            assert_eq!(
+                (r.status, r.body.as_str()),
+                (200, format!("sni={host} host={host}").as_str()),
+                "a connection opened for another server name served {host}"
+            );
+        }
+    }
+    // Still kept alive: a connection per server name and worker, not one per request.
+    let connections = tls_connections(&data.path().join("tls.log"));
+    assert!(
+        connections <= 2 * hosts.len() + 2,
+        "{connections} TLS connections for {} requests",
+        ROUNDS * hosts.len()
+    );
     n.assert_clean_log();
 }
