@@ -15,7 +15,7 @@ use ngx::http::{
     HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, Request,
 };
 
-use shm_layout::Match;
+use shm_layout::{Match, Value};
 
 use crate::worker::{self, Found};
 use crate::Module;
@@ -59,12 +59,72 @@ pub struct Ctx {
     pub outcome: Outcome,
     /// The backend (a copy in the request pool); empty unless `outcome` is `Hit`.
     pub backend: ngx_str_t,
-    /// The backend's address, pre-parsed by the writer, when it is an IP literal (upstream
-    /// mode connects to it).
-    pub addr: Option<SocketAddr>,
     /// The entry that matched (`$set_backend_match`): the host itself, `*.suffix` (a copy in
     /// the request pool) or `*`; empty unless `outcome` is `Hit`.
     pub matched: ngx_str_t,
+    /// The backend set (upstream mode's peers); empty unless `outcome` is `Hit`.
+    pub set: Set,
+}
+
+/// The most members a set has (the table's limit).
+pub const MAX_MEMBERS: usize = 8;
+
+/// The request's backend set, copied into the request pool, and the balancer's progress
+/// through it.
+#[derive(Clone, Copy)]
+pub struct Set {
+    /// `len` members in the request pool: the primaries, then the backups.
+    pub members: *mut Member,
+    pub len: usize,
+    /// Bit `i` set: member `i` has been tried for this request.
+    pub tried: u8,
+    /// The member of the current try.
+    pub current: usize,
+}
+
+const _: () = assert!(MAX_MEMBERS <= u8::BITS as usize);
+
+impl Set {
+    const EMPTY: Set = Set {
+        members: std::ptr::null_mut(),
+        len: 0,
+        tried: 0,
+        current: 0,
+    };
+
+    /// The members.
+    pub fn members(&self) -> &[Member] {
+        if self.members.is_null() {
+            return &[];
+        }
+        // SAFETY: `members` points to `len` initialized members in the request pool, which
+        // outlives every user of the request's context.
+        unsafe { std::slice::from_raw_parts(self.members, self.len) }
+    }
+
+    /// Member `i`, mutable (for nginx's pointer to its name).
+    pub fn member_mut(&mut self, i: usize) -> Option<&mut Member> {
+        if self.members.is_null() || i >= self.len {
+            return None;
+        }
+        // SAFETY: as in `members`; `i` is in bounds, and nothing else holds a reference into
+        // the array while the balancer, on the worker's one thread, holds this one.
+        Some(unsafe { &mut *self.members.add(i) })
+    }
+}
+
+/// One backend of the request's set.
+#[derive(Clone, Copy)]
+pub struct Member {
+    /// The backend as stored (a copy in the request pool): nginx's peer name
+    /// (`$upstream_addr`).
+    pub name: ngx_str_t,
+    /// Its address, pre-parsed by the writer, when it is an IP literal.
+    pub addr: Option<SocketAddr>,
+    /// 1 to 100.
+    pub weight: u8,
+    /// Used only when no primary can be.
+    pub backup: bool,
 }
 
 /// The default entry's key, for `$set_backend_match`.
@@ -87,12 +147,43 @@ fn pool_copy(pool: &ngx::core::Pool, parts: &[&[u8]]) -> Option<ngx_str_t> {
     Some(ngx_str_t { len, data })
 }
 
+/// The members of `v`'s set, copied into `pool`; `None` when the pool is exhausted.
+fn copy_set(pool: &ngx::core::Pool, v: &Value) -> Option<Set> {
+    let members = pool.alloc_type::<Member>();
+    if members.is_null() {
+        return None;
+    }
+    let member = Member {
+        name: pool_copy(pool, &[v.as_bytes()])?,
+        addr: v.addr(),
+        weight: 1,
+        backup: false,
+    };
+    // SAFETY: `members` is a fresh, aligned allocation of a `Member` in the request pool.
+    unsafe { members.write(member) };
+    Some(Set {
+        members,
+        len: 1,
+        ..Set::EMPTY
+    })
+}
+
 /// The lookup for this request, done once and kept in the request context (which an internal
 /// redirect clears). `None` only when the request pool is exhausted.
 pub fn lookup(r: &mut Request) -> Option<Ctx> {
+    // SAFETY: `in_pool` returns a valid, initialized context in the request pool.
+    in_pool(r).map(|ctx| unsafe { *ctx })
+}
+
+/// [`lookup`], answered with the request's context itself (in the request pool, valid as long
+/// as the request), for the balancer, which keeps its progress through the set there.
+pub fn in_pool(r: &mut Request) -> Option<*mut Ctx> {
     let module = Module::module();
-    if let Some(ctx) = r.get_module_ctx::<Ctx>(module) {
-        return Some(*ctx);
+    // SAFETY: `ctx` is the request's array of `ngx_http_max_module` module contexts, and this
+    // module's `ctx_index` is below that; the slot is null or a `Ctx` this function made.
+    let ctx = unsafe { *r.as_ref().ctx.add(module.ctx_index) }.cast::<Ctx>();
+    if !ctx.is_null() {
+        return Some(ctx);
     }
     // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
     // `server_name` fallback).
@@ -105,12 +196,13 @@ pub fn lookup(r: &mut Request) -> Option<Ctx> {
     let none = |outcome| Ctx {
         outcome,
         backend: ngx_str_t::default(),
-        addr: None,
         matched: ngx_str_t::default(),
+        set: Set::EMPTY,
     };
     let answer = |found: Found<'_>| match found {
         Found::Hit(v) => {
-            let backend = pool_copy(&pool, &[v.as_bytes()])?;
+            let set = copy_set(&pool, v)?;
+            let backend = set.members().first()?.name;
             let matched = match v.matched() {
                 Match::Exact => host,
                 Match::Wildcard { dot } => pool_copy(&pool, &[b"*", host.as_bytes().get(dot..)?])?,
@@ -122,8 +214,8 @@ pub fn lookup(r: &mut Request) -> Option<Ctx> {
             Some(Ctx {
                 outcome: Outcome::Hit,
                 backend,
-                addr: v.addr(),
                 matched,
+                set,
             })
         }
         Found::Miss => Some(none(Outcome::Miss)),
@@ -137,7 +229,7 @@ pub fn lookup(r: &mut Request) -> Option<Ctx> {
     // SAFETY: `ctx` is a fresh, aligned allocation of a `Ctx` in the request pool.
     unsafe { ctx.write(value) };
     r.set_module_ctx(ctx.cast::<c_void>(), module);
-    Some(value)
+    Some(ctx)
 }
 
 /// True when set-backend decides this request's backend: its location has `set_backend $var;`

@@ -15,13 +15,17 @@
 //!   `$set_backend_match`) and the precontent phase handler that answers misses and an
 //!   unavailable table.
 //! - `peer`: upstream mode: the balancer hooks (`init_upstream`, `peer.init`, `peer.get`,
-//!   `peer.free`).
+//!   `peer.free`): the pick among a host's backend set, tries, backups, and the `keepalive` key
+//!   of TLS connections.
+//! - `health`: upstream mode's passive health (`max_fails`, `fail_timeout`): a fixed table per
+//!   worker, keyed by backend address.
 //! - `pages`: the built-in error pages (the files of `html/`, compiled in).
 //!
 //! Every `extern "C"` entry point runs its body inside [`guard`], so a panic never unwinds into
 //! nginx.
 
 mod ctx;
+mod health;
 mod pages;
 mod peer;
 mod request;
@@ -36,7 +40,7 @@ use ngx::ffi::{
     ngx_array_push, ngx_command_t, ngx_conf_full_name, ngx_conf_t, ngx_cycle_t,
     ngx_http_add_variable, ngx_http_get_variable_index, ngx_http_handler_pt, ngx_http_module_t,
     ngx_http_phases_NGX_HTTP_PRECONTENT_PHASE, ngx_http_upstream_server_t, ngx_int_t, ngx_module_t,
-    ngx_process, ngx_str_t, ngx_uint_t, NGX_CONF_NOARGS, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF,
+    ngx_process, ngx_str_t, ngx_uint_t, NGX_CONF_ANY, NGX_CONF_TAKE1, NGX_HTTP_LIF_CONF,
     NGX_HTTP_LOC_CONF, NGX_HTTP_LOC_CONF_OFFSET, NGX_HTTP_MAIN_CONF, NGX_HTTP_MAIN_CONF_OFFSET,
     NGX_HTTP_MODULE, NGX_HTTP_SRV_CONF, NGX_HTTP_SRV_CONF_OFFSET, NGX_HTTP_UPS_CONF,
     NGX_HTTP_VAR_CHANGEABLE, NGX_LOG_EMERG, NGX_PROCESS_SINGLE, NGX_PROCESS_WORKER,
@@ -77,6 +81,8 @@ pub struct MainConf {
 pub struct SrvConf {
     /// `set_backend_peer;` is in this upstream block.
     pub(crate) peer: bool,
+    /// Its `max_fails=` and `fail_timeout=` (nginx's defaults unless given).
+    pub(crate) params: health::Params,
 }
 
 /// What to do with a request whose host has no usable answer.
@@ -168,7 +174,7 @@ static mut COMMANDS: [ngx_command_t; 6] = [
     },
     ngx_command_t {
         name: ngx_string!("set_backend_peer"),
-        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        type_: (NGX_HTTP_UPS_CONF | NGX_CONF_ANY) as ngx_uint_t,
         set: Some(set_backend_peer),
         conf: NGX_HTTP_SRV_CONF_OFFSET,
         offset: 0,
@@ -404,7 +410,8 @@ unsafe extern "C" fn set_backend_table(
     })
 }
 
-/// `set_backend_peer;` in an `upstream {}` block: the table becomes the block's balancer.
+/// `set_backend_peer [max_fails=N] [fail_timeout=T];` in an `upstream {}` block: the table
+/// becomes the block's balancer.
 /// Balancer wrappers such as `keepalive` must come after it, as after any balancer; `server`
 /// and `zone` cannot be used with it (checked in `peer::init_upstream`, once the block is
 /// complete).
@@ -419,6 +426,15 @@ unsafe extern "C" fn set_backend_peer(
         let (cf, scf) = unsafe { (&mut *cf, &mut *conf.cast::<SrvConf>()) };
         if scf.peer {
             return conf_message(c"is duplicate");
+        }
+        // SAFETY: called as a directive handler.
+        match health::Params::parse(unsafe { args(cf) }.iter().skip(1)) {
+            Ok(params) => scf.params = params,
+            Err(arg) => {
+                let arg = *arg;
+                ngx_conf_log_error!(NGX_LOG_EMERG, cf, "invalid parameter \"{}\"", arg);
+                return NGX_CONF_ERROR;
+            }
         }
         let Some(uscf) = NgxHttpUpstreamModule::server_conf_mut(cf) else {
             return NGX_CONF_ERROR;
@@ -542,6 +558,9 @@ unsafe extern "C" fn init_process(cycle: *mut ngx_cycle_t) -> ngx_int_t {
         };
         if mcf.used {
             worker::start(mcf.table.as_bytes(), cycle.log);
+        }
+        if mcf.peer_used {
+            health::start();
         }
         Status::NGX_OK.into()
     })

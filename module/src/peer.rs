@@ -1,62 +1,82 @@
 //! Upstream mode: `set_backend_peer;` inside an `upstream {}` block makes the table the
-//! upstream's balancer, so that `proxy_pass http://<upstream>;` connects to the backend of the
-//! request's host and the stock `keepalive` module caches connections per backend address.
+//! upstream's balancer, so that `proxy_pass http://<upstream>;` connects to a backend of the
+//! request's host's set and the stock `keepalive` module caches connections per backend.
 //!
 //! nginx calls a balancer through these hooks, and `keepalive` (or any module after us in the
 //! block) wraps them the same way it wraps round-robin:
 //!
 //! - `init_upstream` (configuration): installs [`init_peer`] as the upstream's `peer.init`.
 //! - `peer.init` (once per request, before the first connect): takes this request's lookup
-//!   (made by the precontent handler, or made now) and prepares the peer: a `sockaddr` in the
-//!   request pool built from the address the table stores pre-parsed, and the backend's text
-//!   as the peer name (`$upstream_addr`). One try: a single backend.
-//! - `peer.get` / `peer.free` (per try): hand that address to nginx; count the try down.
+//!   (made by the precontent handler, or made now), whose context holds the host's backend set
+//!   copied into the request pool; one try per member (`proxy_next_upstream_tries` may lower
+//!   it).
+//! - `peer.get` (per try): picks the member, as nginx's round-robin does with `server`s
+//!   (`ngx_http_upstream_round_robin.c`): a primary by weight among those not tried yet in
+//!   this request and not marked failed (`health`); when none is left, a backup likewise; when
+//!   none is left either, the members marked failed, primaries first ("try them anyway":
+//!   nginx does so for a block of one server, and answers "no live upstreams" for more; a
+//!   host's set is always tried before its 502 page). Never the same member twice in a
+//!   request, except after a cached `keepalive` connection the backend had closed: nginx then
+//!   retries on a new connection, and the member was not really tried. The member's address,
+//!   pre-parsed by the writer, becomes a `sockaddr` in the request's peer data; its text is
+//!   the peer's name (`$upstream_addr` lists the tries, as nginx does).
+//! - `peer.free` (per try): a failure counts against the member (`max_fails`), a success
+//!   clears it, as round-robin's free does; a set of one keeps no state, like nginx's single
+//!   server. Counts the try down.
 //! - `peer.set_session` / `peer.save_session` (`https://`): no session cache of our own.
+//!
+//! `https://` and `keepalive`: the stock `keepalive` module matches a cached connection by
+//! comparing the peer's `sockaddr` (length and bytes) with the one it was opened for, so a
+//! connection opened with one host's server name (`proxy_ssl_name $host`) would serve the next
+//! host on the same backend. For a TLS upstream, the `sockaddr` handed to nginx is therefore
+//! the backend's address followed by the server name of the request ([`name_key`]): the kernel
+//! connects to the address and reads no further (Linux accepts an address longer than its
+//! family's), and `keepalive` reuses a connection only for the same address and server name.
+//! Plain HTTP gets the bare address, exactly as before.
 //!
 //! A miss and an unavailable table never get here with the defaults: the precontent handler
 //! answers them (404 / 503) before the content phase, because a balancer can only fail a
 //! request with 500 or 502. It recognizes upstream mode through `ctx::applies`. What does
-//! get here without an address (a backend given as a host name, or `set_backend_miss
-//! continue`) fails the connection: one `error` line, then 502 as for a backend that is down.
+//! get here without an address (a set of host names, or `set_backend_miss continue`) fails
+//! the connection: one `error` line, then 502 as for a backend that is down.
 //!
-//! No system call and no lock: the lookup reads the mapped table, the rest is pool memory.
+//! No system call, no lock, no allocation per try: the lookup reads the mapped table, the set
+//! is in the request pool, the health table is the worker's, allocated when it started.
 
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::net::SocketAddr;
 
 use ngx::core::Status;
 use ngx::ffi::{
-    in6_addr, in6_addr__bindgen_ty_1, in_addr, ngx_conf_t, ngx_http_request_t,
-    ngx_http_upstream_srv_conf_t, ngx_int_t, ngx_peer_connection_t, ngx_sockaddr_t, ngx_str_t,
-    ngx_uint_t, sa_family_t, sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6,
-    NGX_LOG_EMERG, NGX_LOG_ERR,
+    in6_addr, in6_addr__bindgen_ty_1, in_addr, ngx_conf_t, ngx_connection_t,
+    ngx_http_complex_value, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_int_t,
+    ngx_peer_connection_t, ngx_pid, ngx_sockaddr_t, ngx_str_t, ngx_uint_t, sa_family_t,
+    sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, NGX_LOG_EMERG, NGX_LOG_ERR,
+    NGX_LOG_WARN, NGX_PEER_FAILED,
 };
-use ngx::http::Request;
+use ngx::http::{HttpModuleServerConf, Request};
 use ngx::ngx_log_error;
 
-use crate::ctx::{self, Outcome};
-use crate::guard;
+use crate::ctx::{self, Ctx, Member, Outcome, Set};
+use crate::health::{self, Params};
+use crate::{guard, Module};
 
-/// One request's peer, in the request pool.
+/// One request's balancer data, in the request pool.
 #[derive(Clone, Copy)]
 struct Peer {
-    /// The backend's address; `socklen` is 0 when there is none to connect to.
+    /// The request's context: its set and the progress through it.
+    ctx: *mut Ctx,
+    /// The request, for the server name of a TLS upstream.
+    request: *mut ngx_http_request_t,
+    /// The block's `max_fails` and `fail_timeout`.
+    params: Params,
+    /// The current try's address (and server name, see [`name_key`]).
     sockaddr: ngx_sockaddr_t,
-    socklen: socklen_t,
-    /// The backend as stored (`10.0.0.7:3000`): nginx's peer name, shown by `$upstream_addr`.
-    name: ngx_str_t,
-    /// Why there is no address, for the error line; `None` when there is one.
-    unroutable: Option<Unroutable>,
-}
-
-/// Why a request reached the balancer without an address to connect to.
-#[derive(Clone, Copy)]
-enum Unroutable {
-    /// The table stores a `name:port` backend: upstream mode has no resolver.
-    HostName,
-    /// A miss or an unavailable table that `set_backend_miss` / `set_backend_unavailable`
-    /// let through with `continue`.
-    NoBackend(Outcome),
+    /// The block's name, for a request without a backend.
+    upstream: ngx_str_t,
+    /// The TLS server name of this request, once evaluated: `Some(empty)` for plain HTTP.
+    server_name: Option<ngx_str_t>,
 }
 
 /// `init_upstream` of an `upstream {}` block with `set_backend_peer`: checks what the block
@@ -96,7 +116,7 @@ pub unsafe extern "C" fn init_upstream(
     })
 }
 
-/// `peer.init`: this request's backend becomes the only peer of the upstream.
+/// `peer.init`: this request's backend set becomes the upstream's peers.
 unsafe extern "C" fn init_peer(
     r: *mut ngx_http_request_t,
     us: *mut ngx_http_upstream_srv_conf_t,
@@ -104,26 +124,19 @@ unsafe extern "C" fn init_peer(
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request, whose upstream is being set up, and the block.
         let (req, us) = unsafe { (Request::from_ngx_http_request(r), &*us) };
-        let Some(ctx) = ctx::lookup(req) else {
+        let Some(ctx) = ctx::in_pool(req) else {
             return Status::NGX_ERROR.into();
         };
-        let mut peer = Peer {
-            // SAFETY: all-zero is a valid `ngx_sockaddr_t` (a union of plain C structs), and
-            // keepalive compares whole `sockaddr`s, padding included: it must be zeroed.
+        let params = Module::server_conf(us).map_or(health::DEFAULT, |s| s.params);
+        let peer = Peer {
+            ctx,
+            request: r,
+            params,
+            // SAFETY: all-zero is a valid `ngx_sockaddr_t` (a union of plain C structs).
             sockaddr: unsafe { std::mem::zeroed() },
-            socklen: 0,
-            name: if ctx.backend.len > 0 {
-                ctx.backend
-            } else {
-                us.host
-            },
-            unroutable: None,
+            upstream: us.host,
+            server_name: None,
         };
-        match (ctx.outcome, ctx.addr) {
-            (Outcome::Hit, Some(addr)) => peer.socklen = set_sockaddr(&mut peer.sockaddr, addr),
-            (Outcome::Hit, None) => peer.unroutable = Some(Unroutable::HostName),
-            (outcome, _) => peer.unroutable = Some(Unroutable::NoBackend(outcome)),
-        }
         let p = req.pool().alloc_type::<Peer>();
         if p.is_null() {
             return Status::NGX_ERROR.into();
@@ -131,6 +144,8 @@ unsafe extern "C" fn init_peer(
         // SAFETY: `p` is a fresh, aligned allocation of a `Peer` in the request pool, which
         // outlives the upstream.
         unsafe { p.write(peer) };
+        // SAFETY: `ctx` is the request's context in the request pool.
+        let members = unsafe { (*ctx).set.len };
         // SAFETY: nginx calls `peer.init` with the request's upstream allocated.
         let Some(u) = (unsafe { req.as_ref().upstream.as_mut() }) else {
             return Status::NGX_ERROR.into();
@@ -142,56 +157,239 @@ unsafe extern "C" fn init_peer(
         // (the default).
         u.peer.set_session = Some(set_session);
         u.peer.save_session = Some(save_session);
-        u.peer.tries = 1;
+        u.peer.tries = members.max(1) as ngx_uint_t;
         Status::NGX_OK.into()
     })
 }
 
-/// `peer.get`: the address to connect to, or a failed try without one.
+/// `peer.get`: the address of the member to try, or a failed try without one.
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request's peer connection and the data `init_peer` set
-        // (possibly through `keepalive`, which hands back ours): a `Peer` in the request pool.
+        // (possibly through `keepalive`, which hands back ours): a `Peer` in the request pool,
+        // whose `ctx` is the request's context, also in the pool.
         let (pc, peer) = unsafe { (&mut *pc, &mut *data.cast::<Peer>()) };
-        pc.name = &mut peer.name;
-        let Some(why) = peer.unroutable else {
-            pc.sockaddr = std::ptr::addr_of_mut!(peer.sockaddr).cast();
-            pc.socklen = peer.socklen;
-            return Status::NGX_OK.into();
-        };
-        let what = match why {
-            Unroutable::HostName => "is a host name: upstream mode connects to IP addresses only",
-            Unroutable::NoBackend(Outcome::Miss) => "is empty: the host is not in the table",
-            Unroutable::NoBackend(_) => "is empty: the table is unavailable",
-        };
-        // `ngx_log_error!` takes a pointer expression.
-        let log = pc.log;
-        if !log.is_null() {
-            ngx_log_error!(
-                NGX_LOG_ERR,
-                log,
-                "set_backend: backend \"{}\" {what}",
-                peer.name
-            );
-        }
-        // No other try: nginx ends the request with 502, as for a backend that is down.
-        pc.tries = 0;
+        // SAFETY: as above.
+        let ctx = unsafe { &mut *peer.ctx };
         pc.set_cached(0);
-        Status::NGX_DECLINED.into()
+        pc.connection = std::ptr::null_mut();
+        if ctx.outcome != Outcome::Hit {
+            pc.name = &mut peer.upstream;
+            let what = match ctx.outcome {
+                Outcome::Miss => "is empty: the host is not in the table",
+                _ => "is empty: the table is unavailable",
+            };
+            return unroutable(pc, &peer.upstream, what);
+        }
+        let now = health::now();
+        let set = &mut ctx.set;
+        let Some(i) = choose(set, peer.params, now) else {
+            if set.members().iter().all(|m| m.addr.is_none()) {
+                // A set of host names: say so once, for its first member.
+                if let Some(m) = set.member_mut(0) {
+                    pc.name = &mut m.name;
+                    let name = m.name;
+                    return unroutable(
+                        pc,
+                        &name,
+                        "is a host name: upstream mode connects to IP addresses only",
+                    );
+                }
+            }
+            // Every member was tried (only once `tries` allowed more than the set's size).
+            pc.name = &mut peer.upstream;
+            return Status::NGX_BUSY.into();
+        };
+        set.tried |= 1 << i;
+        set.current = i;
+        let multi = set.len > 1;
+        let Some(m) = set.member_mut(i) else {
+            return Status::NGX_ERROR.into();
+        };
+        let Some(addr) = m.addr else {
+            return Status::NGX_ERROR.into();
+        };
+        pc.name = &mut m.name;
+        if multi {
+            health::chosen(&addr, peer.params, now);
+        }
+        let mut socklen = set_sockaddr(&mut peer.sockaddr, addr);
+        let name = match peer.server_name {
+            Some(name) => name,
+            None => {
+                let name = server_name(peer.request).unwrap_or_default();
+                peer.server_name = Some(name);
+                name
+            }
+        };
+        if name.len > 0 {
+            socklen = name_key(&mut peer.sockaddr, socklen, name.as_bytes());
+        }
+        pc.sockaddr = std::ptr::addr_of_mut!(peer.sockaddr).cast();
+        pc.socklen = socklen;
+        Status::NGX_OK.into()
     })
 }
 
-/// `peer.free`: one try used.
+/// Logs why a request has no address to connect to, and ends its tries: nginx answers 502, as
+/// for a backend that is down.
+fn unroutable(pc: &mut ngx_peer_connection_t, name: &ngx_str_t, what: &str) -> ngx_int_t {
+    // `ngx_log_error!` takes a pointer expression.
+    let log = pc.log;
+    if !log.is_null() {
+        ngx_log_error!(NGX_LOG_ERR, log, "set_backend: backend \"{}\" {what}", name);
+    }
+    pc.tries = 0;
+    Status::NGX_DECLINED.into()
+}
+
+/// The member to try next (see the file's header), or `None` when every member with an
+/// address has been tried.
+fn choose(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
+    let members = set.members();
+    let open = |i: usize| set.tried & (1 << i) == 0 && members[i].addr.is_some();
+    if members.len() == 1 {
+        return open(0).then_some(0);
+    }
+    let down = |m: &Member| m.addr.is_some_and(|a| health::is_down(&a, p, now));
+    let r = random();
+    // Primaries, then backups; first those not marked failed, then those anyway.
+    for (backup, anyway) in [(false, false), (true, false), (false, true), (true, true)] {
+        let skip = |i: usize| {
+            let m = &members[i];
+            !open(i) || m.backup != backup || (!anyway && down(m))
+        };
+        if let Some(i) = pick(members, r, skip) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// A weighted random pick among the members `skip` leaves: member `i` with probability
+/// `weight(i) / Σ weight`, `r` being uniform.
+fn pick(members: &[Member], r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
+    let weight = |i: usize| {
+        if skip(i) {
+            0
+        } else {
+            u32::from(members[i].weight.max(1))
+        }
+    };
+    let total: u32 = (0..members.len()).map(weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = r % total;
+    for i in 0..members.len() {
+        let w = weight(i);
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    None
+}
+
+thread_local! {
+    /// The worker's random state (xorshift64*), seeded on first use.
+    static RANDOM: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A uniform random number: the worker's own generator, no lock and no system call.
+fn random() -> u32 {
+    RANDOM
+        .try_with(|s| {
+            let mut x = s.get();
+            if x == 0 {
+                // SAFETY: plain reads of nginx's process id and cached clock.
+                let (pid, now) = unsafe { (ngx_pid, health::now()) };
+                x = ((pid as u64) << 32 ^ now as u64) | 1;
+            }
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            s.set(x);
+            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
+        })
+        .unwrap_or(0)
+}
+
+/// The TLS server name of the request's upstream (`proxy_ssl_name`, else the upstream's
+/// name), or `None` for plain HTTP.
+fn server_name(r: *mut ngx_http_request_t) -> Option<ngx_str_t> {
+    // SAFETY: `r` is the request whose upstream is connecting; its upstream and the
+    // upstream's configuration are set before `peer.init`.
+    let r = unsafe { &mut *r };
+    // SAFETY: as above.
+    let u = unsafe { r.upstream.as_ref() }?;
+    if u.ssl() == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let conf = unsafe { u.conf.as_ref() }?;
+    if conf.ssl_name.is_null() {
+        return Some(u.ssl_name);
+    }
+    let mut name = ngx_str_t::default();
+    // SAFETY: `ssl_name` is the location's compiled `proxy_ssl_name`; nginx evaluates it for
+    // this request the same way when it opens the connection.
+    let rc = unsafe { ngx_http_complex_value(r, conf.ssl_name, &mut name) };
+    (rc == Status::NGX_OK.into()).then_some(name)
+}
+
+/// `peer.free`: one try used; its outcome counts for the member's health.
 unsafe extern "C" fn free_peer(
     pc: *mut ngx_peer_connection_t,
-    _data: *mut c_void,
-    _state: ngx_uint_t,
+    data: *mut c_void,
+    state: ngx_uint_t,
 ) {
     guard((), || {
-        // SAFETY: nginx passes the request's peer connection.
-        let pc = unsafe { &mut *pc };
+        // SAFETY: as in `get_peer`.
+        let (pc, peer) = unsafe { (&mut *pc, &mut *data.cast::<Peer>()) };
         pc.tries = pc.tries.saturating_sub(1);
+        // SAFETY: as in `get_peer`.
+        let ctx = unsafe { &mut *peer.ctx };
+        let set = &mut ctx.set;
+        let i = set.current;
+        let Some(addr) = set.members().get(i).and_then(|m| m.addr) else {
+            return;
+        };
+        if state & NGX_PEER_FAILED as ngx_uint_t == 0 {
+            if set.len > 1 {
+                health::succeeded(&addr);
+            }
+            return;
+        }
+        if pc.cached() != 0 && !timed_out(pc.connection) {
+            // A kept-alive connection the backend had closed: nginx retries on a new one.
+            set.tried &= !(1 << i);
+            return;
+        }
+        if set.len > 1 && health::failed(&addr, peer.params, health::now()) {
+            let log = pc.log;
+            if !log.is_null() {
+                ngx_log_error!(
+                    NGX_LOG_WARN,
+                    log,
+                    "set_backend: upstream server temporarily disabled"
+                );
+            }
+        }
     })
+}
+
+/// True when the try on `c` ended by a timeout (a failure of the backend, even on a cached
+/// connection).
+fn timed_out(c: *mut ngx_connection_t) -> bool {
+    // SAFETY: nginx frees the peer before it closes the connection: `c` is null or valid, and
+    // so are its events.
+    unsafe {
+        c.as_ref().is_some_and(|c| {
+            c.read.as_ref().is_some_and(|e| e.timedout() != 0)
+                || c.write.as_ref().is_some_and(|e| e.timedout() != 0)
+        })
+    }
 }
 
 /// `peer.set_session`: no TLS session to resume. Sessions are not cached per backend; with
@@ -202,6 +400,33 @@ unsafe extern "C" fn set_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_
 
 /// `peer.save_session`: nothing kept (see [`set_session`]).
 unsafe extern "C" fn save_session(_pc: *mut ngx_peer_connection_t, _data: *mut c_void) {}
+
+/// Appends the TLS server name to the address of `len` bytes in `out`, so that `keepalive`,
+/// which compares whole `sockaddr`s, matches address and server name; returns the new length.
+/// A name longer than the room left is its first bytes followed by a 64-bit hash (FNV-1a) of
+/// all of it.
+fn name_key(out: &mut ngx_sockaddr_t, len: socklen_t, name: &[u8]) -> socklen_t {
+    const SIZE: usize = std::mem::size_of::<ngx_sockaddr_t>();
+    // SAFETY: `ngx_sockaddr_t` is a union of plain C structs: any bytes are a valid value,
+    // and its `SIZE` bytes are all writable through `out`.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(std::ptr::from_mut(out).cast::<u8>(), SIZE) };
+    let at = len as usize;
+    let Some(room) = SIZE.checked_sub(at).filter(|&r| r > 8) else {
+        return len;
+    };
+    if name.len() <= room {
+        bytes[at..at + name.len()].copy_from_slice(name);
+        return (at + name.len()) as socklen_t;
+    }
+    let head = room - 8;
+    bytes[at..at + head].copy_from_slice(&name[..head]);
+    let hash = name.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    bytes[at + head..SIZE].copy_from_slice(&hash.to_ne_bytes());
+    SIZE as socklen_t
+}
 
 /// Writes `addr` as a `sockaddr_in` or `sockaddr_in6` into zeroed memory; returns its length.
 fn set_sockaddr(out: &mut ngx_sockaddr_t, addr: SocketAddr) -> socklen_t {

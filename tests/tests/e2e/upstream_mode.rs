@@ -293,13 +293,29 @@ fn upstream_mode_config_errors_are_reported() {
         ),
         (
             "upstream u { set_backend_peer x; }",
-            "invalid number of arguments in \"set_backend_peer\" directive in DIR/nginx.conf:",
+            "invalid parameter \"x\" in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer max_fails=three; }",
+            "invalid parameter \"max_fails=three\" in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer fail_timeout=10q; }",
+            "invalid parameter \"fail_timeout=10q\" in DIR/nginx.conf:",
+        ),
+        (
+            "upstream u { set_backend_peer max_fails=2 max_fails=3; }",
+            "invalid parameter \"max_fails=3\" in DIR/nginx.conf:",
         ),
     ];
     assert_nginx_t_rejects(&cases);
     let (ok, stderr) = nginx_t(
         "upstream u { set_backend_peer; keepalive 8; keepalive_timeout 30s; }
-         server { listen 127.0.0.1:1; location / { proxy_pass http://u; } }",
+         upstream v { set_backend_peer max_fails=3 fail_timeout=1m30s; keepalive 8; }
+         upstream w { set_backend_peer max_fails=0 fail_timeout=500ms; }
+         server { listen 127.0.0.1:1; location / { proxy_pass http://u; } }
+         server { listen 127.0.0.1:2; location / { proxy_pass http://v; } }
+         server { listen 127.0.0.1:3; location / { proxy_pass http://w; } }",
     );
     assert!(ok, "{stderr}");
 }
