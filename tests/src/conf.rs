@@ -111,3 +111,33 @@ pub fn with_api_and(
         )
     }
 }
+
+/// The upstream-mode server: every host routed through the `set_backend` upstream block
+/// (`set_backend_peer {peer};`) with upstream keepalive; answers tagged with the worker's pid
+/// and `$upstream_addr`, `extra` added to the server.
+pub fn upstream_routed(table: &Path, peer: &str, extra: &str) -> impl Fn(u16, &Path) -> String {
+    let (table, peer, extra) = (table.to_path_buf(), peer.to_string(), extra.to_string());
+    move |port, _dir| {
+        format!(
+            "set_backend_table {table};
+             upstream set_backend {{
+                 set_backend_peer {peer};
+                 keepalive 16;
+             }}
+             server {{
+                 listen 127.0.0.1:{port} reuseport;
+                 add_header X-Worker $pid always;
+                 add_header X-Upstream-Addr $upstream_addr always;
+                 {extra}
+                 location / {{
+                     proxy_pass http://set_backend;
+                     proxy_http_version 1.1;
+                     proxy_set_header Connection \"\";
+                     proxy_set_header Host $host;
+                 }}
+                 {PAGES_LOCATION}
+             }}",
+            table = table.display()
+        )
+    }
+}

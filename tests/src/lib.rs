@@ -17,7 +17,8 @@
 //!   ports, data in a temporary directory): kill a member (SIGKILL), stop and restart members on
 //!   their data, compact, read keys with `etcdctl`; dropping it stops every member.
 //! - `daemonized`: [`Daemonized`], nginx with `daemon on`, for the binary upgrade.
-//! - `conf`: the `http {}` bodies the tests share ([`routed`], [`with_api`], the error pages).
+//! - `conf`: the `http {}` bodies the tests share ([`routed`], [`upstream_routed`],
+//!   [`with_api`], the error pages).
 //! - `table`: tables built directly, without the writer daemon ([`table_with`]).
 //! - `tls`: [`self_signed`] certificates and [`tls_backend`], an nginx `server {}` answering over
 //!   TLS with what it saw (the server name of the connection), for `https://` backends.
@@ -52,8 +53,8 @@ mod writer_api;
 use std::time::Duration;
 
 pub use conf::{
-    assert_error_pages, failing_backends, routed, with_api, with_api_and, ERROR_PAGES,
-    PAGES_LOCATION,
+    assert_error_pages, failing_backends, routed, upstream_routed, with_api, with_api_and,
+    ERROR_PAGES, PAGES_LOCATION,
 };
 pub use daemonized::Daemonized;
 pub use etcd::Etcd;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::{get, Nginx, Upstream};
 
 /// Clients sending `GET /` for `hosts` on new connections, round robin, until stopped: every
-/// answer must come from `upstream` (200 and its body). Counts successes and failures.
+/// answer must come from `upstream` (200 and its body), or from one of a set's upstreams
+/// ([`Load::start_any`]). Counts successes and failures.
 pub struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -20,19 +21,28 @@ pub struct Load {
 
 impl Load {
     pub fn start(port: u16, hosts: &[String], upstream: &str, clients: usize) -> Load {
+        Load::start_any(port, hosts, &[upstream], clients)
+    }
+
+    /// [`Load::start`] where an answer from any of `upstreams` is a success.
+    pub fn start_any(port: u16, hosts: &[String], upstreams: &[&str], clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let threads = (0..clients)
             .map(|c| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
                 let hosts = hosts.to_vec();
-                let prefix = format!("upstream={upstream} ");
+                let prefixes: Vec<String> =
+                    upstreams.iter().map(|u| format!("upstream={u} ")).collect();
                 thread::spawn(move || {
                     let mut i = c;
                     while !stop.load(Ordering::Relaxed) {
                         i = (i + 1) % hosts.len();
                         match get(port, &hosts[i], "/") {
-                            Ok(r) if r.status == 200 && r.body.starts_with(&prefix) => {
+                            Ok(r)
+                                if r.status == 200
+                                    && prefixes.iter().any(|p| r.body.starts_with(p)) =>
+                            {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             other => {
@@ -51,6 +61,11 @@ impl Load {
             failed,
             threads,
         }
+    }
+
+    /// Failed requests so far.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Successful requests so far.

@@ -1,9 +1,10 @@
 //! [`Upstream`]: the backend the tests route to, a tiny HTTP server on a free port.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -12,13 +13,16 @@ use crate::Response;
 /// A backend: answers every request with `upstream=<name> host=<Host> uri=<uri>`. It keeps an
 /// HTTP/1.1 connection open for the next request unless the request says `Connection: close`
 /// (nginx's `keepalive` needs that), and counts the connections it accepted and the requests
-/// it answered.
+/// it answered. [`Upstream::kill`] stops it the way a killed process stops.
 pub struct Upstream {
     pub name: String,
     pub port: u16,
     stop: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    /// The open connections, to reset on `kill`.
+    open: Arc<Mutex<HashMap<usize, TcpStream>>>,
+    accepting: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
 impl Upstream {
@@ -29,25 +33,43 @@ impl Upstream {
     /// An upstream that waits `delay` before it answers (for timeouts).
     pub fn start_with_delay(name: &str, delay: Duration) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Upstream::serve_on(name, listener, delay)
+    }
+
+    /// An upstream on `port` again, after [`Upstream::kill`] (its counts start from zero).
+    pub fn restart(name: &str, port: u16) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind upstream again");
+        Upstream::serve_on(name, listener, Duration::ZERO)
+    }
+
+    fn serve_on(name: &str, listener: TcpListener, delay: Duration) -> Upstream {
         let port = listener.local_addr().expect("local_addr").port();
         let stop = Arc::new(AtomicBool::new(false));
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (n, flag, conns, reqs) = (
+        let open = Arc::new(Mutex::new(HashMap::new()));
+        let (n, flag, conns, reqs, open2) = (
             name.to_string(),
             stop.clone(),
             connections.clone(),
             requests.clone(),
+            open.clone(),
         );
-        thread::spawn(move || {
-            for conn in listener.incoming() {
+        let accepting = thread::spawn(move || {
+            for (id, conn) in listener.incoming().enumerate() {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
                 conns.fetch_add(1, Ordering::Relaxed);
-                let (n, reqs, flag) = (n.clone(), reqs.clone(), flag.clone());
-                thread::spawn(move || serve(conn, &n, delay, &reqs, &flag));
+                if let Ok(clone) = conn.try_clone() {
+                    open2.lock().expect("open connections").insert(id, clone);
+                }
+                let (n, reqs, flag, open) = (n.clone(), reqs.clone(), flag.clone(), open2.clone());
+                thread::spawn(move || {
+                    serve(conn, &n, delay, &reqs, &flag);
+                    open.lock().expect("open connections").remove(&id);
+                });
             }
         });
         Upstream {
@@ -56,6 +78,21 @@ impl Upstream {
             stop,
             connections,
             requests,
+            open,
+            accepting: Mutex::new(Some(accepting)),
+        }
+    }
+
+    /// Stops like a killed process: the port refuses connections from now on, and every open
+    /// connection is reset, requests in flight included.
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accepting.lock().expect("accept thread").take() {
+            let _ = t.join();
+        }
+        for (_, conn) in self.open.lock().expect("open connections").drain() {
+            let _ = conn.shutdown(Shutdown::Both);
         }
     }
 

@@ -7,42 +7,12 @@ use std::time::Duration;
 
 use set_backend_tests::*;
 
-/// The upstream-mode server: every host routed through the `set_backend` upstream block, with
-/// upstream keepalive; answers tagged with the worker's pid and `$upstream_addr`.
-fn upstream_mode(table: &Path, extra: &str) -> impl Fn(u16, &Path) -> String {
-    let (table, extra) = (table.to_path_buf(), extra.to_string());
-    move |port, _dir| {
-        format!(
-            "set_backend_table {table};
-             upstream set_backend {{
-                 set_backend_peer;
-                 keepalive 16;
-             }}
-             server {{
-                 listen 127.0.0.1:{port} reuseport;
-                 add_header X-Worker $pid always;
-                 add_header X-Upstream-Addr $upstream_addr always;
-                 {extra}
-                 location / {{
-                     proxy_pass http://set_backend;
-                     proxy_http_version 1.1;
-                     proxy_set_header Connection \"\";
-                     proxy_set_header Host $host;
-                 }}
-                 {PAGES_LOCATION}
-             }}",
-            table = table.display()
-        )
-    }
-}
-
-/// The error pages of `make run`, wired through `error_page`.
 #[test]
 fn upstream_mode_routes_by_host() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let (_data, table, _w) =
         table_with(&[("site-a.example", &a.addr()), ("site-b.example", &b.addr())]);
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
 
     let r = n.get("site-a.example", "/some/page?x=1");
     assert_eq!(r.status, 200, "{r:?}");
@@ -63,7 +33,7 @@ fn upstream_mode_routes_by_host() {
 fn upstream_mode_reuses_upstream_connections() {
     let a = Upstream::start("a");
     let (_data, table, _w) = table_with(&[("reused.example", &a.addr())]);
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
 
     const N: usize = 200;
     for _ in 0..N {
@@ -90,7 +60,7 @@ fn upstream_mode_reuses_upstream_connections() {
 fn upstream_mode_switches_a_host_while_old_connections_are_cached() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let (_data, table, mut w) = table_with(&[("moving.example", &a.addr())]);
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
 
     for _ in 0..20 {
         assert!(body_is(&a)(&n.get("moving.example", "/")));
@@ -136,7 +106,7 @@ fn upstream_mode_answers_misses_and_an_unavailable_table_like_variable_mode() {
     let a = Upstream::start("a");
     let (_data, table) = table_in_tempdir();
     // No table yet: 503 with the built-in page, before any upstream is tried.
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
     let r = n.get("known.example", "/");
     assert_eq!(r.status, 503, "{r:?}");
     assert!(
@@ -174,8 +144,9 @@ fn upstream_mode_answers_misses_and_an_unavailable_table_like_variable_mode() {
 fn upstream_mode_gives_502_for_a_dead_backend_and_504_for_a_slow_one() {
     let (_data, table) = table_in_tempdir();
     let (_w, dead, _slow) = failing_backends(&table);
-    let n = Nginx::start(upstream_mode(
+    let n = Nginx::start(upstream_routed(
         &table,
+        "",
         &format!("{ERROR_PAGES} proxy_read_timeout 300ms;"),
     ));
 
@@ -207,7 +178,7 @@ fn upstream_mode_refuses_a_host_name_backend_with_502_and_one_error_line() {
         &table,
         &[("named.example", &named), ("ip.example", &a.addr())],
     );
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
 
     let r = n.get("named.example", "/");
     assert_eq!(r.status, 502, "{r:?}");
@@ -235,7 +206,7 @@ fn upstream_mode_refuses_a_host_name_backend_with_502_and_one_error_line() {
 fn upstream_mode_miss_continue_reaches_the_upstream_and_fails_with_502() {
     let a = Upstream::start("a");
     let (_data, table, _w) = table_with(&[("known.example", &a.addr())]);
-    let n = Nginx::start(upstream_mode(&table, "set_backend_miss continue;"));
+    let n = Nginx::start(upstream_routed(&table, "", "set_backend_miss continue;"));
     let r = n.get("other.example", "/");
     assert_eq!(r.status, 502, "{r:?}");
     assert!(
@@ -253,7 +224,7 @@ fn upstream_mode_miss_continue_reaches_the_upstream_and_fails_with_502() {
 fn upstream_mode_reload_while_requests_flow_fails_none() {
     let a = Upstream::start("a");
     let (_data, table, _w) = table_with(&[("steady.example", &a.addr())]);
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
     n.every_worker("steady.example", body_is(&a));
     reload_under_load(&n, "steady.example", &a);
     assert!(
@@ -346,7 +317,7 @@ fn upstream_mode_connects_to_an_ipv6_backend() {
     let (_data, table) = table_in_tempdir();
     let backend = format!("[::1]:{port}");
     let _w = write_table(&table, &[("six.example", &backend)]);
-    let n = Nginx::start(upstream_mode(&table, ""));
+    let n = Nginx::start(upstream_routed(&table, "", ""));
     let r = n.get("six.example", "/");
     assert_eq!((r.status, r.body.as_str()), (200, "upstream=v6"), "{r:?}");
     assert_eq!(r.header("X-Upstream-Addr"), Some(backend.as_str()));
