@@ -114,7 +114,8 @@ the table nginx reads. Anything else means it was not acknowledged.</p>
 
 <h2>Operations</h2>
 <p><code>GET /healthz</code> (200 <code>{"status":"ok"}</code>, 503 if the table is out of sync
-with the store) needs no token. <code>GET /metrics</code> (Prometheus text) takes the same
+with the store) and <code>GET /readyz</code> (200 when writes are accepted, 503 while the
+store, or etcd in fleet mode, cannot take them) need no token. <code>GET /metrics</code> (Prometheus text) takes the same
 token as <code>/entries</code> (for Prometheus: <code>authorization: credentials_file</code>).</p>
 </body>
 </html>
@@ -383,7 +384,8 @@ pub fn openapi(contract: Contract) -> Value {
                                 "duplicate_host", "malformed_json", "invalid_body",
                                 "payload_too_large", "unsupported_media_type", "not_found",
                                 "no_route", "method_not_allowed", "unavailable",
-                                "store_unavailable", "table_unavailable", "internal"
+                                "store_unavailable", "table_unavailable", "internal",
+                                "batch_too_large", "conflict", "wait_timeout", "invalid_wait"
                             ]},
                             "message": {"type": "string"}
                         }
@@ -405,6 +407,14 @@ pub fn openapi(contract: Contract) -> Value {
                 "responses": {
                     "200": {"description": "healthy", "content": {"application/json": {}}},
                     "503": {"description": "the table is out of sync with the store",
+                        "content": {"application/json": {}}}
+                }
+            }},
+            "/readyz": {"get": {
+                "summary": "Readiness: writes are accepted (the store, or etcd in fleet mode, answers)",
+                "responses": {
+                    "200": {"description": "ready", "content": {"application/json": {}}},
+                    "503": {"description": "writes are not accepted now; routing goes on",
                         "content": {"application/json": {}}}
                 }
             }},

@@ -91,6 +91,7 @@ async fn the_openapi_document_matches_the_router() {
         ("/", "get"),
         ("/openapi.json", "get"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
         ("/metrics", "get"),
         ("/entries.json", "get"),
         ("/entries.json", "post"),

@@ -99,16 +99,20 @@ async fn session(
     mut reread: Option<&'static str>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, FleetError> {
-    let mut client = fleet.client().await?;
+    let client = fleet.client().await?;
     let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
     let resp = kv.get(fleet.layout.generation(), None).await?;
     let now = revision_of(&resp);
     fleet.metrics.saw(now);
+    let cluster = resp.header().map_or(0, |h| h.cluster_id());
+    let known = fleet.cluster.swap(cluster, Ordering::Relaxed);
     let mut generation = generation_of(&resp);
     let applied = fleet.applied() as i64;
     if reread.is_none() {
         if applied == 0 {
             reread = Some("bootstrap: nothing applied yet");
+        } else if known != 0 && known != cluster {
+            reread = Some("etcd's cluster id changed: another or a rebuilt cluster");
         } else if now < applied {
             reread = Some("etcd is behind the applied revision: another or a restored cluster");
         } else if generation.mod_revision > applied {
@@ -125,7 +129,12 @@ async fn session(
         .with_prefix()
         .with_start_revision(start)
         .with_progress_notify();
-    let mut stream = client.watch(fleet.layout.data(), Some(opts)).await?;
+    // One answer can batch many revisions' events (a replace-all's staging): no 4 MiB cap.
+    let mut stream = client
+        .watch_client()
+        .max_decoding_message_size(MAX_MESSAGE)
+        .watch(fleet.layout.data(), Some(opts))
+        .await?;
     tracing::info!(from = start, generation = %generation.id, "watching etcd");
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     loop {

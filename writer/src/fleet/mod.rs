@@ -25,7 +25,7 @@ mod registry;
 mod replace;
 mod writes;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -109,6 +109,8 @@ pub struct Fleet {
     generation: Mutex<Option<Generation>>,
     /// The node's lease (0: none yet).
     lease: AtomicI64,
+    /// The id of the etcd cluster last followed (0: none yet).
+    pub(crate) cluster: AtomicU64,
     pub metrics: FleetMetrics,
     pub(crate) engine: EngineHandle,
     pub(crate) store: SharedStore,
@@ -155,6 +157,7 @@ impl Fleet {
             applied: watch::Sender::new(applied),
             generation: Mutex::new(None),
             lease: AtomicI64::new(0),
+            cluster: AtomicU64::new(0),
             metrics: FleetMetrics::default(),
             engine,
             store,

@@ -16,6 +16,9 @@ use tokio::sync::watch;
 
 use super::{Fleet, FleetError};
 
+/// The least time between two updates of this node's applied revision.
+const UPDATE_EVERY: Duration = Duration::from_millis(5);
+
 /// A node's registration.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -88,6 +91,9 @@ async fn session(fleet: &Fleet, stop: &mut watch::Receiver<bool>) -> Result<(), 
                 }
                 let a = *applied.borrow_and_update();
                 client.put(key.clone(), record(a), Some(put.clone())).await?;
+                // At most one update per interval: under a write storm the registry must not
+                // double etcd's load per node; changes meanwhile are folded into the next.
+                tokio::time::sleep(UPDATE_EVERY).await;
             }
         }
     }
