@@ -221,6 +221,12 @@ async fn a_restarted_node_resumes_from_its_applied_revision_and_loses_nothing() 
         b.log_text()
     );
     assert!(b.log_text().contains("watching etcd"), "{}", b.log_text());
+    let m = call(&b, Method::GET, "/metrics", None).await.text();
+    let boot = m
+        .lines()
+        .find_map(|l| l.strip_prefix("set_backend_fleet_bootstrap_seconds "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(boot.is_some_and(|s| s > 0.0), "{m}");
     assert_eq!(table(dir.path(), "a"), expected);
 }
 
@@ -321,4 +327,37 @@ async fn with_etcd_down_routing_goes_on_writes_fail_fast_and_recover() {
     })
     .await;
     assert_eq!(table(dir.path(), "a"), etcd_entries(&etcd).await);
+}
+
+#[tokio::test]
+async fn two_nodes_writing_the_same_hosts_converge_to_etcds_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(dir.path()).await;
+    let a = started(dir.path(), "a", &etcd, "a.log").await;
+    let b = started(dir.path(), "b", &etcd, "b.log").await;
+    let storm = |d: &Daemon, port: u16| {
+        let endpoint = d.endpoint.clone();
+        async move {
+            let mut c = Connection::connect(&endpoint, Some(TOKEN.into()))
+                .await
+                .unwrap();
+            for round in 0..10 {
+                for i in 0..20 {
+                    let e = serde_json::to_vec(&entry(i, port + round)).unwrap();
+                    let r = c
+                        .request(Method::POST, "/entries.json", Some(e))
+                        .await
+                        .unwrap();
+                    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+                }
+            }
+        }
+    };
+    tokio::join!(storm(&a, 1000), storm(&b, 2000));
+    let expected = etcd_entries(&etcd).await;
+    assert_eq!(expected.len(), 20);
+    eventually("both tables equal etcd", async || {
+        table(dir.path(), "a") == expected && table(dir.path(), "b") == expected
+    })
+    .await;
 }

@@ -46,13 +46,14 @@ enum End {
 
 /// Follows etcd until `stop` is set.
 pub(super) async fn run(fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
+    let started = Instant::now();
     let mut reread: Option<&'static str> = None;
     let mut backoff = BACKOFF.0;
     loop {
         if *stop.borrow() {
             return;
         }
-        match session(&fleet, reread.take(), &mut stop).await {
+        match session(&fleet, reread.take(), &mut stop, started).await {
             Ok(End::Stopped) => return,
             Ok(End::Reread(why)) => {
                 reread = Some(why);
@@ -98,6 +99,7 @@ async fn session(
     fleet: &Arc<Fleet>,
     mut reread: Option<&'static str>,
     stop: &mut watch::Receiver<bool>,
+    started: Instant,
 ) -> Result<End, FleetError> {
     let client = fleet.client().await?;
     let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
@@ -136,6 +138,18 @@ async fn session(
         .watch(fleet.layout.data(), Some(opts))
         .await?;
     tracing::info!(from = start, generation = %generation.id, "watching etcd");
+    // Caught up once everything up to the revision read at the start is applied.
+    let caught_up = |fleet: &Fleet| {
+        let through = fleet
+            .applied()
+            .max(fleet.metrics.progress_revision.load(Ordering::Relaxed));
+        if through >= now as u64 {
+            let ms = started.elapsed().as_millis().max(1) as u64;
+            let m = &fleet.metrics.bootstrap_ms;
+            let _ = m.compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    };
+    caught_up(fleet);
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     loop {
         let resp = tokio::select! {
@@ -163,6 +177,7 @@ async fn session(
                     .metrics
                     .progress_revision
                     .fetch_max(revision.max(0) as u64, Ordering::Relaxed);
+                caught_up(fleet);
             }
             continue;
         }
@@ -201,6 +216,7 @@ async fn session(
             apply(fleet, upserts, deletes, last as u64).await?;
         }
         fleet.set_applied(last as u64);
+        caught_up(fleet);
     }
 }
 

@@ -20,6 +20,9 @@ pub struct FleetMetrics {
     pub full_rereads: AtomicU64,
     /// How long the last full re-read took, in milliseconds (read and applied).
     pub reread_ms: AtomicU64,
+    /// From the start of following until caught up with etcd's revision at the first
+    /// contact, in milliseconds: a bootstrap (full read) or a restart's catch-up. 0 until then.
+    pub bootstrap_ms: AtomicU64,
     /// Whether the last etcd request succeeded.
     pub reachable: AtomicBool,
     /// Whether this node is registered under a live lease.
@@ -44,7 +47,13 @@ impl FleetMetrics {
     pub fn render(&self, out: &mut String) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let flag = |a: &AtomicBool| f64::from(u8::from(a.load(Ordering::Relaxed)));
-        let series: [(&str, &str, &str, f64); 8] = [
+        let series: [(&str, &str, &str, f64); 9] = [
+            (
+                "set_backend_fleet_bootstrap_seconds",
+                "gauge",
+                "From the start until caught up with etcd: the bootstrap, or a restart's catch-up.",
+                load(&self.bootstrap_ms) / 1000.0,
+            ),
             (
                 "set_backend_fleet_applied_revision",
                 "gauge",
