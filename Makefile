@@ -77,6 +77,10 @@ bench-scale: ## The writer at SCALE_HOSTS hosts (1M; 10M with SCALE_HOSTS=100000
 run: deps ## Build nginx + the module + the writer and run them on 127.0.0.1:8080 (MODE=upstream|variable, PORT, DOMAIN, API_TOKEN)
 	./scripts/run.sh
 
+.PHONY: fleet
+fleet: deps ## A fleet on loopback: 3 etcd members and two nodes (nginx + writer) on 8080 and 8082 (PORT, ETCD_PORT, MODE, DOMAIN, API_TOKEN)
+	./scripts/fleet.sh
+
 .PHONY: container container-test
 container: ## Build the release image `set-backend` from the Dockerfile (docker or podman; IMAGE=name)
 	./container/build.sh

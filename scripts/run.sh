@@ -12,9 +12,11 @@
 #   writer  set-backend serve, data in $RUN_DIR/data
 #
 # Environment: MODE (upstream or variable), PORT, DOMAIN (default localhost), API_TOKEN (else the
-# writer generates one),
-# RUN_DIR (default target/run), CARGO_TARGET_DIR; NGINX_BIN (an nginx binary to use instead of the
-# one built here) and SKIP_BUILD=1 (use what is built) are for the tests. Logs of both go to
+# writer generates one), RUN_DIR (default target/run), CARGO_TARGET_DIR; ETCD_ENDPOINTS (fleet
+# mode: the writer follows etcd there, `--etcd`) and NODE_NAME (its name in the fleet), which
+# scripts/fleet.sh (`make fleet`) sets for each node, with PRINT_FLOW=0 (it prints its own).
+# NGINX_BIN (an nginx binary to use instead of the one built here) and SKIP_BUILD=1 (use what
+# is built) are for the tests. Logs of both go to
 # this terminal; Ctrl-C stops both (nginx with QUIT, the writer with TERM). `make run` checks the
 # Debian packages first (scripts/deps.sh).
 set -euo pipefail
@@ -81,6 +83,9 @@ USER_LINE=""
 WRITER_ARGS=()
 # Upstream mode connects to addresses only: have the API refuse backends given by name.
 [ "$MODE" = upstream ] && WRITER_ARGS+=(--backends ip)
+# Fleet mode: etcd is the source of truth, this node's writer follows it.
+[ -n "${ETCD_ENDPOINTS:-}" ] && WRITER_ARGS+=(--etcd "$ETCD_ENDPOINTS")
+[ -n "${NODE_NAME:-}" ] && WRITER_ARGS+=(--node-name "$NODE_NAME")
 if [ "$(id -u)" = 0 ]; then
   if command -v runuser >/dev/null && runuser -u nobody -- test -x "$RUN_DIR/data" 2>/dev/null; then
     USER_LINE="user nobody nogroup;"
@@ -194,7 +199,7 @@ for _ in $(seq 100); do
 done
 
 API="http://127.0.0.1:$PORT"
-cat >&2 <<EOF
+[ "${PRINT_FLOW:-1}" = 0 ] || cat >&2 <<EOF
 
 set-backend is running: nginx on 127.0.0.1:$PORT, API at api.$DOMAIN, demo backend on 127.0.0.1:$DEMO_PORT.
 API token: ${TOKEN:-(see $RUN_DIR/data/token)}

@@ -30,6 +30,8 @@
 //!   [`reload_under_load`].
 //! - [`Acked`] (the writes the writer acknowledged, checked after a fault) and [`Rng`] come
 //!   from shm-layout's `testkit`, shared with the table's and the writer's tests.
+//! - `script`: [`Script`], a repository script (`scripts/run.sh`, `scripts/fleet.sh`) run in
+//!   its own process group, its output collected, stopped with Ctrl-C.
 //! - `soak`: the soak run's knobs ([`env_count`]) and a replayable [`seeded_rng`].
 //!
 //! Every wait is bounded; nothing is killed with SIGKILL except the writer and etcd members,
@@ -43,6 +45,7 @@ mod load;
 mod nginx;
 mod paths;
 mod process;
+mod script;
 mod soak;
 mod table;
 mod tls;
@@ -63,8 +66,10 @@ pub use load::{reload_under_load, Load};
 pub use nginx::{assert_nginx_t_rejects, lines_with, nginx_t, Nginx};
 pub use paths::{paths, writer_built, Paths};
 pub use process::{
-    alive, dead_port, free_port, running_as_root, shared_tempdir, signal, wait_until,
+    alive, dead_port, free_port, free_ports_in_a_row, running_as_root, shared_tempdir, signal,
+    wait_until,
 };
+pub use script::Script;
 pub use shm_layout::testkit::{Acked, Rng};
 pub use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
 pub use soak::{env_count, seeded_rng};

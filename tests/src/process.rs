@@ -16,6 +16,19 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// The first of `n` consecutive ports free a moment ago on 127.0.0.1, below the ephemeral range
+/// (the scripts number their ports from one base: `make fleet`'s PORT and ETCD_PORT).
+pub fn free_ports_in_a_row(n: u16) -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = (std::process::id() ^ nanos) as u16;
+    (0..2000u16)
+        .map(|i| 20000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 12000))
+        .find(|&base| (base..base + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()))
+        .expect("a run of free ports")
+}
+
 /// A temporary directory the nginx workers can read even when they run as `nobody`.
 pub fn shared_tempdir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()

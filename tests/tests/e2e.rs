@@ -9,6 +9,7 @@
 //! - `syscalls`: no syscall per request added by `set_backend`.
 //! - `fleet_etcd`: the real etcd cluster the fleet tests run on (members killed, stopped,
 //!   restarted, compaction).
+//! - `fleet_make`: the README's `make fleet` flow (etcd, two nodes, Ctrl-C).
 //! - `make_run`: the README's `make run` flow.
 //! - `upstream_mode`: `set_backend_peer` in an `upstream {}` block with `keepalive`.
 //! - `reliability`: faults, hostile files, abuse, one file per section of `RELIABILITY.md`.
@@ -17,6 +18,8 @@
 mod api;
 #[path = "e2e/fleet_etcd.rs"]
 mod fleet_etcd;
+#[path = "e2e/fleet_make.rs"]
+mod fleet_make;
 #[path = "e2e/make_run.rs"]
 mod make_run;
 #[path = "e2e/patterns.rs"]

@@ -1,9 +1,6 @@
 //! `make run` (`scripts/run.sh`): the README's curl flow, in both modes, then Ctrl-C.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use set_backend_tests::*;
 
@@ -20,76 +17,21 @@ fn make_run_in_variable_mode_serves_the_curl_flow() {
 /// `scripts/run.sh` with `MODE` (unset: the default, upstream mode): the README's curl flow,
 /// then Ctrl-C.
 fn make_run(mode: Option<&str>) {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
-    use std::sync::Mutex;
-
     require_writer();
     let run_dir = shared_tempdir();
     let (port, demo) = (free_port(), free_port());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/run.sh");
-    let target_dir = paths()
-        .module
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir");
-    let mut command = Command::new("bash");
+    let mut env = vec![
+        ("PORT", port.to_string()),
+        ("DEMO_PORT", demo.to_string()),
+        ("DOMAIN", "run.test".to_string()),
+        ("API_TOKEN", TOKEN.to_string()),
+        ("RUN_DIR", run_dir.path().display().to_string()),
+    ];
     if let Some(mode) = mode {
-        command.env("MODE", mode);
+        env.push(("MODE", mode.to_string()));
     }
-    let mut child = command
-        .arg(&script)
-        .env("SKIP_BUILD", "1")
-        .env("PORT", port.to_string())
-        .env("DEMO_PORT", demo.to_string())
-        .env("DOMAIN", "run.test")
-        .env("API_TOKEN", TOKEN)
-        .env("RUN_DIR", run_dir.path())
-        .env("CARGO_TARGET_DIR", target_dir)
-        .env("NGINX_BIN", &paths().nginx)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run scripts/run.sh");
-    let output = Arc::new(Mutex::new(String::new()));
-    let readers: Vec<_> = [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ]
-    .into_iter()
-    .map(|mut pipe| {
-        let output = output.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut o) = output.lock() {
-                    o.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        })
-    })
-    .collect();
-    let text = || output.lock().map(|o| o.clone()).unwrap_or_default();
-    let pgid = child.id() as libc::pid_t;
-    let interrupt = || {
-        // SAFETY: kill has no memory-safety preconditions; the group is the script's own.
-        unsafe { libc::kill(-pgid, libc::SIGINT) };
-    };
-
-    let deadline = Instant::now() + WAIT;
-    while !text().contains("Ctrl-C stops both") {
-        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
-            interrupt();
-            panic!("make run did not come up:\n{}", text());
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
+    let mut script = Script::start("run.sh", &env);
+    script.wait_for("Ctrl-C stops both", WAIT);
     let flow = || {
         let auth = format!("Bearer {TOKEN}");
         let headers = [("Authorization", auth.as_str())];
@@ -133,15 +75,8 @@ fn make_run(mode: Option<&str>) {
         .ok()
         .and_then(|p| p.trim().parse().ok());
 
-    interrupt();
-    let stopped = (0..(WAIT.as_millis() / 50)).any(|_| {
-        thread::sleep(Duration::from_millis(50));
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    for r in readers {
-        let _ = r.join();
-    }
-    let log = text();
+    let stopped = script.interrupt_and_wait();
+    let log = script.output();
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => panic!("make run: {e}\n{log}"),
