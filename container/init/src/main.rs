@@ -16,7 +16,11 @@
 //!    (443) for HTTPS (both files are read now, so a missing one is an error here and not in
 //!    nginx's log), `API_ALLOW` (who may reach the API) and `API_ALLOW_PLAIN_HTTP` (with TLS,
 //!    the API refuses plain HTTP unless this is 1). `API_TOKEN` and `RUST_LOG` go to the
-//!    writer as they are (the writer refuses a weak token).
+//!    writer as they are (the writer refuses a weak token). Fleet mode: `ETCD_ENDPOINTS`
+//!    (etcd's client URLs, comma-separated) and `ETCD_PREFIX`, `ETCD_USER` with
+//!    `ETCD_PASSWORD_FILE` (or `ETCD_PASSWORD`), `ETCD_CA`, `ETCD_CERT` and `ETCD_KEY`,
+//!    `ETCD_DIAL_TIMEOUT`, `ETCD_REQUEST_TIMEOUT`, `NODE_NAME` become the writer's `--etcd…`
+//!    options; the files are read now, as root, and copied for the writer ([`etcd`]).
 //! 2. As root, set the ownership the security model needs: the data directory (the volume)
 //!    belongs to the writer's user, mode 0755, so the nginx workers can read the table (0644)
 //!    but write nothing; the socket directory belongs to the writer with nginx's group, mode
@@ -51,13 +55,15 @@
 //!
 //! - `main.rs`: the commands, the paths and users of the image, the start sequence.
 //! - [`settings`]: the environment, validated; [`tls`] (HTTPS and its policy) and [`access`]
-//!   (`API_ALLOW`) are its parts with lines of their own in nginx.conf.
+//!   (`API_ALLOW`) are its parts with lines of their own in nginx.conf; [`etcd`] (fleet mode)
+//!   is the part that becomes the writer's options.
 //! - [`template`]: rendering `nginx.conf.template` (the template's test is beside it).
 //! - [`users`]: the users of /etc/passwd and the ownership of the volume and socket directory.
 //! - [`supervise`]: the children, the signals, reaping and stopping.
 //! - [`health`]: the probes: the writer's socket at start, and the HEALTHCHECK.
 
 mod access;
+mod etcd;
 mod health;
 mod settings;
 mod supervise;
@@ -175,6 +181,13 @@ fn run() -> Result<u8, String> {
     if settings.mode == "upstream" {
         // Upstream mode connects to addresses only: the API refuses backends given by name.
         writer.args(["--backends", "ip"]);
+    }
+    if let Some(etcd) = &settings.etcd {
+        log(&format!(
+            "fleet mode: the writer follows etcd at {}",
+            etcd.endpoints.join(",")
+        ));
+        writer.args(etcd.writer_args(writer_user)?);
     }
     writer.env("DOMAIN", &settings.domain);
     if std::env::var("API_TOKEN").is_ok_and(|t| t.trim().is_empty()) {

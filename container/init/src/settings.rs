@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::access::parse_allow;
+use crate::etcd::Etcd;
 use crate::tls::Tls;
 
 /// What the environment asks for, validated: every value ends up in nginx.conf.
@@ -27,6 +28,8 @@ pub struct Settings {
     /// `API_ALLOW_PLAIN_HTTP=1`: with TLS on, the API still answers over plain HTTP (a private
     /// network). Without TLS the API is on plain HTTP anyway and this changes nothing.
     pub api_plain_http: bool,
+    /// Fleet mode, when `ETCD_ENDPOINTS` is set: the writer follows etcd.
+    pub etcd: Option<Etcd>,
 }
 
 impl Settings {
@@ -84,6 +87,7 @@ impl Settings {
                 ))
             }
         };
+        let etcd = Etcd::from_env(|k| get(k).map(str::to_string))?;
         Ok(Settings {
             domain,
             port,
@@ -93,6 +97,7 @@ impl Settings {
             tls,
             api_allow,
             api_plain_http,
+            etcd,
         })
     }
 }
@@ -165,6 +170,7 @@ pub mod tests {
                 tls: None,
                 api_allow: vec![],
                 api_plain_http: false,
+                etcd: None,
             }
         );
         let s = Settings::from_env(
