@@ -32,6 +32,10 @@
 //!   from shm-layout's `testkit`, shared with the table's and the writer's tests.
 //! - `script`: [`Script`], a repository script (`scripts/run.sh`, `scripts/fleet.sh`) run in
 //!   its own process group, its output collected, stopped with Ctrl-C.
+//! - `storm`: [`write_storm`], a client writing non-stop until the writer stops answering.
+//! - `fleet`: [`Node`], a node of a fleet (the writer following etcd, nginx in front of it);
+//!   [`etcd_entries`] and [`assert_converged`]: every node's store and table hold etcd's
+//!   entries.
 //! - `soak`: the soak run's knobs ([`env_count`]) and a replayable [`seeded_rng`].
 //!
 //! Every wait is bounded; nothing is killed with SIGKILL except the writer and etcd members,
@@ -40,6 +44,7 @@
 mod conf;
 mod daemonized;
 mod etcd;
+mod fleet;
 mod http;
 mod load;
 mod nginx;
@@ -47,6 +52,7 @@ mod paths;
 mod process;
 mod script;
 mod soak;
+mod storm;
 mod table;
 mod tls;
 mod upstream;
@@ -61,6 +67,7 @@ pub use conf::{
 };
 pub use daemonized::Daemonized;
 pub use etcd::Etcd;
+pub use fleet::{assert_converged, etcd_entries, Node, FLEET_PREFIX};
 pub use http::{get, raw_request, raw_unix_request, request, unix_request, Response};
 pub use load::{reload_under_load, Load};
 pub use nginx::{assert_nginx_t_rejects, lines_with, nginx_t, Nginx};
@@ -73,6 +80,7 @@ pub use script::Script;
 pub use shm_layout::testkit::{Acked, Rng};
 pub use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
 pub use soak::{env_count, seeded_rng};
+pub use storm::write_storm;
 pub use table::{table_entries, table_in_tempdir, table_options, table_with, upsert, write_table};
 pub use tls::{self_signed, tls_backend, tls_connections};
 pub use upstream::{body_is, Upstream};

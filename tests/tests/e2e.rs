@@ -7,6 +7,9 @@
 //! - `table_updates`: updates, new generations, replaced, missing and corrupt tables.
 //! - `api`: the writer's API through nginx; nginx serving on while the writer restarts.
 //! - `syscalls`: no syscall per request added by `set_backend`.
+//! - `fleet`: fleet mode, two nodes on a real 3-member etcd cluster: writes through one node
+//!   routed by the other, concurrent writers; `fleet_faults`: etcd members killed or all
+//!   stopped, a writer SIGKILLed during a write storm, a node down while etcd compacts.
 //! - `fleet_etcd`: the real etcd cluster the fleet tests run on (members killed, stopped,
 //!   restarted, compaction).
 //! - `fleet_make`: the README's `make fleet` flow (etcd, two nodes, Ctrl-C).
@@ -16,8 +19,12 @@
 
 #[path = "e2e/api.rs"]
 mod api;
+#[path = "e2e/fleet.rs"]
+mod fleet;
 #[path = "e2e/fleet_etcd.rs"]
 mod fleet_etcd;
+#[path = "e2e/fleet_faults.rs"]
+mod fleet_faults;
 #[path = "e2e/fleet_make.rs"]
 mod fleet_make;
 #[path = "e2e/make_run.rs"]

@@ -1,80 +1,10 @@
 //! Writer crashes under nginx (`RELIABILITY.md`): the writer SIGKILLed during a write storm
 //! while clients request routed hosts.
 
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use set_backend_tests::*;
-
-/// Upserts, deletes and batches on the churn hosts until the writer stops answering.
-fn storm(socket: PathBuf, seed: u64, mut m: Acked) -> Acked {
-    let mut rng = Rng::new(seed);
-    let host = |i: u64| format!("churn-{i}.example");
-    let mut n = 0u64;
-    loop {
-        n += 1;
-        let backend = |rng: &mut Rng| {
-            format!(
-                "10.9.{}.{}:{}",
-                n % 250,
-                rng.below(250),
-                1 + rng.below(60000)
-            )
-        };
-        let (method, path, body, changes) = match rng.below(10) {
-            0..=5 => {
-                let (h, b) = (host(rng.below(60)), backend(&mut rng));
-                let body = json!({"host": h, "backend": b}).to_string();
-                (
-                    "POST",
-                    "/entries.json".to_string(),
-                    Some(body),
-                    vec![(h, Some(b))],
-                )
-            }
-            6..=7 => {
-                let h = host(rng.below(60));
-                (
-                    "DELETE",
-                    format!("/entries/{h}.json"),
-                    None,
-                    vec![(h, None)],
-                )
-            }
-            _ => {
-                let start = rng.below(55);
-                let (mut upsert, mut delete, mut changes) = (vec![], vec![], vec![]);
-                for i in start..start + 5 {
-                    if rng.below(4) == 0 {
-                        delete.push(host(i));
-                        changes.push((host(i), None));
-                    } else {
-                        let b = backend(&mut rng);
-                        upsert.push(json!({"host": host(i), "backend": b}));
-                        changes.push((host(i), Some(b)));
-                    }
-                }
-                let body = json!({"upsert": upsert, "delete": delete}).to_string();
-                ("PATCH", "/entries.json".to_string(), Some(body), changes)
-            }
-        };
-        m.send(changes);
-        let auth = format!("Bearer {TOKEN}");
-        match unix_request(
-            &socket,
-            method,
-            &path,
-            &[("Authorization", &auth)],
-            body.as_deref(),
-        ) {
-            Ok(r) if r.status < 300 || (r.status == 404 && method == "DELETE") => m.acknowledged(),
-            Ok(r) => panic!("{} {}: unexpected answer {r:?}", method, path),
-            Err(_) => return m,
-        }
-    }
-}
 
 #[test]
 fn writer_sigkill_during_a_write_storm_fails_no_routed_request() {
@@ -103,7 +33,7 @@ fn writer_sigkill_during_a_write_storm_fails_no_routed_request() {
     for round in 1..=kills {
         let (socket, seed) = (w.socket.clone(), rng.next_u64());
         let m = std::mem::take(&mut model);
-        let client = thread::spawn(move || storm(socket, seed, m));
+        let client = thread::spawn(move || write_storm(socket, seed, m));
         thread::sleep(Duration::from_millis(30 + rng.below(300)));
         w.kill();
         model = client.join().expect("storm client");
