@@ -68,6 +68,13 @@ bench-plots: ## PNG plots and benches/results/report.md (every table of the runs
 	$(BENCH_E2E) report >/dev/null
 	$(BENCH_PYTHON) benches/e2e/plot.py
 
+.PHONY: bench-fleet
+FLEET_WRITES ?= 1000
+FLEET_HOSTS ?= 1000000
+bench-fleet: ## Fleet mode: write on node A → routed by node B (FLEET_WRITES), FLEET_HOSTS hosts in etcd, bootstrap, restart (benches/fleet/fleet.py)
+	SKIP_DEBIAN=1 benches/e2e/build.sh
+	$(BENCH_PYTHON) benches/fleet/fleet.py --writes $(FLEET_WRITES) --hosts $(FLEET_HOSTS)
+
 .PHONY: bench-scale
 SCALE_HOSTS ?= 1000000
 bench-scale: ## The writer at SCALE_HOSTS hosts (1M; 10M with SCALE_HOSTS=10000000): import, writes during growth, memory, restart

@@ -12,7 +12,8 @@
 # A write through either node's API goes into etcd; both nodes route by it. Environment: PORT,
 # ETCD_PORT, DOMAIN (default localhost), MODE (upstream or variable), API_TOKEN (both nodes';
 # else one is generated), FLEET_DIR (default target/fleet: the data stays there between runs,
-# remove it to start afresh); SKIP_BUILD=1, NGINX_BIN and CARGO_TARGET_DIR as for run.sh.
+# remove it to start afresh); SKIP_BUILD=1, NGINX_BIN, CARGO_TARGET_DIR and PROFILE as for
+# run.sh.
 # Ctrl-C stops everything it started (nginx with QUIT, the writers and etcd with TERM).
 set -euo pipefail
 cd "$(dirname "$0")/.."

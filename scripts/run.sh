@@ -16,7 +16,8 @@
 # mode: the writer follows etcd there, `--etcd`) and NODE_NAME (its name in the fleet), which
 # scripts/fleet.sh (`make fleet`) sets for each node, with PRINT_FLOW=0 (it prints its own).
 # NGINX_BIN (an nginx binary to use instead of the one built here) and SKIP_BUILD=1 (use what
-# is built) are for the tests. Logs of both go to
+# is built) are for the tests; PROFILE=release (with SKIP_BUILD=1) runs the release build of
+# CARGO_TARGET_DIR, for the benchmarks. Logs of both go to
 # this terminal; Ctrl-C stops both (nginx with QUIT, the writer with TERM). `make run` checks the
 # Debian packages first (scripts/deps.sh).
 set -euo pipefail
@@ -28,6 +29,7 @@ DEMO_PORT=${DEMO_PORT:-$((PORT + 1))}
 DOMAIN=${DOMAIN:-localhost}
 RUN_DIR=${RUN_DIR:-target/run}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+PROFILE=${PROFILE:-debug}
 CARGO=${CARGO:-cargo}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -63,9 +65,9 @@ if [ -z "${SKIP_BUILD:-}" ]; then
 fi
 
 # nginx-sys builds nginx in its OUT_DIR; take the most recent build.
-NGINX_BIN=${NGINX_BIN:-$(ls -t "$TARGET_DIR"/debug/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -n 1 || true)}
-MODULE_SO="$TARGET_DIR/debug/libngx_http_set_backend_module.so"
-WRITER="$TARGET_DIR/debug/set-backend"
+NGINX_BIN=${NGINX_BIN:-$(ls -t "$TARGET_DIR/$PROFILE"/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -n 1 || true)}
+MODULE_SO="$TARGET_DIR/$PROFILE/libngx_http_set_backend_module.so"
+WRITER="$TARGET_DIR/$PROFILE/set-backend"
 for f in "$NGINX_BIN" "$MODULE_SO" "$WRITER"; do
   [ -n "$f" ] && [ -e "$f" ] || { echo "run.sh: build output missing: ${f:-nginx}" >&2; exit 1; }
 done
