@@ -92,8 +92,9 @@ fleet: deps ## A fleet on loopback: 3 etcd members and two nodes (nginx + writer
 container: ## Build the release image `set-backend` from the Dockerfile (docker or podman; IMAGE=name)
 	./container/build.sh
 
-container-test: ## Build the image and test it: API, routing, error pages, users, logs, restarts, signals, size
+container-test: ## Build the image and test it: API, routing, error pages, users, logs, restarts, signals, size; then two containers in fleet mode on etcd
 	./tests/container/test.sh
+	SKIP_BUILD=1 ./tests/container/fleet.sh
 
 lint: deps ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check

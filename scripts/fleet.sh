@@ -55,38 +55,14 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-# etcd: three members, each with its client and peer port.
-CLUSTER=""
-ENDPOINTS=""
-for i in 1 2 3; do
-  client=$((ETCD_PORT + 2 * (i - 1)))
-  CLUSTER+="${CLUSTER:+,}m$i=http://127.0.0.1:$((client + 1))"
-  ENDPOINTS+="${ENDPOINTS:+,}http://127.0.0.1:$client"
-done
-say "starting etcd: $ENDPOINTS (data in $FLEET_DIR/etcd)"
+# etcd: three members (scripts/etcd-cluster.sh).
+say "starting etcd on 127.0.0.1:$ETCD_PORT, $((ETCD_PORT + 2)), $((ETCD_PORT + 4)) (data in $FLEET_DIR/etcd)"
+# shellcheck source=scripts/etcd-cluster.sh
+. scripts/etcd-cluster.sh
 ETCD_PIDS=()
-for i in 1 2 3; do
-  client=$((ETCD_PORT + 2 * (i - 1)))
-  etcd --name "m$i" --data-dir "$FLEET_DIR/etcd/m$i" \
-    --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-    --listen-peer-urls "http://127.0.0.1:$((client + 1))" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$((client + 1))" \
-    --initial-cluster "$CLUSTER" --initial-cluster-token set-backend-fleet \
-    --initial-cluster-state new --logger zap --log-outputs stderr --log-level warn \
-    2> >(sed -u "s/^/[etcd m$i] /" >&2) &
-  ETCD_PIDS+=($!)
-done
+etcd_cluster "$FLEET_DIR/etcd" "$ETCD_PORT" || { PIDS=("${ETCD_PIDS[@]}"); exit 1; }
 PIDS=("${ETCD_PIDS[@]}")
-for i in 1 2 3; do
-  client=$((ETCD_PORT + 2 * (i - 1)))
-  for _ in $(seq 200); do
-    curl -fsS "http://127.0.0.1:$client/health" 2>/dev/null | grep -q '"true"' && break
-    kill -0 "${ETCD_PIDS[$((i - 1))]}" 2>/dev/null || { echo "fleet.sh: etcd m$i exited" >&2; exit 1; }
-    sleep 0.1
-  done
-  curl -fsS "http://127.0.0.1:$client/health" 2>/dev/null | grep -q '"true"' \
-    || { echo "fleet.sh: etcd m$i is not healthy" >&2; exit 1; }
-done
+ENDPOINTS=$ETCD_URLS
 
 # The nodes: run.sh each, in fleet mode, on their own ports and data.
 NODE_PIDS=()
