@@ -27,7 +27,7 @@ use super::{Fleet, FleetError, Generation};
 use crate::engine::Op;
 
 /// Buckets read at once during a full re-read.
-const READS_IN_FLIGHT: usize = 8;
+const READS_IN_FLIGHT: usize = 16;
 /// Keys per page of one bucket.
 const PAGE: i64 = 10_000;
 /// The largest answer accepted from etcd (a page of large entries).

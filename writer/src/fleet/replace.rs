@@ -26,7 +26,7 @@ use super::{Fleet, FleetError, Written, MAX_TXN_OPS};
 use crate::engine::Outcome;
 
 /// Staging transactions in flight.
-const STAGING_IN_FLIGHT: usize = 8;
+const STAGING_IN_FLIGHT: usize = 32;
 /// Bytes of keys and values per staging transaction (etcd refuses requests over ~1.5 MiB).
 const STAGING_BYTES: usize = 1024 * 1024;
 /// The least time a replace-all waits for this node to apply it (a re-read of a million
