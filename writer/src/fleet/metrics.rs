@@ -16,6 +16,8 @@ pub struct FleetMetrics {
     /// Watches started again after a disconnect or an error (each resumed from the applied
     /// revision).
     pub watch_restarts: AtomicU64,
+    /// Watches created (the first one included).
+    pub watches: AtomicU64,
     /// Full re-reads (bootstrap, compaction, a new generation, a changed cluster).
     pub full_rereads: AtomicU64,
     /// How long the last full re-read took, in milliseconds (read and applied).

@@ -14,8 +14,25 @@ use super::keys::Layout;
 use super::{Fleet, FleetError, Generation, MAX_TXN_OPS};
 use crate::engine::{count_batch, Op, Outcome};
 
-/// How often a write is tried again after the generation changed under it.
+/// How often a write is tried again after the generation changed under it, or its etcd
+/// member was lost.
 const ATTEMPTS: usize = 5;
+/// How many of those attempts may follow a lost member, and the pause before each.
+const LOST_MEMBER_RETRIES: usize = 2;
+const LOST_MEMBER_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether a request failed because its member could not be reached (a connection refused or
+/// reset: the balancer tries another member next), rather than timing out or being refused.
+/// Sending the transaction again is what any etcd client does: a put is idempotent; if the
+/// lost member had committed it before dying, the second answer reports it as an update (a
+/// delete: absent), and the state is the same.
+fn member_lost(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => s.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
 
 /// What a fleet write did.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +85,7 @@ impl Fleet {
             )));
         }
         let mut client = self.client().await?;
+        let mut lost = 0;
         for _ in 0..ATTEMPTS {
             let g = self.current_generation().await?;
             let ops: Vec<TxnOp> = changes
@@ -88,6 +106,13 @@ impl Fleet {
                 .or_else([TxnOp::get(self.layout.generation(), None)]);
             let resp = match client.txn(txn).await {
                 Ok(r) => r,
+                // A member that just died: the client's balancer moves to another one.
+                Err(e) if lost < LOST_MEMBER_RETRIES && member_lost(&e) => {
+                    lost += 1;
+                    tracing::debug!(error = %e, "etcd member lost; the write is sent again");
+                    tokio::time::sleep(LOST_MEMBER_PAUSE).await;
+                    continue;
+                }
                 Err(e) => return self.failed(e),
             };
             let revision = resp.header().map_or(0, |h| h.revision());
