@@ -142,9 +142,50 @@ impl Mapping {
         self.map.flush()
     }
 
-    /// Flushes the dirty pages of `len` bytes from byte `offset` (msync `MS_SYNC` of the pages
-    /// holding them), so that a file being filled is written back as it goes.
-    pub(crate) fn flush_range(&self, offset: usize, len: usize) -> io::Result<()> {
-        self.map.flush_range(offset, len)
+    /// Writes back the dirty pages of `len` bytes of `file` (the mapped file) from byte
+    /// `offset`, and if `wait`, waits until the disk has them (and the file system has
+    /// recorded them as written), without flushing the disk's cache or the file's metadata
+    /// (`sync_file_range`): a file being filled goes to the disk in small steps, so that no
+    /// one's `fsync` queues behind a large write-back of it. Not durable until an `fsync` of
+    /// the file (which then has little left to write).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn write_back(
+        &self,
+        file: &File,
+        offset: usize,
+        len: usize,
+        wait: bool,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let range = |v: usize| {
+            libc::off64_t::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        let (offset, len) = (range(offset)?, range(len)?);
+        let mut flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE;
+        if wait {
+            flags |= libc::SYNC_FILE_RANGE_WAIT_AFTER;
+        }
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for
+        // as long as `file` is borrowed.
+        match unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Elsewhere: the pages holding the range are flushed (`msync` `MS_SYNC`, waiting) or
+    /// scheduled for write-back (`MS_ASYNC`).
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn write_back(
+        &self,
+        _file: &File,
+        offset: usize,
+        len: usize,
+        wait: bool,
+    ) -> io::Result<()> {
+        match wait {
+            true => self.map.flush_range(offset, len),
+            false => self.map.flush_async_range(offset, len),
+        }
     }
 }

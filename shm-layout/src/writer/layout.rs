@@ -170,9 +170,15 @@ impl Layout {
         })
     }
 
-    /// msync `words` words of the file from word `at` (the rest of the file is untouched).
-    pub(super) fn flush_words(&self, at: usize, words: usize) -> io::Result<()> {
-        self.map.flush_range(at * 8, words * 8)
+    /// Writes back `words` words of the file from word `at` and waits for them (not durable
+    /// before [`Layout::sync`]; see `Mapping::write_back`).
+    pub(super) fn write_back(&self, at: usize, words: usize) -> io::Result<()> {
+        self.map.write_back(&self.file, at * 8, words * 8, true)
+    }
+
+    /// Starts writing back `words` words of the file from word `at`, without waiting.
+    pub(super) fn start_write_back(&self, at: usize, words: usize) -> io::Result<()> {
+        self.map.write_back(&self.file, at * 8, words * 8, false)
     }
 
     /// msync the mapping and fsync the file.

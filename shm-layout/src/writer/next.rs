@@ -161,13 +161,15 @@ impl NextSpec {
             previous: None,
             synced: false,
             written: (self.generation, 0),
+            pacer: Pacer::default(),
         })
     }
 }
 
-/// Words written back at a time while a generation is built (8 MiB): the most a commit of the
-/// store, an fsync on the same disk, can find queued before it (see [`NextGeneration::sync`]).
-const PACE_WORDS: usize = 1 << 20;
+/// Words written back at a time while a generation is built (1 MiB, at most two ranges in
+/// flight: see `Pacer`): about the most of it a commit of the store, an fsync on the same disk,
+/// can find queued before it (see [`NextGeneration::sync`]).
+const PACE_WORDS: usize = 1 << 17;
 
 /// A generation being built: a complete table file under a temporary name, invisible to
 /// readers until it is published. Dropped unpublished, its file is removed.
@@ -178,9 +180,42 @@ pub struct NextGeneration {
     previous: Option<Mapping>,
     /// Whether the file was made durable ([`NextGeneration::sync`]).
     synced: bool,
-    /// The generation of the file being filled and the arena words of it written back (msync)
+    /// The generation of the file being filled and the arena words of it written back
     /// already: a file rebuilt in place (a new generation) starts again from its first word.
     written: (u64, usize),
+    /// The range being written back.
+    pacer: Pacer,
+}
+
+/// Writes a file back one range at a time while the next is filled: each range is started
+/// when it is full, and the one before it waited for then, so that at most two ranges of the
+/// file are in flight at any moment.
+#[derive(Default)]
+struct Pacer {
+    /// The range started last, as (generation of its file, first word, words).
+    pending: Option<(u64, usize, usize)>,
+}
+
+impl Pacer {
+    fn push(&mut self, t: &Layout, at: usize, words: usize) -> io::Result<()> {
+        t.start_write_back(at, words)?;
+        let previous = self.pending.replace((t.generation, at, words));
+        self.wait(t, previous)
+    }
+
+    fn finish(&mut self, t: &Layout) -> io::Result<()> {
+        let previous = self.pending.take();
+        self.wait(t, previous)
+    }
+
+    /// Waits for `range` if it is a range of `t` (a file rebuilt in place meanwhile replaced
+    /// the one it was in: nothing to wait for).
+    fn wait(&self, t: &Layout, range: Option<(u64, usize, usize)>) -> io::Result<()> {
+        match range {
+            Some((generation, at, words)) if generation == t.generation => t.write_back(at, words),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl NextGeneration {
@@ -204,7 +239,7 @@ impl NextGeneration {
             _ => 0,
         };
         if w.opts.sync && w.bump.saturating_sub(from) >= PACE_WORDS {
-            w.t.flush_words(w.t.arena_at + from, w.bump - from)?;
+            self.pacer.push(&w.t, w.t.arena_at + from, w.bump - from)?;
             self.written = (w.t.generation, w.bump);
         }
         Ok(upserted)
@@ -248,16 +283,21 @@ impl NextGeneration {
 
     /// msync and fsync the file: the bulk of a build made durable off the owner's thread, so
     /// that publishing it later only renames it. The index, written all over while filling, is
-    /// written back [`PACE_WORDS`] at a time first, so that the final msync and fsync (the
-    /// header page and the arena filled since the last [`NextGeneration::upsert`] write-back)
-    /// have little left.
+    /// written back [`PACE_WORDS`] at a time first (like the arena while it was filled), so
+    /// that the final msync and fsync (the header page and the arena filled since the last
+    /// [`NextGeneration::upsert`] write-back) have little left.
     pub fn sync(&mut self) -> io::Result<()> {
-        let w = self.w();
+        let w = self
+            .w
+            .as_ref()
+            .expect("an unpublished generation has its writer");
         if w.opts.sync {
             let (at, len) = (w.t.index_at, w.t.geo.capacity);
             for start in (0..len).step_by(PACE_WORDS) {
-                w.t.flush_words(at + start, PACE_WORDS.min(len - start))?;
+                self.pacer
+                    .push(&w.t, at + start, PACE_WORDS.min(len - start))?;
             }
+            self.pacer.finish(&w.t)?;
             w.t.sync()?;
         }
         self.synced = true;
