@@ -16,10 +16,16 @@ Starts a release `set-backend serve` on a fresh data directory (TCP on 127.0.0.1
    cache), stops it with SIGTERM, starts it again on the same data and times it until
    `/healthz` answers 200 (with its memory peak meanwhile).
 
+All along, `probe.py` runs beside the writer (`--no-probe` to leave it out): how late a 10 ms
+sleep wakes up and how long a 4 KiB write + fdatasync takes on the same disk, every 10 ms. For
+the slowest POSTs it reports what the probe saw meanwhile, so that a stall of the shared machine
+(CPU or disk) is told apart from one of the writer.
+
 Writes benches/results/scale-<N>.json and prints a summary. Standard library only.
 """
 
 import argparse
+import bisect
 import http.client
 import json
 import os
@@ -171,7 +177,7 @@ def posts_during_growth(port, api, label):
             dt = time.monotonic() - t0
             assert status in (200, 201), (status, text)
             with lock:
-                lat.append(dt)
+                lat.append((t0, dt))
             n += 1
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
@@ -186,6 +192,59 @@ def posts_during_growth(port, api, label):
     return lat, time.monotonic() - t0
 
 
+def start_probe(data):
+    """Starts `probe.py` beside the writer: the machine's own CPU and disk delays."""
+    out = os.path.join(data, "probe.txt")
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "probe.py"),
+                          os.path.join(data, "probe.dat"), out])
+    return p, out
+
+
+def probe_report(probe, growth_posts, windows, worst=10):
+    """The probe's delays during the growths, and beside each of the `worst` slowest POSTs (the
+    samples whose sleep or fdatasync overlapped it): whether the machine stalled too."""
+    p, out = probe
+    p.terminate()
+    p.wait()
+    samples = []
+    with open(out) as f:
+        for line in f:
+            b, late, sync = map(float, line.split())
+            samples.append((b, late, sync))
+    during = [s for s in samples if any(lo <= s[0] <= hi for lo, hi in windows)]
+    ms = lambda v: None if v is None else round(v * 1000, 2)
+    report = {
+        "samples_during_growths": len(during),
+        "late_ms": {"p99": ms(pct([s[1] for s in during], 99)), "max": ms(max((s[1] for s in during), default=None))},
+        "fdatasync_ms": {"p99": ms(pct([s[2] for s in during], 99)), "max": ms(max((s[2] for s in during), default=None))},
+        "worst_posts": [],
+    }
+    wall = time.time() - time.monotonic()
+    starts = [s[0] for s in samples]
+
+    def near(t0, dt):
+        # A sample covers [b - 0.01 - late, b] asleep and [b, b + sync] in fdatasync.
+        i = bisect.bisect_left(starts, t0 - 1.0)
+        j = bisect.bisect_right(starts, t0 + dt + 1.0)
+        return [s for s in samples[i:j] if s[0] - 0.01 - s[1] <= t0 + dt and s[0] + s[2] >= t0]
+
+    # A slow POST is the machine's when the probe, meanwhile, waited half as long or more (its
+    # late wake-ups and fdatasyncs added up).
+    slow = [(t0, dt) for t0, dt in growth_posts if dt > 0.05]
+    own = [dt for t0, dt in slow if sum(s[1] + s[2] for s in near(t0, dt)) < dt / 2]
+    report["posts_over_50ms"] = len(slow)
+    report["posts_over_50ms_probe_calm"] = {"count": len(own), "max_ms": ms(max(own, default=None))}
+    for t0, dt in sorted(growth_posts, key=lambda x: -x[1])[:worst]:
+        near_samples = near(t0, dt)
+        report["worst_posts"].append({
+            "at": time.strftime("%H:%M:%S", time.gmtime(t0 + wall)) + f"{(t0 + wall) % 1:.3f}"[1:],
+            "post_ms": ms(dt),
+            "probe_late_max_ms": ms(max((s[1] for s in near_samples), default=None)),
+            "probe_fdatasync_max_ms": ms(max((s[2] for s in near_samples), default=None)),
+        })
+    return report
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--binary", default=os.path.join(ROOT, "target-bench/release/set-backend"))
@@ -194,6 +253,7 @@ def main():
     ap.add_argument("--store-cache-mib", type=int, default=None)
     ap.add_argument("--out", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--no-probe", action="store_true", help="no CPU and disk probe beside the writer")
     a = ap.parse_args()
     n = a.hosts
     data = tempfile.mkdtemp(prefix=f"scale-{n}-", dir=os.path.join(ROOT, "target"))
@@ -201,11 +261,13 @@ def main():
     result = {"hosts": n, "batch": a.batch, "loadavg_start": os.getloadavg(), "cpus": os.cpu_count()}
     print(f"scale: {n} hosts, data in {data}, load average {os.getloadavg()}", flush=True)
 
+    probe = None if a.no_probe else start_probe(data)
     p, mem, _ = start(a.binary, data, port, "writer-1.log", a.store_cache_mib)
     api = Api(port)
     batches = []
     growth_posts = []
     growths = []
+    windows = []
     for lo in range(0, n, a.batch):
         hi = min(n, lo + a.batch)
         body = batch_body(lo, hi)
@@ -223,12 +285,15 @@ def main():
             time.sleep(0.01)
         if growing:
             entries = api.metric("set_backend_entries")
+            g0 = time.monotonic()
             lat, took = posts_during_growth(port, api, len(growths))
+            windows.append((g0, time.monotonic()))
             growth_posts += lat
+            worst = max((dt for _, dt in lat), default=0)
             growths.append({"entries": entries, "posts": len(lat), "seconds": round(took, 3),
-                            "post_max_ms": round(max(lat) * 1000, 2) if lat else None})
+                            "post_max_ms": round(worst * 1000, 2)})
             print(f"  growth at {entries:.0f} entries: {took:.2f} s, {len(lat)} POSTs, "
-                  f"max {max(lat) * 1000 if lat else 0:.1f} ms", flush=True)
+                  f"max {worst * 1000:.1f} ms", flush=True)
     import_s = sum(batches)
     singles = []
     for k in range(300):
@@ -255,6 +320,9 @@ def main():
     log2 = open(os.path.join(data, "writer-2.log")).read()
 
     ms = lambda v: None if v is None else round(v * 1000, 2)
+    growth_lat = [dt for _, dt in growth_posts]
+    if probe is not None:
+        result["probe"] = probe_report(probe, growth_posts, windows)
     result.update({
         "import_seconds": round(import_s, 2),
         "import_per_second": round(n / import_s),
@@ -262,8 +330,8 @@ def main():
         "growths": growths,
         "growths_in_background": bg,
         "engine_growth_pause_max_ms": ms(pause),
-        "growth_post_ms": {"count": len(growth_posts), "p50": ms(pct(growth_posts, 50)),
-                           "p99": ms(pct(growth_posts, 99)), "max": ms(max(growth_posts) if growth_posts else None)},
+        "growth_post_ms": {"count": len(growth_lat), "p50": ms(pct(growth_lat, 50)),
+                           "p99": ms(pct(growth_lat, 99)), "max": ms(max(growth_lat, default=None))},
         "single_post_ms": {"p50": ms(pct(singles, 50)), "p99": ms(pct(singles, 99)), "max": ms(max(singles))},
         "entries": entries, "generation": generation, "table_file_bytes": file_bytes,
         "memory_run_kb": run1,
@@ -288,6 +356,17 @@ def main():
           f"| {result['single_post_ms']['p99']} / {result['single_post_ms']['max']} ms "
           f"| {mb(run1['peak_kb']['RssAnon'])} | {mb(run1['peak_kb']['RssFile'])} "
           f"| {restart_s:.2f} s ({mb(run2['peak_kb']['RssAnon'])}) |")
+    if probe is not None:
+        pr = result["probe"]
+        print(f"\nbeside it, during the growths: a 10 ms sleep woke up to {pr['late_ms']['max']} ms late "
+              f"(p99 {pr['late_ms']['p99']}), a 4 KiB write + fdatasync took up to "
+              f"{pr['fdatasync_ms']['max']} ms (p99 {pr['fdatasync_ms']['p99']})")
+        calm = pr["posts_over_50ms_probe_calm"]
+        print(f"  POSTs over 50 ms: {pr['posts_over_50ms']}; while the probe waited less than half "
+              f"as long: {calm['count']} (max {calm['max_ms']} ms)")
+        for w in pr["worst_posts"][:3]:
+            print(f"  POST of {w['post_ms']} ms at {w['at']}: the probe meanwhile late by up to "
+                  f"{w['probe_late_max_ms']} ms, fdatasync up to {w['probe_fdatasync_max_ms']} ms")
     if not a.keep:
         shutil.rmtree(data, ignore_errors=True)
 
