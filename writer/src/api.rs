@@ -263,7 +263,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Json(json!({"status": "ready"})).into_response()
     } else {
         let why = match s.fleet {
-            Some(_) => "etcd cannot be reached",
+            Some(_) => "etcd cannot be reached, or this node has not caught up with it yet",
             None => "the store failed; see the log",
         };
         ApiError::StoreUnavailable(why).into_response()

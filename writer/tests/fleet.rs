@@ -36,9 +36,14 @@ fn node(dir: &Path, name: &str, etcd: &Etcd, log: &str) -> Daemon {
     Daemon::spawn(&data, Some(TOKEN), &args, log)
 }
 
+/// A node, once it routes (`/healthz`) and takes writes (`/readyz`: caught up with etcd).
 async fn started(dir: &Path, name: &str, etcd: &Etcd, log: &str) -> Daemon {
     let mut d = node(dir, name, etcd, log);
     d.ready().await;
+    eventually("the node is ready for writes", async || {
+        call(&d, Method::GET, "/readyz", None).await.status == 200
+    })
+    .await;
     d
 }
 
@@ -280,6 +285,11 @@ async fn replace_all_stages_a_generation_beyond_one_transaction() {
     assert_eq!(expected.len(), 250);
     assert_eq!(table(dir.path(), "a"), expected);
     assert_eq!(table(dir.path(), "b"), expected);
+    assert!(
+        b.log_text().contains("applied this node's replace-all"),
+        "{}",
+        b.log_text()
+    );
     assert!(
         a.log_text().contains("changed=50 removed=100"),
         "{}",

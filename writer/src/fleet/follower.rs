@@ -40,6 +40,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from
 /// Why a session ended without an error.
 enum End {
     Stopped,
+    /// Watch again from the revision applied.
+    Resume,
     /// Re-read everything, for this reason.
     Reread(&'static str),
 }
@@ -62,6 +64,7 @@ pub(super) async fn run(fleet: Arc<Fleet>, mut stop: watch::Receiver<bool>) {
         }
         match ended {
             Ok(End::Stopped) => return,
+            Ok(End::Resume) => backoff = BACKOFF.0,
             Ok(End::Reread(why)) => {
                 reread = Some(why);
                 backoff = BACKOFF.0;
@@ -202,9 +205,20 @@ async fn session(
                         EventType::Put => String::from_utf8_lossy(kv.value()).into_owned(),
                         EventType::Delete => FIRST_GENERATION.into(),
                     };
-                    if id != generation.id {
-                        return Ok(End::Reread("a replace-all switched the generation"));
+                    if id == generation.id {
+                        continue;
                     }
+                    // This node's own replace-all: its content is known. The watch then
+                    // resumes after the switch; any other switch is read from etcd.
+                    if let Some(entries) = fleet.take_prepared(&id) {
+                        let next = Generation {
+                            id,
+                            mod_revision: kv.mod_revision(),
+                        };
+                        apply_own_replace(fleet, next, entries).await?;
+                        return Ok(End::Resume);
+                    }
+                    return Ok(End::Reread("a replace-all switched the generation"));
                 }
                 DataKey::Host {
                     generation: g,
@@ -281,7 +295,27 @@ async fn full_reread(
     let entries = read_generation(fleet, kv, &generation.id, revision).await?;
     let read = t0.elapsed();
     let n = entries.len();
-    // The difference with the local store: only what changed is written and published.
+    let (changed, removed) = apply_snapshot(fleet, entries, revision as u64).await?;
+    fleet.set_generation(generation.clone());
+    let took = t0.elapsed();
+    fleet.metrics.full_rereads.fetch_add(1, Ordering::Relaxed);
+    fleet
+        .metrics
+        .reread_ms
+        .store(took.as_millis() as u64, Ordering::Relaxed);
+    tracing::info!(entries = n, changed, removed, revision, generation = %generation.id,
+        ?read, ?took, "applied a full read of etcd");
+    Ok(generation)
+}
+
+/// Makes the local store and table hold exactly `entries` (host → entry text), as of
+/// `revision`: only the difference with the store is written and published. Returns how many
+/// entries changed and how many were removed.
+async fn apply_snapshot(
+    fleet: &Fleet,
+    entries: HashMap<String, Vec<u8>>,
+    revision: u64,
+) -> Result<(usize, usize), FleetError> {
     let store = fleet.store.clone();
     let (upserts, deletes) = tokio::task::spawn_blocking(move || {
         let mut etcd = entries;
@@ -305,18 +339,26 @@ async fn full_reread(
     .map_err(|e| FleetError::Unavailable(e.to_string()))?
     .map_err(|e| FleetError::Engine(crate::engine::EngineError::Store(e)))?;
     let (changed, removed) = (upserts.len(), deletes.len());
-    apply(fleet, upserts, deletes, revision as u64).await?;
-    fleet.set_applied(revision as u64);
-    fleet.set_generation(generation.clone());
-    let took = t0.elapsed();
-    fleet.metrics.full_rereads.fetch_add(1, Ordering::Relaxed);
-    fleet
-        .metrics
-        .reread_ms
-        .store(took.as_millis() as u64, Ordering::Relaxed);
+    apply(fleet, upserts, deletes, revision).await?;
+    fleet.set_applied(revision);
+    Ok((changed, removed))
+}
+
+/// A replace-all of this node switched the generation to `generation` at `revision`: its
+/// content, which this node staged itself, is applied without reading it back from etcd.
+async fn apply_own_replace(
+    fleet: &Fleet,
+    generation: Generation,
+    entries: HashMap<String, Vec<u8>>,
+) -> Result<(), FleetError> {
+    let t0 = Instant::now();
+    let n = entries.len();
+    let revision = generation.mod_revision as u64;
+    let (changed, removed) = apply_snapshot(fleet, entries, revision).await?;
     tracing::info!(entries = n, changed, removed, revision, generation = %generation.id,
-        ?read, ?took, "applied a full read of etcd");
-    Ok(generation)
+        took = ?t0.elapsed(), "applied this node's replace-all");
+    fleet.set_generation(generation);
+    Ok(())
 }
 
 /// Every host of `generation` at `revision`: its buckets read [`READS_IN_FLIGHT`] at a time.

@@ -25,6 +25,7 @@ mod registry;
 mod replace;
 mod writes;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -111,6 +112,9 @@ pub struct Fleet {
     lease: AtomicI64,
     /// The id of the etcd cluster last followed (0: none yet).
     pub(crate) cluster: AtomicU64,
+    /// The content of the generation this node's replace-all is about to switch to (its id,
+    /// host → entry text): the follower applies it without reading it back.
+    prepared: Mutex<Option<(String, HashMap<String, Vec<u8>>)>>,
     pub metrics: FleetMetrics,
     pub(crate) engine: EngineHandle,
     pub(crate) store: SharedStore,
@@ -158,6 +162,7 @@ impl Fleet {
             generation: Mutex::new(None),
             lease: AtomicI64::new(0),
             cluster: AtomicU64::new(0),
+            prepared: Mutex::new(None),
             metrics: FleetMetrics::default(),
             engine,
             store,
@@ -252,6 +257,22 @@ impl Fleet {
             .unwrap_or_else(PoisonError::into_inner) = Some(g);
     }
 
+    /// Offers the content of generation `id` (or withdraws it: `None`).
+    pub(crate) fn set_prepared(&self, prepared: Option<(String, HashMap<String, Vec<u8>>)>) {
+        *self.prepared.lock().unwrap_or_else(PoisonError::into_inner) = prepared;
+    }
+
+    /// The content offered for generation `id`, if it is that one's (anything else offered is
+    /// dropped: stale).
+    pub(crate) fn take_prepared(&self, id: &str) -> Option<HashMap<String, Vec<u8>>> {
+        let taken = self
+            .prepared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        taken.filter(|(g, _)| g == id).map(|(_, e)| e)
+    }
+
     pub(crate) fn lease(&self) -> i64 {
         self.lease.load(Ordering::Relaxed)
     }
@@ -260,10 +281,12 @@ impl Fleet {
         self.lease.store(id, Ordering::Relaxed);
     }
 
-    /// Whether writes can be accepted: etcd answered the last request and this node is
-    /// registered.
+    /// Whether writes can be accepted: this node has caught up with etcd once since it
+    /// started (else a write would wait for that before its answer), and etcd answered the
+    /// last request.
     pub fn writable(&self) -> bool {
-        self.metrics.reachable.load(Ordering::Relaxed)
+        self.metrics.bootstrap_ms.load(Ordering::Relaxed) > 0
+            && self.metrics.reachable.load(Ordering::Relaxed)
     }
 
     pub fn node_name(&self) -> &str {

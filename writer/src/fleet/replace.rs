@@ -94,7 +94,14 @@ pub(super) async fn replace_all(
             })
         }
         Err(e) => {
-            let _ = delete_generation(&mut client, &layout, &id).await;
+            fleet.set_prepared(None);
+            // A flip whose answer was lost may have committed: the staged generation is
+            // deleted only if it is not the current one.
+            if let Ok(g) = client.get(layout.generation(), None).await {
+                if generation_of(&g).id != id {
+                    let _ = delete_generation(&mut client, &layout, &id).await;
+                }
+            }
             let _ = client.delete(layout.replace_lock(), None).await;
             Err(e)
         }
@@ -126,11 +133,13 @@ async fn stage_and_flip(
     let mut txns = tokio::task::JoinSet::new();
     let mut batch: Vec<TxnOp> = Vec::new();
     let mut bytes = 0;
+    let mut content = std::collections::HashMap::with_capacity(entries.len());
     let mut entries = entries.into_iter().peekable();
     while let Some((h, b)) = entries.next() {
         let key = layout.host(id, h.as_str());
         bytes += key.len() + b.as_str().len();
         batch.push(TxnOp::put(key, b.as_str(), None));
+        content.insert(h.into_string(), b.as_str().as_bytes().to_vec());
         let full = batch.len() == MAX_TXN_OPS || bytes >= STAGING_BYTES;
         if full || entries.peek().is_none() {
             if txns.len() >= STAGING_IN_FLIGHT {
@@ -145,6 +154,8 @@ async fn stage_and_flip(
     while !txns.is_empty() {
         finish_one(&mut txns).await?;
     }
+    // The follower applies this content when it sees the switch (withdrawn if it fails).
+    fleet.set_prepared(Some((id.to_string(), content)));
     let flip = Txn::new()
         .when([same_generation(layout, &current)])
         .and_then([
