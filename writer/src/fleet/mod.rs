@@ -45,6 +45,9 @@ use metrics::FleetMetrics;
 /// etcd's limit of operations in one transaction (`--max-txn-ops`, default 128).
 pub const MAX_TXN_OPS: usize = 128;
 
+/// A generation's content: host → entry text.
+pub(crate) type Content = HashMap<String, Vec<u8>>;
+
 /// The generation writes go to, as last seen: its id and the generation key's
 /// `mod_revision` (0 while the key is absent), which every write compares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +117,7 @@ pub struct Fleet {
     pub(crate) cluster: AtomicU64,
     /// The content of the generation this node's replace-all is about to switch to (its id,
     /// host → entry text): the follower applies it without reading it back.
-    prepared: Mutex<Option<(String, HashMap<String, Vec<u8>>)>>,
+    prepared: Mutex<Option<(String, Content)>>,
     pub metrics: FleetMetrics,
     pub(crate) engine: EngineHandle,
     pub(crate) store: SharedStore,
@@ -258,13 +261,13 @@ impl Fleet {
     }
 
     /// Offers the content of generation `id` (or withdraws it: `None`).
-    pub(crate) fn set_prepared(&self, prepared: Option<(String, HashMap<String, Vec<u8>>)>) {
+    pub(crate) fn set_prepared(&self, prepared: Option<(String, Content)>) {
         *self.prepared.lock().unwrap_or_else(PoisonError::into_inner) = prepared;
     }
 
     /// The content offered for generation `id`, if it is that one's (anything else offered is
     /// dropped: stale).
-    pub(crate) fn take_prepared(&self, id: &str) -> Option<HashMap<String, Vec<u8>>> {
+    pub(crate) fn take_prepared(&self, id: &str) -> Option<Content> {
         let taken = self
             .prepared
             .lock()
