@@ -97,8 +97,11 @@ say "etcd: 3 members from 127.0.0.1:$ETCD_BASE, authentication on"
 etcd_cluster "$WORK/etcd" "$ETCD_BASE" 2>"$WORK/etcd.log" || fail "etcd did not start: $(tail -5 "$WORK/etcd.log")"
 ctl() { ETCDCTL_API=3 etcdctl --endpoints "$ETCD_URLS" "$@"; }
 ctl user add "root:$PASSWORD" >/dev/null
+ctl role add root >/dev/null
+ctl user grant-role root root >/dev/null
 ctl auth enable >/dev/null
-ctl --user "root:$PASSWORD" endpoint health >/dev/null 2>&1 || fail "etcd with authentication does not answer"
+ctl --user "root:$PASSWORD" get /probe >/dev/null || fail "etcd with authentication does not answer"
+! ctl get /probe >/dev/null 2>&1 || fail "etcd answers without authentication"
 ok "etcd at $ETCD_URLS"
 # The password file: root's alone, as a docker or compose secret is.
 printf '%s\n' "$PASSWORD" >"$WORK/etcd-password"
@@ -140,16 +143,18 @@ start_node 0
 start_node 1
 ready "$PORT1" || fail "node1 did not get ready"
 ready "$PORT2" || fail "node2 did not get ready"
-"$ENGINE" logs "${NODES[0]}" 2>&1 | grep -q "fleet mode: the writer follows etcd" ||
+# (grep reads a variable, not a pipe: with pipefail, grep -q closing the pipe early would fail
+# the pipeline.)
+grep -q "fleet mode: the writer follows etcd" <<<"$("$ENGINE" logs "${NODES[0]}" 2>&1)" ||
   fail "node1's log does not say fleet mode"
 ok "both ready"
 for n in node1 node2; do
+  registered() { grep -q applied <<<"$(ctl --user "root:$PASSWORD" get "/set-backend/v1/nodes/$1" --print-value-only)"; }
   for _ in $(seq 50); do
-    ctl --user "root:$PASSWORD" get "/set-backend/v1/nodes/$n" --print-value-only | grep -q applied && break
+    registered "$n" && break
     sleep 0.2
   done
-  ctl --user "root:$PASSWORD" get "/set-backend/v1/nodes/$n" --print-value-only | grep -q applied ||
-    fail "$n is not registered in etcd"
+  registered "$n" || fail "$n is not registered in etcd"
 done
 ok "both registered in etcd (authenticated with the password file)"
 
@@ -164,7 +169,7 @@ done
 body=$(curl -s -H 'Host: fleet.example.org' "http://127.0.0.1:$PORT2/")
 [ "$body" = "hello from the fleet upstream" ] || fail "node2 does not route the host: $body"
 ok "node2's nginx routes it"
-ctl --user "root:$PASSWORD" get /set-backend/v1/data/ --prefix | grep -q "^127.0.0.1:$UPSTREAM_PORT\$" ||
+grep -qx "127.0.0.1:$UPSTREAM_PORT" <<<"$(ctl --user "root:$PASSWORD" get /set-backend/v1/data/ --prefix)" ||
   fail "the entry is not in etcd"
 ok "the entry is in etcd"
 
