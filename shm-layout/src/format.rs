@@ -4,7 +4,7 @@
 /// `SBTABLE\0`, the first eight bytes of every table file.
 pub const MAGIC: [u8; 8] = *b"SBTABLE\0";
 /// Bumped on any incompatible change; readers reject every other value.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The high half of the version word. Like every word it is stored little-endian; a file
 /// written by a big-endian writer storing native words reads back as its byte swap.
 pub const ENDIAN_MARK: u32 = 0x0A0B_0C0D;
@@ -63,7 +63,19 @@ pub const RECORD_FIXED_WORDS: usize = 3;
 pub const META_KEY_LEN_SHIFT: u32 = 0;
 pub const META_VAL_LEN_SHIFT: u32 = 16;
 pub const META_ADDR_KIND_SHIFT: u32 = 32;
+/// The set's member count, 1 to `MAX_MEMBERS` (reserved, 0, in version 3).
+pub const META_MEMBERS_SHIFT: u32 = 40;
 pub const META_PORT_SHIFT: u32 = 48;
+/// In a set of two or more, the word after the first member's address: its weight in the low
+/// byte, every other bit 0. Then each further member: a descriptor word (below), its value
+/// words, its address words.
+pub const SET_WEIGHT_MASK: u64 = 0xff;
+/// A further member's descriptor word: weight (bits 0..8), flags (8..16), and its value
+/// length, address kind and port at the meta word's positions; bits 40..48 are 0.
+pub const MEMBER_WEIGHT_SHIFT: u32 = 0;
+pub const MEMBER_FLAGS_SHIFT: u32 = 8;
+/// The one defined member flag: used only when no primary can be.
+pub const MEMBER_BACKUP: u64 = 1;
 /// No parsed address: the backend is a host name.
 pub const ADDR_NONE: u8 = 0;
 /// One address word: the four IPv4 octets in the low four bytes, in network order.

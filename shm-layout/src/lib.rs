@@ -6,7 +6,10 @@
 //!
 //! - [`host`]: host normalization and backend validation, shared by the writer and the module.
 //! - `format`: the on-disk constants and header fields (documented in `docs/FORMAT.md`).
-//! - `value`: what a lookup hands out: [`Value`], [`Match`], [`Lookup`], [`Status`].
+//! - `set`: backend sets as the writer validates them: [`BackendSet`], [`SetMember`], the
+//!   limits [`MAX_MEMBERS`] and [`MAX_WEIGHT`].
+//! - `value`: what a lookup hands out: [`Value`] (a set, its [`Member`]s, the weighted pick),
+//!   [`Match`], [`Lookup`], [`Status`].
 //! - `record`: the record codec: a record's words, the slot word, the key compare and value copy.
 //! - `seqlock`: the protocol on the shared words: the reader's probe and consistent read, the
 //!   writer's record write and publication, and its loom model.
@@ -38,6 +41,7 @@ mod format;
 mod patterns;
 mod record;
 mod seqlock;
+mod set;
 mod sync;
 mod value;
 
@@ -57,7 +61,8 @@ pub use format::{FORMAT_VERSION, MAGIC};
 pub use host::{Backend, BackendError, Host, HostError, KeyKind, MAX_BACKEND_LEN, MAX_HOST_LEN};
 #[cfg(not(loom))]
 pub use reader::{OpenError, Stats, Table, VerifyError};
-pub use value::{Lookup, Match, Status, Value};
+pub use set::{BackendSet, Routing, SetError, SetMember, MAX_MEMBERS, MAX_WEIGHT};
+pub use value::{Lookup, Match, Member, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{
     record_words_of, NextGeneration, NextSpec, Retired, Seal, Sizing, TableLock, TableWriter,

@@ -401,11 +401,10 @@ impl Table {
         arena: &[AtomicU64],
     ) -> Result<(Vec<u8>, Value), &'static str> {
         let mask = self.geo.capacity - 1;
-        let (Some(meta), Some(hash)) = (arena.get(rec + 1).map(word), arena.get(rec + 2).map(word))
-        else {
+        if arena.get(rec + 2).is_none() {
             return Err("record offset outside the arena");
-        };
-        let m = Meta::decode(rec, meta, hash, arena.len()).ok_or("record lengths out of range")?;
+        }
+        let m = Meta::decode(rec, arena).ok_or("record lengths out of range")?;
         let key: Vec<u8> = (0..m.key_len)
             .map(|i| word(&arena[m.key_at + i / 8]).to_le_bytes()[i % 8])
             .collect();

@@ -6,6 +6,7 @@
 use crate::classify::{bad16, is_unix};
 use crate::format::*;
 use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
+use crate::set::{MAX_MEMBERS, MAX_WEIGHT};
 use crate::sync::{word, AtomicU64};
 use crate::value::{Value, MATCH_EXACT, VALUE_BUF};
 use std::net::SocketAddr;
@@ -30,26 +31,28 @@ pub(crate) struct Shape {
     pub val_len: usize,
     pub addr_kind: u8,
     pub port: u16,
+    /// Members of the set, 1 to `MAX_MEMBERS`; the first one's value and address follow the
+    /// key, the others the first one's address.
+    pub members: usize,
     pub addr_words: usize,
     pub key_words: usize,
     pub val_words: usize,
 }
 
 impl Shape {
-    /// `None` if a length is 0 or over its limit, the address kind is unknown or the reserved
-    /// byte is not 0. The checks are combined into one branch: this runs on every hit.
+    /// `None` if a length is 0 or over its limit, the address kind is unknown or the member
+    /// count is 0 or over `MAX_MEMBERS`. The checks are combined into one branch: this runs on
+    /// every hit.
     #[inline(always)]
     pub(crate) fn of(meta: u64) -> Option<Shape> {
         let key_len = ((meta >> META_KEY_LEN_SHIFT) & 0xffff) as usize;
         let val_len = ((meta >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
-        // The address kind and the reserved byte above it: the reserved byte must be 0 and
-        // the kind one of 0, 4, 6.
-        let kind = (meta >> META_ADDR_KIND_SHIFT) & 0xffff;
-        let known: u64 = 1 << ADDR_NONE | 1 << ADDR_V4 | 1 << ADDR_V6;
+        let kind = (meta >> META_ADDR_KIND_SHIFT) & 0xff;
+        let members = ((meta >> META_MEMBERS_SHIFT) & 0xff) as usize;
         let bad = (key_len.wrapping_sub(1) >= MAX_HOST_LEN)
             | (val_len.wrapping_sub(1) >= MAX_BACKEND_LEN)
-            | (kind > ADDR_V6 as u64)
-            | ((known >> (kind & 63)) & 1 == 0);
+            | !known_kind(kind)
+            | (members.wrapping_sub(1) >= MAX_MEMBERS);
         if bad {
             return None;
         }
@@ -58,17 +61,100 @@ impl Shape {
             val_len,
             addr_kind: kind as u8,
             port: (meta >> META_PORT_SHIFT) as u16,
+            members,
             addr_words: addr_words(kind as u8),
             key_words: words_for(key_len),
             val_words: words_for(val_len),
         })
     }
 
-    /// Words after the fixed ones (seq, meta, hash): key, value, address.
+    /// Words after the fixed ones (seq, meta, hash) up to the first member's end: key, value,
+    /// address.
     #[inline(always)]
     pub(crate) fn body_words(&self) -> usize {
         self.addr_words + self.key_words + self.val_words
     }
+}
+
+/// Whether `kind` (a byte) is one of `ADDR_NONE`, `ADDR_V4`, `ADDR_V6`, without branches.
+#[inline(always)]
+fn known_kind(kind: u64) -> bool {
+    let known: u64 = 1 << ADDR_NONE | 1 << ADDR_V4 | 1 << ADDR_V6;
+    (kind <= ADDR_V6 as u64) & ((known >> (kind & 63)) & 1 == 1)
+}
+
+/// A further member's descriptor word (`docs/FORMAT.md` §6), checked like [`Shape`].
+#[derive(Clone, Copy)]
+struct MemberShape {
+    weight: u8,
+    backup: bool,
+    val_len: usize,
+    addr_kind: u8,
+    port: u16,
+    val_words: usize,
+    addr_words: usize,
+}
+
+impl MemberShape {
+    fn of(d: u64) -> Option<MemberShape> {
+        let weight = ((d >> MEMBER_WEIGHT_SHIFT) & 0xff) as u8;
+        let flags = (d >> MEMBER_FLAGS_SHIFT) & 0xff;
+        let val_len = ((d >> META_VAL_LEN_SHIFT) & 0xffff) as usize;
+        let kind = (d >> META_ADDR_KIND_SHIFT) & 0xff;
+        let reserved = (d >> META_MEMBERS_SHIFT) & 0xff;
+        if weight == 0
+            || weight > MAX_WEIGHT
+            || flags & !MEMBER_BACKUP != 0
+            || val_len.wrapping_sub(1) >= MAX_BACKEND_LEN
+            || !known_kind(kind)
+            || reserved != 0
+        {
+            return None;
+        }
+        Some(MemberShape {
+            weight,
+            backup: flags & MEMBER_BACKUP != 0,
+            val_len,
+            addr_kind: kind as u8,
+            port: (d >> META_PORT_SHIFT) as u16,
+            val_words: words_for(val_len),
+            addr_words: addr_words(kind as u8),
+        })
+    }
+}
+
+/// Walks the part of a set's record after its first member (`words`, from the set word on) for
+/// a set of `members`, calling `each(i, shape, value words, address words)` for every further
+/// member; `None` if the words do not hold such a set (a field out of range, a member past the
+/// end, or `each` refusing one). Returns the words the part takes. Nothing for a set of one.
+fn walk_set(
+    words: &[AtomicU64],
+    members: usize,
+    mut each: impl FnMut(usize, &MemberShape, &[AtomicU64], &[AtomicU64]) -> bool,
+    mut first_weight: impl FnMut(u8),
+) -> Option<usize> {
+    if members <= 1 {
+        return Some(0);
+    }
+    let set = word(words.first()?);
+    let weight = (set & SET_WEIGHT_MASK) as u8;
+    if set & !SET_WEIGHT_MASK != 0 || weight == 0 || weight > MAX_WEIGHT {
+        return None;
+    }
+    first_weight(weight);
+    let mut at = 1;
+    for i in 1..members.min(MAX_MEMBERS) {
+        let m = MemberShape::of(word(words.get(at)?))?;
+        let value_at = at + 1;
+        let addr_at = value_at + m.val_words;
+        let end = addr_at + m.addr_words;
+        let (value, addr) = (words.get(value_at..addr_at)?, words.get(addr_at..end)?);
+        if !each(i, &m, value, addr) {
+            return None;
+        }
+        at = end;
+    }
+    Some(at)
 }
 
 /// Where a record's parts lie, decoded and bounds-checked against the arena: what the writer
@@ -83,13 +169,17 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    /// Decodes `meta` and `hash` of the record at word `rec` and checks that the whole record
-    /// fits in `arena_words` words. `None` if any field is out of range.
-    pub(crate) fn decode(rec: usize, meta: u64, hash: u64, arena_words: usize) -> Option<Meta> {
+    /// Decodes the record at word `rec` of `arena` (its meta and hash words, and a set's
+    /// member descriptors) and checks that the whole record fits. `None` if any field is out
+    /// of range.
+    pub(crate) fn decode(rec: usize, arena: &[AtomicU64]) -> Option<Meta> {
+        let (meta, hash) = (word(arena.get(rec + 1)?), word(arena.get(rec + 2)?));
         let l = Shape::of(meta)?;
         let key_at = rec.checked_add(RECORD_FIXED_WORDS)?;
-        let end = key_at + l.body_words();
-        if end > arena_words {
+        let first_end = key_at + l.body_words();
+        let set = arena.get(first_end..).unwrap_or(&[]);
+        let end = first_end + walk_set(set, l.members, |_, _, _, _| true, |_| {})?;
+        if end > arena.len() {
             return None;
         }
         Some(Meta {
@@ -113,16 +203,18 @@ pub(crate) fn chunk(bytes: &[u8], i: usize) -> u64 {
         .fold(0, |w, &b| w << 8 | b as u64)
 }
 
-/// Encodes a record's words after the sequence number: meta, hash, key, value, address.
-pub(crate) fn encode(
-    buf: &mut Vec<u64>,
-    hash: u64,
-    key: &[u8],
-    value: &[u8],
-    addr: Option<SocketAddr>,
-) {
-    buf.clear();
-    let (kind, port, ip): (u8, u16, [u8; 16]) = match addr {
+/// One member as the writer encodes it.
+#[derive(Clone, Copy)]
+pub(crate) struct MemberRef<'a> {
+    pub text: &'a [u8],
+    pub addr: Option<SocketAddr>,
+    pub weight: u8,
+    pub backup: bool,
+}
+
+/// The address kind, port and octets of a member's parsed address.
+fn addr_parts(addr: Option<SocketAddr>) -> (u8, u16, [u8; 16]) {
+    match addr {
         Some(SocketAddr::V4(a)) => {
             let mut ip = [0u8; 16];
             ip[..4].copy_from_slice(&a.ip().octets());
@@ -130,21 +222,72 @@ pub(crate) fn encode(
         }
         Some(SocketAddr::V6(a)) => (ADDR_V6, a.port(), a.ip().octets()),
         None => (ADDR_NONE, 0, [0; 16]),
+    }
+}
+
+/// Pushes a member's value words and address words.
+fn push_member(buf: &mut Vec<u64>, value: &[u8], kind: u8, ip: &[u8; 16]) {
+    for i in 0..words_for(value.len()) {
+        buf.push(chunk(value, i));
+    }
+    for i in 0..addr_words(kind) {
+        buf.push(chunk(ip, i));
+    }
+}
+
+/// Encodes the record of a set of one after the sequence number: meta, hash, key, value,
+/// address.
+pub(crate) fn encode(
+    buf: &mut Vec<u64>,
+    hash: u64,
+    key: &[u8],
+    value: &[u8],
+    addr: Option<SocketAddr>,
+) {
+    let one = MemberRef {
+        text: value,
+        addr,
+        weight: 1,
+        backup: false,
     };
+    encode_set(buf, hash, key, &[one]);
+}
+
+/// Encodes a set's record after the sequence number: meta (with the first member's value
+/// length, address kind and port), hash, key, the first member's value and address, then for
+/// a set of two or more the set word and each further member (`docs/FORMAT.md` §6).
+/// `members` is in the table's order (a primary first) and not empty.
+pub(crate) fn encode_set(buf: &mut Vec<u64>, hash: u64, key: &[u8], members: &[MemberRef]) {
+    buf.clear();
+    let Some((first, rest)) = members.split_first() else {
+        return;
+    };
+    let (kind, port, ip) = addr_parts(first.addr);
     let meta = (key.len() as u64) << META_KEY_LEN_SHIFT
-        | (value.len() as u64) << META_VAL_LEN_SHIFT
+        | (first.text.len() as u64) << META_VAL_LEN_SHIFT
         | (kind as u64) << META_ADDR_KIND_SHIFT
+        | (members.len() as u64) << META_MEMBERS_SHIFT
         | (port as u64) << META_PORT_SHIFT;
     buf.push(meta);
     buf.push(hash);
     for i in 0..words_for(key.len()) {
         buf.push(chunk(key, i));
     }
-    for i in 0..words_for(value.len()) {
-        buf.push(chunk(value, i));
+    push_member(buf, first.text, kind, &ip);
+    if rest.is_empty() {
+        return;
     }
-    for i in 0..addr_words(kind) {
-        buf.push(chunk(&ip, i));
+    buf.push(u64::from(first.weight) & SET_WEIGHT_MASK);
+    for m in rest {
+        let (kind, port, ip) = addr_parts(m.addr);
+        buf.push(
+            u64::from(m.weight) << MEMBER_WEIGHT_SHIFT
+                | (u64::from(m.backup) * MEMBER_BACKUP) << MEMBER_FLAGS_SHIFT
+                | (m.text.len() as u64) << META_VAL_LEN_SHIFT
+                | (kind as u64) << META_ADDR_KIND_SHIFT
+                | (port as u64) << META_PORT_SHIFT,
+        );
+        push_member(buf, m.text, kind, &ip);
     }
 }
 
@@ -253,9 +396,10 @@ pub(crate) fn match_short(
     key: &Needle,
     out: &mut Value,
 ) -> Option<Read> {
-    // A value of 0 or more than the short bytes goes to the general read, which tells the
-    // long ones from the damaged ones.
-    if ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8 {
+    // A value of 0 or more than the short bytes, or a set of more than one (or of none), goes
+    // to the general read, which tells the long ones and the sets from the damaged ones.
+    let long = ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8;
+    if long | ((meta >> META_MEMBERS_SHIFT) as u8 != 1) {
         return None;
     }
     let Some(l) = Shape::of(meta) else {
@@ -282,13 +426,13 @@ pub(crate) fn match_short(
         .first_chunk::<{ SHORT_WORDS + 2 }>()?;
     let at = |i: usize| word(&tail[i]);
     let (lo, hi) = (at(0), at(1));
-    out.bytes[..8].copy_from_slice(&lo.to_le_bytes());
-    out.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
+    out.head.bytes[..8].copy_from_slice(&lo.to_le_bytes());
+    out.head.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
     let mut bad = bad16(lo, hi, l.val_len);
     if l.val_len > 16 {
         let (lo, hi) = (at(2), at(3));
-        out.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
-        out.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
+        out.head.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
+        out.head.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
         bad |= bad16(lo, hi, l.val_len - 16);
     }
     if bad != 0 || is_unix(lo, l.val_len) {
@@ -309,13 +453,13 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
     let Some(l) = Shape::of(meta) else {
         return Read::Corrupt;
     };
-    let Some(body) = body.get(..l.body_words()) else {
+    let Some((first, set)) = body.split_at_checked(l.body_words()) else {
         return Read::Corrupt;
     };
     if l.key_len != key.len() {
         return Read::Stable(false);
     }
-    let Some((key_words, rest)) = body.split_at_checked(l.key_words) else {
+    let Some((key_words, rest)) = first.split_at_checked(l.key_words) else {
         return Read::Corrupt;
     };
     let Some((value, addr)) = rest.split_at_checked(l.val_words) else {
@@ -324,23 +468,63 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
     if !key_eq(key_words, key) {
         return Read::Stable(false);
     }
-    if !copy_value(value, l.val_len, &mut out.bytes) {
+    if !copy_value(value, l.val_len, &mut out.head.bytes) {
         return Read::Corrupt;
     }
     fill_exact(out, &l, addr);
+    if l.members > 1 && !copy_set(set, l.members, out) {
+        return Read::Corrupt;
+    }
     Read::Stable(true)
 }
 
-/// Completes `out` for an exact match of a record of shape `l` whose value bytes are already
-/// copied: its address words, value length, address kind and port.
+/// Copies the further members of a set of `members` (`words`: the record from its set word on)
+/// into `out`, checking each value's bytes; false if the words do not hold such a set.
+#[inline(never)]
+fn copy_set(words: &[AtomicU64], members: usize, out: &mut Value) -> bool {
+    let mut first_weight = 1;
+    let rest = &mut out.rest;
+    let walked = walk_set(
+        words,
+        members,
+        |i, m, value, addr| {
+            let Some(slot) = rest.get_mut(i - 1) else {
+                return false;
+            };
+            if !copy_value(value, m.val_len, &mut slot.bytes) {
+                return false;
+            }
+            for (dst, w) in slot.ip.chunks_exact_mut(8).zip(addr) {
+                dst.copy_from_slice(&word(w).to_le_bytes());
+            }
+            slot.len = m.val_len as u16;
+            slot.addr_kind = m.addr_kind;
+            slot.port = m.port;
+            slot.weight = m.weight;
+            slot.backup = m.backup;
+            true
+        },
+        |w| first_weight = w,
+    );
+    out.head.weight = first_weight;
+    out.members = members as u8;
+    walked.is_some()
+}
+
+/// Completes `out` for an exact match of a record of shape `l` whose first member's value
+/// bytes are already copied: its address words, value length, address kind and port, as a set
+/// of one (a larger set's other members are [`copy_set`]'s).
 #[inline(always)]
 fn fill_exact(out: &mut Value, l: &Shape, addr: &[AtomicU64]) {
-    for (dst, w) in out.ip.chunks_exact_mut(8).zip(addr) {
+    let head = &mut out.head;
+    for (dst, w) in head.ip.chunks_exact_mut(8).zip(addr) {
         dst.copy_from_slice(&word(w).to_le_bytes());
     }
-    out.len = l.val_len as u16;
-    out.addr_kind = l.addr_kind;
-    out.port = l.port;
+    head.len = l.val_len as u16;
+    head.addr_kind = l.addr_kind;
+    head.port = l.port;
+    head.weight = 1;
+    out.members = 1;
     out.matched = MATCH_EXACT;
 }
 
@@ -387,11 +571,56 @@ mod tests {
 
     #[test]
     fn meta_decode_rejects_out_of_bounds() {
-        let meta = 10u64 | 12 << 16;
-        assert!(Meta::decode(0, meta, 0, 3 + 2 + 2).is_some());
-        assert!(Meta::decode(0, meta, 0, 3 + 2 + 1).is_none());
-        assert!(Meta::decode(usize::MAX - 1, meta, 0, usize::MAX).is_none());
-        assert!(Meta::decode(0, 0, 0, 100).is_none());
-        assert!(Meta::decode(0, meta | 9 << 32, 0, 100).is_none());
+        let arena = |meta: u64, words: usize| -> Vec<AtomicU64> {
+            (0..words)
+                .map(|i| AtomicU64::new(if i == 1 { meta } else { 0 }))
+                .collect()
+        };
+        let meta = 10u64 | 12 << 16 | 1 << META_MEMBERS_SHIFT;
+        assert!(Meta::decode(0, &arena(meta, 3 + 2 + 2)).is_some());
+        assert!(Meta::decode(0, &arena(meta, 3 + 2 + 1)).is_none());
+        assert!(Meta::decode(usize::MAX - 1, &arena(meta, 7)).is_none());
+        assert!(Meta::decode(0, &arena(0, 100)).is_none());
+        assert!(Meta::decode(0, &arena(meta | 9 << 32, 100)).is_none());
+        // Members: none, or more than the limit.
+        assert!(Meta::decode(0, &arena(meta & !(0xff << META_MEMBERS_SHIFT), 100)).is_none());
+        let many = meta | ((MAX_MEMBERS as u64 + 1) << META_MEMBERS_SHIFT);
+        assert!(Meta::decode(0, &arena(many, 100)).is_none());
+    }
+
+    /// A set's record decodes to its own length, and every cut of it is refused.
+    #[test]
+    fn a_set_record_decodes_to_its_length_and_no_cut_of_it() {
+        let members = [
+            MemberRef {
+                text: b"10.0.0.1:80",
+                addr: Some("10.0.0.1:80".parse().unwrap()),
+                weight: 3,
+                backup: false,
+            },
+            MemberRef {
+                text: b"name.example:8080",
+                addr: None,
+                weight: 100,
+                backup: false,
+            },
+            MemberRef {
+                text: b"[2001:db8::1]:443",
+                addr: Some("[2001:db8::1]:443".parse().unwrap()),
+                weight: 1,
+                backup: true,
+            },
+        ];
+        let mut buf = Vec::new();
+        encode_set(&mut buf, 0, b"a.example", &members);
+        let words: Vec<AtomicU64> = std::iter::once(0)
+            .chain(buf.iter().copied())
+            .map(AtomicU64::new)
+            .collect();
+        let m = Meta::decode(0, &words).unwrap();
+        assert_eq!(m.words, words.len());
+        for cut in 0..words.len() {
+            assert!(Meta::decode(0, &words[..cut]).is_none(), "cut at {cut}");
+        }
     }
 }

@@ -341,7 +341,10 @@ mod tests {
             meta & !(0xffff << META_VAL_LEN_SHIFT),
             meta | 0xffff << META_VAL_LEN_SHIFT,
             meta | 5 << META_ADDR_KIND_SHIFT,
-            meta | 1 << (META_ADDR_KIND_SHIFT + 8),
+            meta & !(0xff << META_MEMBERS_SHIFT),
+            meta | (crate::set::MAX_MEMBERS as u64 + 1) << META_MEMBERS_SHIFT,
+            // A set of two whose second member is missing.
+            meta | 2 << META_MEMBERS_SHIFT,
         ] {
             for spare in [0, WINDOW] {
                 let mut forged = data.clone();
@@ -351,6 +354,81 @@ mod tests {
                     Status::Corrupt,
                     "{bad:#x}"
                 );
+            }
+        }
+    }
+
+    /// Sets of every size up to the limit, of every address kind, read back whole on both
+    /// reads; a damaged byte or descriptor anywhere in them is corrupt, never a hit.
+    #[test]
+    fn sets_read_back_whole_and_damage_is_corrupt() {
+        use crate::record::{encode_set, MemberRef};
+        use crate::set::MAX_MEMBERS;
+        let texts: Vec<String> = (0..MAX_MEMBERS)
+            .map(|i| match i % 3 {
+                0 => format!("10.0.0.{i}:80{i}"),
+                1 => format!("[2001:db8::{i}]:443"),
+                _ => format!("name-{i}.a-rather-long-backend-name.example:8080"),
+            })
+            .collect();
+        let key = b"set.example";
+        let hash = hash_key(K.0, K.1, key);
+        for n in 1..=MAX_MEMBERS {
+            let members: Vec<MemberRef> = (0..n)
+                .map(|i| MemberRef {
+                    text: texts[i].as_bytes(),
+                    addr: texts[i].parse().ok(),
+                    weight: if n == 1 { 1 } else { 1 + (i as u8 * 13) % 100 },
+                    backup: i > 0 && i % 4 == 3,
+                })
+                .collect();
+            let mut data = Vec::new();
+            encode_set(&mut data, hash, key, &members);
+            for spare in [0, WINDOW] {
+                let (status, out) = lookup_one(&data, spare, key);
+                assert_eq!(status, Status::Hit, "{n} members, spare {spare}");
+                assert_eq!(out.members(), n);
+                for (i, want) in members.iter().enumerate() {
+                    let got = out.member(i).unwrap();
+                    assert_eq!(got.as_bytes(), want.text);
+                    assert_eq!(got.addr(), want.addr);
+                    assert_eq!((got.weight(), got.backup()), (want.weight, want.backup));
+                }
+                assert!(out.member(n).is_none());
+                // Any word after the first member's cut short: corrupt.
+                let first_end = 2
+                    + words_for(key.len())
+                    + words_for(members[0].text.len())
+                    + members[0]
+                        .addr
+                        .map_or(0, |a| if a.is_ipv4() { 1 } else { 2 });
+                for cut in first_end..data.len() {
+                    let (status, _) = lookup_one(&data[..cut], 0, key);
+                    assert_eq!(status, Status::Corrupt, "{n} members cut at {cut}");
+                }
+                // A further member's byte that no backend has, or a descriptor with a bad
+                // field: corrupt.
+                if n > 1 {
+                    let desc = first_end + 1;
+                    for bad in [
+                        data[desc] & !0xff,
+                        data[desc] | 0xff,
+                        data[desc] | 2 << MEMBER_FLAGS_SHIFT,
+                        data[desc] | 1 << META_MEMBERS_SHIFT,
+                        data[desc] | 5 << META_ADDR_KIND_SHIFT,
+                        data[desc] & !(0xffff << META_VAL_LEN_SHIFT),
+                    ] {
+                        let mut forged = data.clone();
+                        forged[desc] = bad;
+                        assert_eq!(lookup_one(&forged, spare, key).0, Status::Corrupt);
+                    }
+                    let mut forged = data.clone();
+                    forged[desc + 1] |= u64::from(b'/');
+                    assert_eq!(lookup_one(&forged, spare, key).0, Status::Corrupt);
+                    let mut forged = data.clone();
+                    forged[first_end] = 0;
+                    assert_eq!(lookup_one(&forged, spare, key).0, Status::Corrupt);
+                }
             }
         }
     }
@@ -453,6 +531,63 @@ mod loom_tests {
                 Lookup::Hit(v) => assert_eq!(v.as_bytes(), A),
                 Lookup::Miss | Lookup::Busy => {}
                 Lookup::Corrupt => panic!("torn record reported corrupt"),
+            }
+            writer.join().unwrap();
+        });
+    }
+
+    /// Members of one word each, so that the model stays small.
+    const SA: &[u8] = b"aaaa.a:1";
+    const SB: &[u8] = b"bbbb.b:2";
+    const SC: &[u8] = b"cccc.c:3";
+
+    /// A set replaced by another is read whole: every member from the old set or every member
+    /// from the new one (with its weights), never a mix.
+    #[test]
+    fn a_set_is_replaced_whole() {
+        use crate::record::{encode_set, MemberRef};
+        let set = |texts: [&'static [u8]; 2], weight: u8| -> Vec<u64> {
+            let members = texts.map(|text| MemberRef {
+                text,
+                addr: None,
+                weight,
+                backup: false,
+            });
+            let mut data = Vec::new();
+            encode_set(
+                &mut data,
+                hash_key(K.0, K.1, b"set.example"),
+                b"set.example",
+                &members,
+            );
+            data
+        };
+        loom::model(move || {
+            let index = words(CAP);
+            let arena = words(64);
+            let h = hash_key(K.0, K.1, b"set.example");
+            let old = set([SA, SB], 1);
+            let rec_old = 0;
+            let rec_new = 1 + old.len();
+            write_record(&arena, rec_old, &old);
+            let s = slot_for(&index, h);
+            publish(&index, s, slot_word(h, rec_old));
+            let (wi, wa) = (index.clone(), arena.clone());
+            let writer = loom::thread::spawn(move || {
+                write_record(&wa, rec_new, &set([SC, SA], 2));
+                publish(&wi, s, slot_word(h, rec_new));
+            });
+            match lookup(&geometry(), &index, &arena, b"set.example") {
+                Lookup::Hit(v) => {
+                    let got: Vec<(&[u8], u8)> = (0..v.members())
+                        .map(|i| v.member(i).unwrap())
+                        .map(|m| (m.as_bytes(), m.weight()))
+                        .collect();
+                    let whole = [[(SA, 1), (SB, 1)], [(SC, 2), (SA, 2)]];
+                    assert!(whole.iter().any(|w| got == w), "{v:?}");
+                }
+                Lookup::Busy => {}
+                other => panic!("present set answered {other:?}"),
             }
             writer.join().unwrap();
         });

@@ -25,11 +25,12 @@
 //! [`TableWriter`] (and of the [`TableLock`] that precedes it).
 
 use crate::format::*;
-use crate::host::{is_pattern, Backend, Host};
+use crate::host::{is_pattern, Host};
 use crate::raw::Mapping;
 use crate::reader::{stats_of, Stats, Table};
 use crate::record::{self, Meta};
 use crate::seqlock::{self, Geometry};
+use crate::set::Routing;
 use crate::sync::{load, store, word, AtomicU64, Ordering};
 use crate::value::Lookup;
 use std::collections::HashMap;
@@ -165,17 +166,11 @@ pub struct TableWriter {
 impl TableWriter {
     /// Inserts or replaces the backend of `host`. O(1); grows the table into a new generation
     /// when it must.
-    pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
+    pub fn upsert(&mut self, host: &Host, backend: &impl Routing) -> Result<Upserted, WriteError> {
         let key = host.as_str().as_bytes();
         let hash = self.t.geo.hash.of(key);
         let mut buf = std::mem::take(&mut self.buf);
-        record::encode(
-            &mut buf,
-            hash,
-            key,
-            backend.as_str().as_bytes(),
-            backend.addr(),
-        );
+        backend.encode_record(&mut buf, hash, key);
         let r = self.upsert_encoded(key, hash, &buf);
         self.buf = buf;
         r

@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use shm_layout::{Backend, Host, Lookup, Table, TableWriter, Upserted, WriterOptions};
 
+/// No entries, for a table created empty.
+const NONE: [(Host, Backend); 0] = [];
+
 fn h(s: &str) -> Host {
     Host::parse(s).unwrap()
 }
@@ -75,7 +78,7 @@ fn growth_publishes_a_new_generation_and_supersedes_the_old() {
         min_capacity: 64,
         ..WriterOptions::default()
     };
-    let mut w = TableWriter::create(&path, [], opts).unwrap();
+    let mut w = TableWriter::create(&path, NONE, opts).unwrap();
     let first = Table::open(&path).unwrap();
     for i in 0..5000 {
         w.upsert(
@@ -111,7 +114,7 @@ fn a_second_writer_is_refused_and_a_restart_bumps_the_generation() {
     let (_dir, path, w) = create(&[("a.example", "10.0.0.1:80")]);
     let old = Table::open(&path).unwrap();
     assert!(matches!(
-        TableWriter::create(&path, [], Default::default()),
+        TableWriter::create(&path, NONE, Default::default()),
         Err(shm_layout::WriteError::Locked(_))
     ));
     drop(w);
@@ -140,7 +143,7 @@ fn odd_options_and_leftovers_are_handled() {
         min_capacity: 0,
         ..WriterOptions::default()
     };
-    let mut w = TableWriter::create(&path, [], opts).unwrap();
+    let mut w = TableWriter::create(&path, NONE, opts).unwrap();
     for i in 0..200 {
         w.upsert(&h(&format!("h{i}.example")), &b("10.0.0.1:80"))
             .unwrap();
@@ -186,7 +189,7 @@ fn a_home_slot_collision_with_one_probe_grows_the_index() {
     let (a, b) = (h(a), h(b));
     let (done, wait) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut w = TableWriter::create(&path, [], opts).unwrap();
+        let mut w = TableWriter::create(&path, NONE, opts).unwrap();
         w.upsert(&a, &self::b("10.0.0.1:80")).unwrap();
         w.upsert(&b, &self::b("10.0.0.2:80")).unwrap();
         let _ = done.send((w.len(), Table::open(&path).unwrap().stats().capacity));
@@ -206,7 +209,7 @@ fn one_at_a_time_inserts_keep_the_index_and_file_proportionate() {
         sync: false,
         ..WriterOptions::default()
     };
-    let mut w = TableWriter::create(&path, [], opts).unwrap();
+    let mut w = TableWriter::create(&path, NONE, opts).unwrap();
     let n = 100_000u64;
     for i in 0..n {
         w.upsert(&h(&format!("site-{i}.example.com")), &b("10.0.0.1:80"))
@@ -249,7 +252,7 @@ fn replace_all_swaps_the_whole_set_atomically_and_keeps_the_lock() {
     assert_eq!(hit(&after, "both.example").as_deref(), Some("10.0.0.2:80"));
     assert_eq!(w.len(), 2);
     assert!(matches!(
-        TableWriter::create(&path, [], WriterOptions::default()),
+        TableWriter::create(&path, NONE, WriterOptions::default()),
         Err(shm_layout::WriteError::Locked(_))
     ));
     // The writer goes on working on the new generation.

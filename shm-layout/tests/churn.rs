@@ -1,5 +1,6 @@
 //! Multi-process torn-read test. Reader processes map the table read-only and check a checksum
-//! embedded in every value while a writer process churns upserts and deletes (growing the
+//! embedded in every value (every member of a backend set: all of them from the same write)
+//! while a writer process churns upserts and deletes (growing the
 //! table through several generations) and is SIGKILLed again and again. Asserts zero torn or
 //! mixed values, zero corrupt answers, and that no reader hangs.
 //!
@@ -7,7 +8,10 @@
 //! soak run.
 
 use shm_layout::testkit::Rng;
-use shm_layout::{Backend, Host, Lookup, Table, TableWriter, WriterOptions};
+use shm_layout::{
+    Backend, BackendSet, Host, Lookup, SetMember, Table, TableWriter, Upserted, Value, WriteError,
+    WriterOptions,
+};
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,25 +32,70 @@ fn check(host: &str, n: u64) -> u64 {
     h.finish()
 }
 
-/// `c<checksum>.n<n>.example:<port>`: the checksum binds the value to its host and counter,
-/// the port to the counter, so a value torn between two writes or copied from another key
-/// fails the check.
-fn value(host: &str, n: u64) -> String {
-    format!("c{:016x}.n{n}.example:{}", check(host, n), 1 + n % 65000)
+/// `c<checksum>.n<n>.m<j>.example:<port>`, member `j` of write `n`: the checksum binds the
+/// value to its host and counter, the port to the counter, so a value torn between two writes
+/// or copied from another key fails the check.
+fn value(host: &str, n: u64, j: u64) -> String {
+    format!(
+        "c{:016x}.n{n}.m{j}.example:{}",
+        check(host, n),
+        1 + n % 65000
+    )
 }
 
-fn value_ok(host: &str, v: &str) -> bool {
-    let parse = || -> Option<bool> {
-        let rest = v.strip_prefix('c')?;
-        let (sum, rest) = rest.split_once(".n")?;
-        let (n, port) = rest.split_once(".example:")?;
-        let n: u64 = n.parse().ok()?;
-        Some(
-            u64::from_str_radix(sum, 16).ok()? == check(host, n)
-                && port.parse::<u64>().ok()? == 1 + n % 65000,
-        )
+/// The members write `n` gives: `1 + n % 4` of them, weighted by `n`, the fourth a backup.
+fn members_of(n: u64) -> u64 {
+    1 + n % 4
+}
+
+fn weight_of(n: u64, j: u64) -> u8 {
+    (1 + (n + j) % 100) as u8
+}
+
+/// Write `n` of `host`'s entry: a plain backend, or a set of two to four.
+fn upsert(w: &mut TableWriter, host: &str, n: u64) -> Result<Upserted, WriteError> {
+    let key = Host::parse(host).unwrap();
+    let backend = |j| Backend::parse(&value(host, n, j)).unwrap();
+    if members_of(n) == 1 {
+        return w.upsert(&key, &backend(0));
+    }
+    let set = (0..members_of(n))
+        .map(|j| SetMember {
+            backend: backend(j),
+            weight: weight_of(n, j),
+            backup: j == 3,
+        })
+        .collect();
+    w.upsert(&key, &BackendSet::new(set).unwrap())
+}
+
+/// `(n, j)` of a member's text, if its checksum binds it to `host`.
+fn parse_member(host: &str, v: &str) -> Option<(u64, u64)> {
+    let rest = v.strip_prefix('c')?;
+    let (sum, rest) = rest.split_once(".n")?;
+    let (n, rest) = rest.split_once(".m")?;
+    let (j, port) = rest.split_once(".example:")?;
+    let (n, j): (u64, u64) = (n.parse().ok()?, j.parse().ok()?);
+    let ok = u64::from_str_radix(sum, 16).ok()? == check(host, n)
+        && port.parse::<u64>().ok()? == 1 + n % 65000;
+    ok.then_some((n, j))
+}
+
+/// Whether `v` is exactly one write's entry for `host`: every member from the same write, in
+/// order, with that write's count, weights and backup.
+fn value_ok(host: &str, v: &Value) -> bool {
+    let Some((n, _)) = parse_member(host, v.as_str()) else {
+        return false;
     };
-    parse().unwrap_or(false)
+    let set = members_of(n) > 1;
+    v.members() as u64 == members_of(n)
+        && (0..v.members()).all(|i| {
+            let m = v.member(i).unwrap();
+            let j = i as u64;
+            parse_member(host, m.as_str()) == Some((n, j))
+                && m.backup() == (j == 3)
+                && m.weight() == if set { weight_of(n, j) } else { 1 }
+        })
 }
 
 fn seed() -> u64 {
@@ -62,7 +111,7 @@ fn writer_main(path: &Path) {
     // publishes a new generation over the old file as the real writer does at start.
     let initial = (0..HOSTS / 2).map(|i| {
         let h = host(i);
-        let v = value(&h, rng.next_u64() % 1_000_000);
+        let v = value(&h, 4 * (rng.next_u64() % 1_000_000), 0);
         (Host::parse(&h).unwrap(), Backend::parse(&v).unwrap())
     });
     let opts = WriterOptions {
@@ -74,12 +123,10 @@ fn writer_main(path: &Path) {
     loop {
         let i = rng.next_u64() % HOSTS;
         let h = host(i);
-        let key = Host::parse(&h).unwrap();
         if rng.next_u64().is_multiple_of(4) {
-            w.delete(&key).unwrap();
+            w.delete(&Host::parse(&h).unwrap()).unwrap();
         } else {
-            let v = value(&h, rng.next_u64() % 1_000_000);
-            w.upsert(&key, &Backend::parse(&v).unwrap()).unwrap();
+            upsert(&mut w, &h, rng.next_u64() % 1_000_000).unwrap();
         }
         if rng.next_u64().is_multiple_of(20_000) {
             w.compact().unwrap();
@@ -106,9 +153,9 @@ fn reader_main(path: &Path, secs: u64) {
             match t.lookup(h.as_bytes()) {
                 Lookup::Hit(v) => {
                     hits += 1;
-                    if !value_ok(&h, v.as_str()) {
+                    if !value_ok(&h, &v) {
                         torn += 1;
-                        eprintln!("torn value for {h}: {:?}", v.as_str());
+                        eprintln!("torn value for {h}: {v:?}");
                     }
                 }
                 Lookup::Miss => misses += 1,

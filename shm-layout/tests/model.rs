@@ -3,6 +3,9 @@
 
 use proptest::prelude::*;
 use shm_layout::{Backend, Host, Lookup, Table, TableWriter, Upserted, WriterOptions};
+
+/// No entries, for a table created empty.
+const NONE: [(Host, Backend); 0] = [];
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -46,7 +49,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("table");
         let opts = WriterOptions { min_capacity: 64, sync: false, ..WriterOptions::default() };
-        let mut w = TableWriter::create(&path, [], opts).unwrap();
+        let mut w = TableWriter::create(&path, NONE, opts).unwrap();
         let mut reader = Table::open(&path).unwrap();
         let mut model: HashMap<u16, u16> = HashMap::new();
         for op in &ops {
@@ -136,7 +139,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("table");
         let opts = WriterOptions { min_capacity: 64, sync: false, ..WriterOptions::default() };
-        let mut w = TableWriter::create(&path, [], opts).unwrap();
+        let mut w = TableWriter::create(&path, NONE, opts).unwrap();
         let mut model: HashMap<String, u16> = HashMap::new();
         for (kind, l, b, delete) in &ops {
             let k = key(*kind, l);

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shm_layout::{record_words_of, Backend, Host, NextGeneration, NextSpec, Sizing, TableWriter};
+use crate::route;
+use shm_layout::{record_words_of, Host, NextGeneration, NextSpec, Sizing, TableWriter};
 
 use crate::store::{Snapshot, Store, StoreError};
 
@@ -61,7 +62,10 @@ pub(crate) fn sizing(snapshot: &dyn Snapshot) -> Result<Sizing, StoreError> {
     let mut s = Sizing::default();
     snapshot.for_each(&mut |h, b| {
         s.entries += 1;
-        s.record_words += record_words_of(h, b);
+        // An entry that does not decode is skipped by `fill`; it needs no room.
+        if let Ok(route) = route::decode(b) {
+            s.record_words += record_words_of(h, &route);
+        }
         true
     })?;
     Ok(s)
@@ -78,9 +82,9 @@ pub(crate) fn fill(
     let mut failed = None;
     snapshot
         .for_each(&mut |h, b| {
-            match (Host::parse(h), Backend::parse(b)) {
-                (Ok(host), Ok(backend)) => {
-                    if let Err(e) = next.upsert(&host, &backend) {
+            match (Host::parse(h), route::decode(b)) {
+                (Ok(host), Ok(route)) => {
+                    if let Err(e) = next.upsert(&host, &route) {
                         failed = Some(e);
                         return false;
                     }

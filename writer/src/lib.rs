@@ -19,6 +19,8 @@
 //! - [`store`]: the [`Store`](store::Store) interface to the source of truth (apply a group in
 //!   one durable commit, read, stream in order, reopen) with error kinds, and its `redb`
 //!   implementation; nothing else touches the database.
+//! - [`route`]: a host's backend set and the form it was written in ([`route::Route`]), and
+//!   the one canonical string the store keeps for it ([`route::encode`], [`route::decode`]).
 //! - `growth`: building a table generation by streaming the store, and growing the table on
 //!   a thread while the engine keeps publishing (the changes made meanwhile copied over
 //!   before the new file is renamed into place).
@@ -56,6 +58,7 @@ mod growth;
 pub mod listen;
 pub mod metrics;
 pub mod model;
+pub mod route;
 pub mod store;
 pub mod throttle;
 

@@ -10,9 +10,11 @@ use crate::format::{hash_key, tag_of, words_for};
 pub use crate::format::{
     ENDIAN_MARK, FORMAT_VERSION, HEADER_LEN, H_ARENA_LEN, H_ARENA_OFFSET, H_CAPACITY, H_CHECKSUM,
     H_FILE_LEN, H_HASH_ID, H_HASH_K1, H_HEADER_LEN, H_HEARTBEAT_MS, H_INDEX_OFFSET, H_MAGIC,
-    H_MAX_PROBE, H_PATTERNS, H_VERSION, META_ADDR_KIND_SHIFT, META_KEY_LEN_SHIFT,
-    META_VAL_LEN_SHIFT, RECORD_FIXED_WORDS, SLOT_OFFSET_MASK, SLOT_TOMBSTONE, TAG_SHIFT,
+    H_MAX_PROBE, H_PATTERNS, H_VERSION, MEMBER_FLAGS_SHIFT, META_ADDR_KIND_SHIFT,
+    META_KEY_LEN_SHIFT, META_MEMBERS_SHIFT, META_VAL_LEN_SHIFT, RECORD_FIXED_WORDS,
+    SLOT_OFFSET_MASK, SLOT_TOMBSTONE, TAG_SHIFT,
 };
+pub use crate::set::MAX_MEMBERS;
 use crate::{Backend, Host, TableWriter, WriterOptions};
 
 /// The hash key of every kit table, so that a host's slot is known.
@@ -129,6 +131,12 @@ pub fn meta(key_len: u64, val_len: u64, addr_kind: u64) -> u64 {
     (key_len << META_KEY_LEN_SHIFT)
         | (val_len << META_VAL_LEN_SHIFT)
         | (addr_kind << META_ADDR_KIND_SHIFT)
+        | (1 << META_MEMBERS_SHIFT)
+}
+
+/// `meta` claiming a set of `members` instead of the members it has.
+pub fn with_members(meta: u64, members: u64) -> u64 {
+    meta & !(0xff << META_MEMBERS_SHIFT) | (members & 0xff) << META_MEMBERS_SHIFT
 }
 
 /// Header fields set out of range (with the checksum resealed): (offset, value, the field the
@@ -152,13 +160,14 @@ pub fn header_field_damage() -> Vec<(usize, u64, &'static str)> {
 
 /// Meta words no record may have: lengths of zero, past the limits, an unknown address kind, a
 /// bit set outside every field.
-pub fn impossible_metas() -> [u64; 5] {
+pub fn impossible_metas() -> [u64; 6] {
     [
         0,
         0xffff << META_KEY_LEN_SHIFT,
         meta(14, 0xffff, 0),
         meta(14, 12, 9),
-        meta(14, 12, 1 << 8),
+        with_members(meta(14, 12, 0), 0),
+        with_members(meta(14, 12, 0), MAX_MEMBERS as u64 + 1),
     ]
 }
 
@@ -259,6 +268,16 @@ pub fn hostile_corpus(good: &[u8], random: u64, below: &mut dyn FnMut(u64) -> u6
             set(b, meta_at(rec), m);
         });
         add(&format!("record lengths {m:#x}"), b, None);
+    }
+    // A set of one claiming more members: the words after it (the next record's, or the end
+    // of the arena) read as members.
+    for members in [2, 3, MAX_MEMBERS as u64] {
+        let b = damaged(&|b| {
+            let (_, rec) = record_of(b, &site(3));
+            let m = word(b, meta_at(rec));
+            set(b, meta_at(rec), with_members(m, members));
+        });
+        add(&format!("{members} members claimed"), b, None);
     }
     for (name, bytes) in [
         ("slash in value", &b"/"[..]),

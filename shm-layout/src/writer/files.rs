@@ -76,29 +76,18 @@ pub(super) fn capacity_for(entries: u64, min: u64) -> usize {
 }
 
 /// Index slots and arena words for a first build from a known list of entries.
-pub(super) fn exact_size(entries: &[(Host, Backend)], opts: &WriterOptions) -> (usize, usize) {
+pub(super) fn exact_size<B: Routing>(
+    entries: &[(Host, B)],
+    opts: &WriterOptions,
+) -> (usize, usize) {
     let need: usize = entries
         .iter()
-        .map(|(h, b)| record_words(h.as_str().len(), b.as_str().len(), b.addr()))
+        .map(|(h, b)| b.record_words(h.as_str().len()))
         .sum();
     (
         capacity_for(entries.len() as u64, opts.min_capacity),
         need + need / 4 + 4096,
     )
-}
-
-/// Words of a record with a key and value of these lengths.
-pub(super) fn record_words(
-    key_len: usize,
-    val_len: usize,
-    addr: Option<std::net::SocketAddr>,
-) -> usize {
-    let addr = match addr {
-        Some(std::net::SocketAddr::V4(_)) => addr_words(ADDR_V4),
-        Some(std::net::SocketAddr::V6(_)) => addr_words(ADDR_V6),
-        None => 0,
-    };
-    RECORD_FIXED_WORDS + addr + words_for(key_len) + words_for(val_len)
 }
 
 /// `<path>.<generation>-<n>.tmp`, where a generation is built before it is published: `n`

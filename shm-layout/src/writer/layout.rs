@@ -35,13 +35,7 @@ impl Layout {
     /// The decoded header of the record at arena word `rec`. The writer only publishes
     /// well-formed records, so an error means the file was damaged behind its back.
     pub(super) fn meta(&self, rec: usize) -> io::Result<Meta> {
-        Meta::decode(
-            rec,
-            self.arena_word(rec + 1),
-            self.arena_word(rec + 2),
-            self.arena_words,
-        )
-        .ok_or_else(|| {
+        Meta::decode(rec, self.arena()).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the table's record at arena word {rec} is damaged"),

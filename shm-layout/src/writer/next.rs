@@ -31,9 +31,8 @@ impl Sizing {
 
 /// The words of the record of one canonical entry (`host` and `backend` as a store keeps
 /// them): what a [`Sizing`] adds up.
-pub fn record_words_of(host: &str, backend: &str) -> u64 {
-    let addr = backend.parse::<std::net::SocketAddr>().ok();
-    record_words(host.len(), backend.len(), addr) as u64
+pub fn record_words_of(host: &str, backend: &impl Routing) -> u64 {
+    backend.record_words(host.len()) as u64
 }
 
 /// The exclusive right to publish at a path, taken before deciding whether the file there can
@@ -228,7 +227,7 @@ impl NextGeneration {
     /// Inserts or updates `host`, then writes back the arena filled since the last write-back
     /// once it reaches [`PACE_WORDS`], so that dirty pages never pile up while a generation is
     /// filled (records are appended, so the arena is filled from its start).
-    pub fn upsert(&mut self, host: &Host, backend: &Backend) -> Result<Upserted, WriteError> {
+    pub fn upsert(&mut self, host: &Host, backend: &impl Routing) -> Result<Upserted, WriteError> {
         let upserted = self.w().upsert(host, backend)?;
         let w = self
             .w
@@ -340,12 +339,12 @@ impl TableWriter {
     /// Builds a table holding `entries` (a later duplicate host wins) and publishes it at
     /// `path` as the generation after the file already there, if any; the previous file is
     /// then marked superseded so readers move over.
-    pub fn create(
+    pub fn create<B: Routing>(
         path: impl AsRef<Path>,
-        entries: impl IntoIterator<Item = (Host, Backend)>,
+        entries: impl IntoIterator<Item = (Host, B)>,
         opts: WriterOptions,
     ) -> Result<TableWriter, WriteError> {
-        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
+        let entries: Vec<(Host, B)> = entries.into_iter().collect();
         let (capacity, arena_words) = exact_size(&entries, &opts);
         let mut next = TableLock::acquire(path)?.begin_sized(opts, capacity, arena_words)?;
         for (host, backend) in &entries {
@@ -357,11 +356,11 @@ impl TableWriter {
     /// Replaces every entry with `entries` in one step: the next generation is built complete
     /// and published by rename, so readers see the old set or the new one, never a mix. The
     /// lock stays held throughout. On error nothing has changed.
-    pub fn replace_all(
+    pub fn replace_all<B: Routing>(
         &mut self,
-        entries: impl IntoIterator<Item = (Host, Backend)>,
+        entries: impl IntoIterator<Item = (Host, B)>,
     ) -> Result<(), WriteError> {
-        let entries: Vec<(Host, Backend)> = entries.into_iter().collect();
+        let entries: Vec<(Host, B)> = entries.into_iter().collect();
         let mut spec = self.next_generation(Sizing::default(), true)?;
         (spec.capacity, spec.arena_words) = exact_size(&entries, &self.opts);
         let mut next = spec.create()?;
