@@ -81,7 +81,9 @@ pub use shm_layout::testkit::{Acked, Rng};
 pub use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
 pub use soak::{env_count, seeded_rng};
 pub use storm::write_storm;
-pub use table::{table_entries, table_in_tempdir, table_options, table_with, upsert, write_table};
+pub use table::{
+    table_entries, table_in_tempdir, table_options, table_with, upsert, upsert_set, write_table,
+};
 pub use tls::{self_signed, tls_backend, tls_connections};
 pub use upstream::{body_is, Upstream};
 pub use writer::{require_writer, Writer, TOKEN};

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shm_layout::{Backend, Host, Table, TableWriter, WriterOptions};
+use shm_layout::{Backend, BackendSet, Host, SetMember, Table, TableWriter, WriterOptions};
 
 use crate::shared_tempdir;
 
@@ -35,6 +35,22 @@ pub fn upsert(w: &mut TableWriter, host: &str, backend: &str) {
         &Backend::parse(backend).expect("backend"),
     )
     .expect("upsert");
+}
+
+/// Routes `host` to the backend set `members` (`(backend, weight, backup)`), replacing its
+/// entry.
+pub fn upsert_set(w: &mut TableWriter, host: &str, members: &[(String, u8, bool)]) {
+    let members = members
+        .iter()
+        .map(|(b, weight, backup)| SetMember {
+            backend: Backend::parse(b).expect("backend"),
+            weight: *weight,
+            backup: *backup,
+        })
+        .collect();
+    let set = BackendSet::new(members).expect("backend set");
+    w.upsert(&Host::parse(host).expect("host"), &set)
+        .expect("upsert");
 }
 
 /// The entries of the table file, sorted.

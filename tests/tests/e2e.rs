@@ -15,10 +15,14 @@
 //! - `fleet_make`: the README's `make fleet` flow (etcd, two nodes, Ctrl-C).
 //! - `make_run`: the README's `make run` flow.
 //! - `upstream_mode`: `set_backend_peer` in an `upstream {}` block with `keepalive`.
+//! - `failover`: backend sets in upstream mode: weights, failover under load, backups, a set
+//!   changed while connections to its old members are cached.
 //! - `reliability`: faults, hostile files, abuse, one file per section of `RELIABILITY.md`.
 
 #[path = "e2e/api.rs"]
 mod api;
+#[path = "e2e/failover.rs"]
+mod failover;
 #[path = "e2e/fleet.rs"]
 mod fleet;
 #[path = "e2e/fleet_etcd.rs"]

@@ -17,6 +17,7 @@ WRK = os.environ.get("WRK", shutil.which("wrk") or "/usr/bin/wrk")
 TOKEN = "bench-token-0123456789abcdef0123"
 BASE_PORT = int(os.environ.get("BENCH_BASE_PORT", "18000"))
 UP_PORTS = [BASE_PORT + 1 + i for i in range(4)]
+SET_PORTS = UP_PORTS[:2]  # the 2-backend set of the "sets" contenders (and of keepalive-2)
 STATUS_PORT = BASE_PORT + 5  # the upstream's stub_status (connections accepted, requests)
 CONTENDER_PORTS = BASE_PORT + 10  # the first contender's port; the others follow
 WRITER_PORT = BASE_PORT + 50

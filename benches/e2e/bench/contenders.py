@@ -12,8 +12,8 @@ import string
 import subprocess
 import time
 
-from .config import (CONTENDER_PORTS, DEBIAN_NGINX, HAPROXY, HERE, ROOT, RUN, TARGET, UP_PORTS,
-                     WORKERS, backend_port, host_name, log)
+from .config import (CONTENDER_PORTS, DEBIAN_NGINX, HAPROXY, HERE, ROOT, RUN, SET_PORTS, TARGET,
+                     UP_PORTS, WORKERS, backend_port, host_name, log)
 from .procs import (Proc, http_get, make_nginx_prefix, nginx_argv, pss_kib, user_line,
                     wait_until)
 
@@ -113,7 +113,8 @@ class Contender:
         self.close_port = None  # HAProxy frontend without upstream keepalive
         self.target_port = port  # where wrk goes
         # the fixed-destination baselines
-        self.routed = name not in ("floor", "keepalive", "keepalive-tls")
+        self.routed = name not in ("floor", "keepalive", "keepalive-tls", "keepalive-2")
+        self.sets = False  # its table routes every host to the 2-backend set SET_PORTS
         self.upstream_mode = False  # needs set_backend_peer in the module
         self.tls = False  # an HTTPS front (conf/tls.inc, tls_files()); wrk uses https://
         self.enabled = True
@@ -147,13 +148,17 @@ class Contender:
         self.t0 = time.monotonic()
         self.proc.start()
 
+    def answers(self, i):
+        """What host i may answer: its backend's port, or either port of the 2-backend set."""
+        return {str(p) for p in SET_PORTS} if self.sets else {str(backend_port(i))}
+
     def wait_ready(self, sample, timeout=300):
         """Until a sample host answers with its backend's port; returns the seconds since start."""
-        host, want = sample
+        host, i = sample
 
         def ready():
             st, body = http_get(self.port, host, tls=self.tls)
-            return st == 200 and (body == str(want) or not self.routed)
+            return st == 200 and (body in self.answers(i) or not self.routed)
 
         return wait_until(ready, self.proc, self.name, timeout, self.t0)
 
@@ -172,9 +177,9 @@ class Contender:
                     st, body = http_get(port, host_name(i), timeout=10.0, tls=self.tls)
                 except OSError:  # a stalled machine: once more
                     st, body = http_get(port, host_name(i), timeout=30.0, tls=self.tls)
-                if st != 200 or body != str(backend_port(i)):
+                if st != 200 or body not in self.answers(i):
                     raise RuntimeError(
-                        f"{self.name}: {host_name(i)} → {st} {body!r}, want {backend_port(i)}"
+                        f"{self.name}: {host_name(i)} → {st} {body!r}, want {self.answers(i)}"
                     )
 
     def memory_kib(self):
@@ -202,14 +207,15 @@ class Lineup:
         return self.next_port - 1
 
     def add(self, name, label, group, kind, template, binary, module=None, api_port=False,
-            close_port=False, upstream_mode=False, tls=False):
+            close_port=False, upstream_mode=False, tls=False, sets=False):
         """`api_port`: a second port for an update endpoint (${api_port} in the template);
         `close_port`: a second frontend without upstream keep-alive (${close_port});
         `upstream_mode`: left out when the module has no set_backend_peer; `tls`: an HTTPS
-        front."""
+        front; `sets`: routed by the table of 2-backend sets (every host to SET_PORTS)."""
         c = Contender(name, label, group, kind, template, binary, module=module, port=self._port())
         c.upstream_mode = upstream_mode
         c.tls = tls
+        c.sets = sets
         if api_port:
             c.api_port = self._port()
         if close_port:
@@ -258,6 +264,13 @@ def lineup():
            "keepalive-tls.conf", ven, tls=True)
     lu.add("haproxy-tls", "HAProxy 2.6 map, HTTPS", "keepalive", "haproxy", "haproxy-tls.cfg",
            HAPROXY, tls=True)
+    # Backend sets: every host a set of the same two upstream ports, against a static block of
+    # those two servers.
+    lu.add("set-backend-peer-2set", "set-backend upstream mode, 2-backend sets (1.28)",
+           "keepalive", "nginx", "set-backend-peer.conf", ven, module=m128, upstream_mode=True,
+           sets=True)
+    lu.add("keepalive-2", "static upstream of 2 servers + keepalive (1.28)", "keepalive", "nginx",
+           "keepalive-2.conf", ven)
     return lu.cs
 
 

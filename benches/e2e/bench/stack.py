@@ -9,8 +9,8 @@ import shutil
 import signal
 import time
 
-from .config import (DEBIAN_NGINX, RUN, STATUS_PORT, TOKEN, UP_PORTS, WRITER_PORT, backend_port,
-                     host_name, log)
+from .config import (DEBIAN_NGINX, RUN, SET_PORTS, STATUS_PORT, TOKEN, UP_PORTS, WRITER_PORT,
+                     backend_port, host_name, log)
 from .contenders import contenders, render, writer_bin
 from .procs import (Proc, http_get, make_nginx_prefix, nginx_argv, pss_kib_of, user_line,
                     wait_until)
@@ -40,11 +40,13 @@ def prepare_data(n, tag=""):
 
 
 class Writer:
-    """The set-backend writer daemon, API over TCP on loopback."""
+    """The set-backend writer daemon, API over TCP on loopback. `sets`: the writer of the table
+    where every host is the 2-backend set SET_PORTS (its own directory and port)."""
 
-    def __init__(self, n):
-        self.dir = os.path.join(RUN, f"writer-{n}")
-        self.port = WRITER_PORT
+    def __init__(self, n, sets=False):
+        self.sets = sets
+        self.dir = os.path.join(RUN, f"writer-{n}" + ("-2set" if sets else ""))
+        self.port = WRITER_PORT + (1 if sets else 0)
         self.table = os.path.join(self.dir, "table")
         self.proc = None
 
@@ -86,7 +88,11 @@ class Writer:
         ups = []
         for line in open(os.path.join(data, "hosts.txt")):
             h, b = line.split()
-            ups.append({"host": h, "backend": b})
+            if self.sets:
+                ups.append({"host": h, "backends": [{"backend": f"127.0.0.1:{p}"}
+                                                    for p in SET_PORTS]})
+            else:
+                ups.append({"host": h, "backend": b})
             if len(ups) >= batch:
                 self.patch(c, ups)
                 ups = []
@@ -149,6 +155,7 @@ class Stack:
             c.measured = c.name in names
         self.up = Upstream()
         self.writer = None
+        self.set_writer = None  # the table of 2-backend sets, for the contenders with `sets`
         self.info = {}
 
     def __enter__(self):
@@ -164,8 +171,8 @@ class Stack:
             shutil.rmtree(os.path.join(RUN, f"data-{n}{self.data_tag}"), ignore_errors=True)
         self.data = prepare_data(n, self.data_tag)
         self.up.start()
-        sample = (host_name(n - 1), backend_port(n - 1))
-        if any(c.module for c in self.cs):
+        sample = (host_name(n - 1), n - 1)
+        if any(c.module and not c.sets for c in self.cs):
             self.writer = Writer(n)
             st = self.writer.start(fresh=True)
             lt = self.writer.load(self.data)
@@ -178,10 +185,16 @@ class Stack:
                 "writer_pss_kib": self.writer.rss_kib(),
             }
             log(f"writer: {n} entries imported in {lt:.2f}s, restart {st:.2f}s")
+        if any(c.sets for c in self.cs):
+            self.set_writer = Writer(n, sets=True)
+            self.set_writer.start(fresh=True)
+            lt = self.set_writer.load(self.data)
+            log(f"writer (2-backend sets): {n} entries imported in {lt:.2f}s")
         for c in self.cs:
             if c.kind == "alias":
                 continue
-            c.start(n, self.data, table=self.writer.table if self.writer else None)
+            w = self.set_writer if c.sets else self.writer
+            c.start(n, self.data, table=w.table if w else None)
             c.ready_s = c.wait_ready(sample)
             log(f"{c.name}: ready in {c.ready_s:.2f}s")
         for c in self.cs:
@@ -197,6 +210,7 @@ class Stack:
                     c.stop()
                 except Exception as e:  # keep stopping the others
                     log(f"{c.name}: stop: {e}")
-        if self.writer:
-            self.writer.stop()
+        for w in (self.writer, self.set_writer):
+            if w:
+                w.stop()
         self.up.stop()
