@@ -107,7 +107,7 @@ fn failover_under_load_fails_no_request() {
         let (name, port) = (ups[victim].name.clone(), ups[victim].port);
         let other = &ups[1 - victim];
         ups[victim].kill();
-        let (sent, served) = (load.ok(), settled(other));
+        let (sent, served) = (load.ok(), other.requests());
         // Dead for 3 s, 1.5 fail_timeouts: a few tries per worker, not one per request.
         thread::sleep(Duration::from_secs(3));
         let during = load.ok() - sent;
