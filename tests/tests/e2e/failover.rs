@@ -133,7 +133,10 @@ fn failover_under_load_fails_no_request() {
         assert!(ups[victim].requests() > 20, "{name} hardly used once back");
     }
     let (ok, failed) = load.finish();
-    eprintln!("failover under load: {} requests, 2 backends killed, {failed} failed", ok + failed);
+    eprintln!(
+        "RELIABILITY backend_failover requests={} backends_killed=2 failed={failed}",
+        ok + failed
+    );
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     n.assert_clean_log();
 }
