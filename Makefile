@@ -20,7 +20,7 @@ test: deps ## Run every test: unit, property, loom, multi-process, end to end wi
 
 bench: bench-criterion bench-e2e ## Every benchmark: bench-criterion, then bench-e2e (end to end, about 1 h; BENCHMARKS.md)
 
-.PHONY: bench-criterion bench-deps bench-build bench-e2e bench-throughput bench-https bench-propagation bench-writes bench-memory bench-plots
+.PHONY: bench-criterion bench-deps bench-build bench-e2e bench-throughput bench-https bench-sets bench-propagation bench-writes bench-memory bench-plots
 BENCH_PYTHON ?= /usr/bin/python3
 BENCH_E2E := $(BENCH_PYTHON) benches/e2e/bench.py
 # End-to-end knobs: table sizes, rounds (A B C …, A B C …), seconds per wrk run.
@@ -53,6 +53,9 @@ bench-throughput: bench-build ## wrk: nginx map, lua, HAProxy, set-backend, … 
 
 bench-https: bench-build ## wrk over HTTPS at 1k hosts: set-backend upstream mode, static upstream + keepalive, HAProxy (BENCH_ROUNDS, BENCH_SECS)
 	$(BENCH_E2E) throughput --https --sizes 1000 --rounds $(BENCH_ROUNDS) --secs $(BENCH_SECS)
+
+bench-sets: bench-build ## wrk at 1k hosts: upstream mode with 2-backend sets against a static upstream {} of the same two servers (BENCH_ROUNDS, BENCH_SECS)
+	$(BENCH_E2E) throughput --sets --sizes 1000 --rounds $(BENCH_ROUNDS) --secs $(BENCH_SECS)
 
 bench-propagation: bench-build ## Write ack → every worker routes it: set-backend, lua, HAProxy, map + reload (1k and 1M hosts)
 	$(BENCH_E2E) propagation

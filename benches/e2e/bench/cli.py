@@ -17,6 +17,9 @@ DEFAULT_CONTENDERS = ("floor,map,lua,set-backend,haproxy-close,map-1.28,set-back
                       "keepalive,map-upstream,haproxy,set-backend-peer,set-backend-peer-1.28")
 # --https: the HTTPS fronts (conf/tls.inc), in their own results (throughput-https.csv, …)
 HTTPS_CONTENDERS = "set-backend-peer-tls,keepalive-tls,haproxy-tls"
+# --sets: upstream mode with every host a 2-backend set against a static block of the same two
+# servers, in their own results (throughput-sets.csv, …)
+SETS_CONTENDERS = "set-backend-peer-2set,keepalive-2"
 
 
 def parser():
@@ -37,6 +40,9 @@ def parser():
     t.add_argument("--https", action="store_true",
                    help=f"the HTTPS fronts ({HTTPS_CONTENDERS}) instead of --contenders; "
                         "tag https unless --tag")
+    t.add_argument("--sets", action="store_true",
+                   help=f"the backend-set fronts ({SETS_CONTENDERS}) instead of --contenders; "
+                        "tag sets unless --tag")
     pr = sub.add_parser("propagation", help="write ack → every worker routes it; map + reload")
     pr.set_defaults(run=cmd_propagation)
     pr.add_argument("--hosts", type=int, default=1000)
@@ -61,6 +67,8 @@ def main(argv=None):
     a = parser().parse_args(argv)
     if getattr(a, "https", False):
         a.contenders, a.tag = HTTPS_CONTENDERS, a.tag or "https"
+    if getattr(a, "sets", False):
+        a.contenders, a.tag = SETS_CONTENDERS, a.tag or "sets"
     # TERM / HUP (timeout, a closed terminal) unwind like Ctrl-C, so the servers are stopped
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

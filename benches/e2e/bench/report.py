@@ -48,7 +48,8 @@ def report_throughput(p, tag):
                  ("set-backend-peer", "lua-balancer"), ("lua-balancer", "map-upstream"),
                  ("lua-balancer", "lua"), ("set-backend-peer", "keepalive"),
                  ("keepalive", "lua-balancer"),
-                 ("set-backend-peer-tls", "haproxy-tls"), ("set-backend-peer-tls", "keepalive-tls")]
+                 ("set-backend-peer-tls", "haproxy-tls"), ("set-backend-peer-tls", "keepalive-tls"),
+                 ("set-backend-peer-2set", "keepalive-2")]
         p("#### Ratios (median over rounds of the ratio within each round)"
           + (f" — run `{tag}`" if tag else ""))
         p("")

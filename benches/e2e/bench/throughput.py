@@ -139,6 +139,8 @@ def summarize_throughput(path, tag=""):
                 vs_haproxy_tls=ratio(name, "haproxy-tls"),
                 cpu_vs_keepalive_tls=ratio(name, "keepalive-tls", "cpu_us_per_req"),
                 cpu_vs_haproxy_tls=ratio(name, "haproxy-tls", "cpu_us_per_req"),
+                vs_keepalive_2=ratio(name, "keepalive-2"),
+                cpu_vs_keepalive_2=ratio(name, "keepalive-2", "cpu_us_per_req"),
                 load1_median=round(statistics.median(float(x["load1"]) for x in rounds.values()), 2),
             ))
     write_csv(os.path.join(RESULTS, f"throughput-summary{tag}.csv"), summary)
