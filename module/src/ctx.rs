@@ -67,7 +67,7 @@ pub struct Ctx {
 }
 
 /// The most members a set has (the table's limit).
-pub const MAX_MEMBERS: usize = 8;
+pub const MAX_MEMBERS: usize = shm_layout::MAX_MEMBERS;
 
 /// The request's backend set, copied into the request pool, and the balancer's progress
 /// through it.
@@ -149,21 +149,29 @@ fn pool_copy(pool: &ngx::core::Pool, parts: &[&[u8]]) -> Option<ngx_str_t> {
 
 /// The members of `v`'s set, copied into `pool`; `None` when the pool is exhausted.
 fn copy_set(pool: &ngx::core::Pool, v: &Value) -> Option<Set> {
-    let members = pool.alloc_type::<Member>();
+    let len = v.members().min(MAX_MEMBERS);
+    let members = pool
+        .alloc(len * std::mem::size_of::<Member>())
+        .cast::<Member>();
     if members.is_null() {
         return None;
     }
-    let member = Member {
-        name: pool_copy(pool, &[v.as_bytes()])?,
-        addr: v.addr(),
-        weight: 1,
-        backup: false,
-    };
-    // SAFETY: `members` is a fresh, aligned allocation of a `Member` in the request pool.
-    unsafe { members.write(member) };
+    for i in 0..len {
+        let m = v.member(i)?;
+        let member = Member {
+            name: pool_copy(pool, &[m.as_bytes()])?,
+            addr: m.addr(),
+            weight: m.weight(),
+            backup: m.backup(),
+        };
+        // SAFETY: `members` is a fresh allocation of `len` members in the request pool,
+        // aligned as nginx aligns every pool allocation (to a word, a `Member`'s alignment),
+        // and `i < len`.
+        unsafe { members.add(i).write(member) };
+    }
     Some(Set {
         members,
-        len: 1,
+        len,
         ..Set::EMPTY
     })
 }
