@@ -259,34 +259,16 @@ fn choose(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
             let m = &members[i];
             !open(i) || m.backup != backup || (!anyway && down(m))
         };
-        if let Some(i) = pick(members, r, skip) {
+        let weight = |i: usize| {
+            if skip(i) {
+                0
+            } else {
+                u64::from(members[i].weight)
+            }
+        };
+        if let Some(i) = shm_layout::pick_weighted(members.len(), r, weight) {
             return Some(i);
         }
-    }
-    None
-}
-
-/// A weighted random pick among the members `skip` leaves: member `i` with probability
-/// `weight(i) / Σ weight`, `r` being uniform.
-fn pick(members: &[Member], r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
-    let weight = |i: usize| {
-        if skip(i) {
-            0
-        } else {
-            u32::from(members[i].weight.max(1))
-        }
-    };
-    let total: u32 = (0..members.len()).map(weight).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut x = r % total;
-    for i in 0..members.len() {
-        let w = weight(i);
-        if x < w {
-            return Some(i);
-        }
-        x -= w;
     }
     None
 }

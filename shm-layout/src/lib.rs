@@ -62,7 +62,7 @@ pub use host::{Backend, BackendError, Host, HostError, KeyKind, MAX_BACKEND_LEN,
 #[cfg(not(loom))]
 pub use reader::{OpenError, Stats, Table, VerifyError};
 pub use set::{BackendSet, Routing, SetError, SetMember, MAX_MEMBERS, MAX_WEIGHT};
-pub use value::{Lookup, Match, Member, Status, Value};
+pub use value::{pick_weighted, Lookup, Match, Member, Status, Value};
 #[cfg(not(loom))]
 pub use writer::{
     record_words_of, NextGeneration, NextSpec, Retired, Seal, Sizing, TableLock, TableWriter,

@@ -208,22 +208,31 @@ impl Value {
     }
 
     fn pick(&self, backup: bool, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        let weight = |i: usize| match self.member(i) {
+        pick_weighted(self.members(), r, |i| match self.member(i) {
             Some(m) if m.backup() == backup && !skip(i) => u64::from(m.weight()),
             _ => 0,
-        };
-        let total: u64 = (0..self.members()).map(weight).sum();
-        // `r` scaled into 0..total: uniform when `r` is, without a division.
-        let mut x = (u64::from(r) * total) >> 32;
-        for i in 0..self.members() {
-            let w = weight(i);
-            if x < w {
-                return Some(i);
-            }
-            x -= w;
-        }
-        None
+        })
     }
+}
+
+/// A weighted random pick among `n` candidates: candidate `i` with probability
+/// `weight(i) / Σ weight` (a weight of 0 leaves it out), `r` being a uniform random number the
+/// caller draws. `None` when every weight is 0. Allocates nothing; `weight` is called at most
+/// twice per candidate and must answer the same both times. [`Value`]'s picks and upstream
+/// mode's balancer (which leaves out the members tried or marked failed) share it.
+#[inline]
+pub fn pick_weighted(n: usize, r: u32, weight: impl Fn(usize) -> u64) -> Option<usize> {
+    let total: u64 = (0..n).map(&weight).sum();
+    // `r` scaled into 0..total: uniform when `r` is, without a division.
+    let mut x = (u64::from(r) * total) >> 32;
+    for i in 0..n {
+        let w = weight(i);
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    None
 }
 
 impl std::fmt::Debug for Value {

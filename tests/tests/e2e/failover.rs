@@ -64,7 +64,11 @@ fn settled(u: &Upstream) -> usize {
 
 #[test]
 fn weights_share_the_requests_within_three_points() {
-    let (a, b, c) = (Upstream::start("a"), Upstream::start("b"), Upstream::start("c"));
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
     let (_data, table, mut w) = table_with(&[("weighted.example", &a.addr())]);
     let set = [(&a, 1u8), (&b, 3), (&c, 6)];
     let members: Vec<(String, u8, bool)> =
@@ -77,7 +81,10 @@ fn weights_share_the_requests_within_three_points() {
     eprintln!("{N} requests: {got:?}");
     let total: usize = set.iter().map(|(_, wt)| usize::from(*wt)).sum();
     for (u, wt) in set {
-        let share = got.get(&format!("upstream={}", u.name)).copied().unwrap_or(0) as f64
+        let share = got
+            .get(&format!("upstream={}", u.name))
+            .copied()
+            .unwrap_or(0) as f64
             / N as f64
             * 100.0;
         let want = f64::from(wt) / total as f64 * 100.0;
@@ -124,13 +131,18 @@ fn failover_under_load_fails_no_request() {
             "{tries} connections tried to the dead backend in 3 s"
         );
         assert!(other.requests() - served >= during as usize / 2);
-        assert!(n.error_log().contains("upstream server temporarily disabled"));
+        assert!(n
+            .error_log()
+            .contains("upstream server temporarily disabled"));
 
         ups[victim] = Upstream::restart(&name, port);
         // Within fail_timeout (2 s) of its last failed try, it gets requests again.
         let back = Instant::now();
         while ups[victim].requests() == 0 {
-            assert!(back.elapsed() < Duration::from_secs(6), "{name} never used again");
+            assert!(
+                back.elapsed() < Duration::from_secs(6),
+                "{name} never used again"
+            );
             thread::sleep(Duration::from_millis(50));
         }
         eprintln!("{name} back: used again after {:?}", back.elapsed());
@@ -150,12 +162,20 @@ fn failover_under_load_fails_no_request() {
 /// once up again; a set whose every member is marked failed is tried anyway.
 #[test]
 fn a_backup_serves_only_while_every_primary_is_down() {
-    let (a, b, c) = (Upstream::start("a"), Upstream::start("b"), Upstream::start("c"));
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
     let (_data, table, mut w) = table_with(&[("backed.example", &a.addr())]);
     upsert_set(
         &mut w,
         "backed.example",
-        &[(a.addr(), 1, false), (b.addr(), 1, false), (c.addr(), 1, true)],
+        &[
+            (a.addr(), 1, false),
+            (b.addr(), 1, false),
+            (c.addr(), 1, true),
+        ],
     );
     let n = Nginx::start(upstream_routed(&table, "fail_timeout=1s", ""));
     let got = shares(&n, "backed.example", 200);
@@ -169,7 +189,10 @@ fn a_backup_serves_only_while_every_primary_is_down() {
     let got = shares(&n, "backed.example", 100);
     assert_eq!(got.keys().collect::<Vec<_>>(), ["upstream=c"], "{got:?}");
 
-    let (a, b) = (Upstream::restart("a", a.port), Upstream::restart("b", b.port));
+    let (a, b) = (
+        Upstream::restart("a", a.port),
+        Upstream::restart("b", b.port),
+    );
     thread::sleep(Duration::from_millis(1500));
     let served = settled(&c);
     // One client: with several, a request arriving while the primaries' tests are in flight
@@ -201,7 +224,11 @@ fn a_backup_serves_only_while_every_primary_is_down() {
     let _d = Upstream::restart("d", d.port);
     for _ in 0..4 {
         let r = n2.get("both.example", "/");
-        assert_eq!((r.status, r.body.starts_with("upstream=d ")), (200, true), "{r:?}");
+        assert_eq!(
+            (r.status, r.body.starts_with("upstream=d ")),
+            (200, true),
+            "{r:?}"
+        );
     }
     n.assert_clean_log();
     n2.assert_clean_log();
@@ -231,15 +258,23 @@ fn tries_follow_proxy_next_upstream_and_show_in_upstream_addr() {
             assert_eq!(tried, a.addr(), "{r:?}");
         }
     }
-    assert!(first_dead >= 15, "the dead member was tried first {first_dead} times in 20");
+    assert!(
+        first_dead >= 15,
+        "the dead member was tried first {first_dead} times in 20"
+    );
     assert!(!n.error_log().contains("temporarily disabled"));
 
     for limit in ["proxy_next_upstream off;", "proxy_next_upstream_tries 1;"] {
         let n = Nginx::start(upstream_routed(&table, "max_fails=0", limit));
-        let statuses: Vec<u16> = (0..20).map(|_| n.get("tries.example", "/").status).collect();
+        let statuses: Vec<u16> = (0..20)
+            .map(|_| n.get("tries.example", "/").status)
+            .collect();
         assert!(statuses.contains(&502), "{limit}: {statuses:?}");
         for r in (0..5).map(|_| n.get("tries.example", "/")) {
-            assert!(!r.header("X-Upstream-Addr").unwrap_or("").contains(','), "{r:?}");
+            assert!(
+                !r.header("X-Upstream-Addr").unwrap_or("").contains(','),
+                "{r:?}"
+            );
         }
         n.assert_clean_log();
     }
@@ -250,7 +285,11 @@ fn tries_follow_proxy_next_upstream_and_show_in_upstream_addr() {
 /// the next request: a member added, reweighted, removed.
 #[test]
 fn a_changed_set_routes_at_once_despite_cached_connections() {
-    let (a, b, c) = (Upstream::start("a"), Upstream::start("b"), Upstream::start("c"));
+    let (a, b, c) = (
+        Upstream::start("a"),
+        Upstream::start("b"),
+        Upstream::start("c"),
+    );
     let (_data, table, mut w) = table_with(&[("changing.example", &a.addr())]);
     let n = Nginx::start(upstream_routed(&table, "", ""));
     let got = shares(&n, "changing.example", 100);
