@@ -37,7 +37,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
-use serde_json::json;
 use shm_layout::{Backend, Host};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -51,6 +50,8 @@ use crate::model::{BatchRequest, Entry, ReplaceResult};
 use crate::store::SharedStore;
 use crate::throttle::Throttle;
 use crate::{auth, docs};
+
+mod health;
 
 /// Requests handled at once; more wait in line (bounds memory under a flood).
 const MAX_IN_FLIGHT: usize = 1024;
@@ -122,7 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entries/{file}", get(get_one).delete(delete_one))
         // The counters tell how many sites there are and how they change: the token guards
         // them too (Prometheus sends it with `authorization: credentials_file`).
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(health::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.max_batch_bytes,
             declared_length_limit,
@@ -131,8 +132,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/openapi.json", get(openapi))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .merge(entries)
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -227,56 +228,6 @@ async fn openapi(State(s): State<AppState>) -> Json<serde_json::Value> {
         max_batch_bytes: s.max_batch_bytes,
         ip_backends_only: s.ip_backends_only,
     }))
-}
-
-/// Whether routing is sound (the table matches the store): what a load balancer checks. In
-/// fleet mode it also says whether writes are accepted, without failing when they are not.
-async fn healthz(State(s): State<AppState>) -> Response {
-    if s.metrics.table_in_sync.load(Ordering::Relaxed) {
-        match &s.fleet {
-            Some(f) => Json(json!({
-                "status": "ok",
-                "writes": if f.writable() { "available" } else { "unavailable" },
-                "applied_revision": f.applied(),
-            }))
-            .into_response(),
-            None => Json(json!({"status": "ok"})).into_response(),
-        }
-    } else {
-        let body = json!({"error": {"code": "table_out_of_sync",
-            "message": "the table could not be updated from the store; see the log"}});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    }
-}
-
-/// Whether writes are accepted: the store (in fleet mode, etcd) answers and the table is in
-/// sync. 503 `store_unavailable` otherwise; routing goes on meanwhile.
-async fn readyz(State(s): State<AppState>) -> Response {
-    let store_ok = match &s.fleet {
-        Some(f) => f.writable(),
-        None => s.metrics.store_ok.load(Ordering::Relaxed),
-    };
-    if !s.metrics.table_in_sync.load(Ordering::Relaxed) {
-        return healthz(State(s)).await;
-    }
-    if store_ok {
-        Json(json!({"status": "ready"})).into_response()
-    } else {
-        let why = match s.fleet {
-            Some(_) => "etcd cannot be reached, or this node has not caught up with it yet",
-            None => "the store failed; see the log",
-        };
-        ApiError::StoreUnavailable(why).into_response()
-    }
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-    let mut text = s.metrics.render();
-    if let Some(f) = &s.fleet {
-        f.metrics.render(&mut text);
-    }
-    ([(header::CONTENT_TYPE, ct)], text).into_response()
 }
 
 fn parse_host(input: &str) -> Result<Host, ApiError> {

@@ -5,7 +5,7 @@
 //! # Layout
 //!
 //! - [`api`]: the axum router, the handlers (one write path), the token middleware and the
-//!   layers.
+//!   layers; `api/health.rs`: `/healthz`, `/readyz`, `/metrics`.
 //! - [`error`]: [`ApiError`](error::ApiError), the one JSON error shape.
 //! - [`model`]: the JSON types the API, the CLI and the client share (entries, batches,
 //!   counts).
