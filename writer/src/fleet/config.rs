@@ -216,6 +216,49 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
+    fn args(extra: &[&str]) -> Result<Option<FleetConfig>, String> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            etcd: EtcdArgs,
+        }
+        let argv = std::iter::once("serve").chain(extra.iter().copied());
+        let cli = <Cli as clap::Parser>::try_parse_from(argv).map_err(|e| e.to_string())?;
+        cli.etcd.config("host:8080")
+    }
+
+    #[test]
+    fn without_etcd_nothing_changes_and_a_user_needs_a_password() {
+        // clap also reads ETCD_* from the environment: these expect none set.
+        assert!(args(&["--etcd", ""]).unwrap().is_none());
+        let c = args(&["--etcd", "http://a:2379,http://b:2379"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(c.prefix, DEFAULT_PREFIX);
+        assert_eq!(c.node_name, "host:8080");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        let f = file.to_str().unwrap();
+        let c = args(&[
+            "--etcd",
+            "http://a:2379",
+            "--etcd-user",
+            "u",
+            "--etcd-password-file",
+            f,
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.user, Some(("u".into(), "s3cret".into())));
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        let e = args(&["--etcd", "http://a:2379", "--etcd-user", "u"]).unwrap_err();
+        assert!(e.contains("password"), "{e}");
+        let e = args(&["--etcd", "http://a:2379", "--node-name", "a/b"]).unwrap_err();
+        assert!(e.contains("node-name"), "{e}");
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));

@@ -171,7 +171,9 @@ mod tests {
     #[test]
     fn buckets_spread_and_stay_stable() {
         // Part of the on-etcd layout: a change here would strand every stored host.
-        assert_eq!(bucket_of("example.com"), bucket_of("example.com"));
+        assert_eq!(bucket_of("example.com"), 58);
+        assert_eq!(bucket_of("*.example.com"), 244);
+        assert_eq!(bucket_of("*"), 49);
         let mut seen = std::collections::HashSet::new();
         for i in 0..10_000 {
             let b = bucket_of(&format!("h{i}.example.com"));
