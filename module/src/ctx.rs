@@ -176,6 +176,19 @@ fn copy_set(pool: &ngx::core::Pool, v: &Value) -> Option<Set> {
     })
 }
 
+/// Variable mode's member of `v`'s set: a weighted pick among the primaries, per request, with
+/// nginx's `ngx_random()` (as its `random` balancer); a set of one draws nothing. Upstream mode's
+/// balancer makes its own picks (`peer.rs`).
+fn pick_primary(v: &Value) -> usize {
+    if v.members() == 1 {
+        return 0;
+    }
+    // SAFETY: `random()` (nginx's `ngx_random`) has no preconditions; nginx seeds it per worker.
+    let r = unsafe { ngx::ffi::random() } as u32;
+    // `random()` gives 31 bits: scaled to the whole `u32` range the pick expects.
+    v.pick_primary(r << 1, |_| false).unwrap_or(0)
+}
+
 /// The lookup for this request, done once and kept in the request context (which an internal
 /// redirect clears). `None` only when the request pool is exhausted.
 pub fn lookup(r: &mut Request) -> Option<Ctx> {
@@ -210,7 +223,11 @@ pub fn in_pool(r: &mut Request) -> Option<*mut Ctx> {
     let answer = |found: Found<'_>| match found {
         Found::Hit(v) => {
             let set = copy_set(&pool, v)?;
-            let backend = set.members().first()?.name;
+            let pick = pick_primary(v);
+            let backend = match set.members().get(pick) {
+                Some(m) => m.name,
+                None => pool_copy(&pool, &[v.member(pick)?.as_bytes()])?,
+            };
             let matched = match v.matched() {
                 Match::Exact => host,
                 Match::Wildcard { dot } => pool_copy(&pool, &[b"*", host.as_bytes().get(dot..)?])?,

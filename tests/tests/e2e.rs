@@ -2,6 +2,8 @@
 //! writer daemon for the API tests; the harness is the `set_backend_tests` library
 //! (`tests/src/`). Each test checks `error.log` for `[alert]`, `[crit]` and `[emerg]` at the end.
 //!
+//! - `variable_sets`: backend sets in variable mode: the weighted pick, a set changed under
+//!   load.
 //! - `routing`: variable mode (`set_backend $backend;`): hosts, misses, fallbacks, `if`, error
 //!   pages, configuration errors, reload under load.
 //! - `table_updates`: updates, new generations, replaced, missing and corrupt tables.
@@ -45,3 +47,5 @@ mod syscalls;
 mod table_updates;
 #[path = "e2e/upstream_mode.rs"]
 mod upstream_mode;
+#[path = "e2e/variable_sets.rs"]
+mod variable_sets;
