@@ -15,8 +15,17 @@ fn etcd_cluster_keeps_quorum_with_one_member_killed() {
     etcd.kill(0);
     assert!(!set_backend_tests::alive(pid as i32), "member 0 still runs");
     assert_eq!(etcd.live_endpoints().split(',').count(), 2);
-    // Two of three members are a quorum: writes go on.
-    etcd.put("/t/b", "2");
+    // Two of three members are a quorum: writes go on (once a new leader is elected, if the
+    // killed member led: a put meanwhile times out).
+    set_backend_tests::wait_until(
+        "a write with member 0 killed",
+        set_backend_tests::WAIT,
+        || {
+            etcd.ctl_command(&["put", "/t/b", "2"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+    );
     assert_eq!(
         etcd.prefix("/t/"),
         [("/t/a".into(), "1".into()), ("/t/b".into(), "2".into())]
