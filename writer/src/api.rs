@@ -37,7 +37,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
-use shm_layout::{Backend, Host};
+use shm_layout::{Backend, BackendSet, Host, SetError, SetMember, MAX_MEMBERS, MAX_WEIGHT};
+
+use crate::route::{self, Route};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::trace::TraceLayer;
 
@@ -46,7 +48,7 @@ use crate::error::ApiError;
 use crate::fleet::http::{answer, Wait};
 use crate::fleet::Fleet;
 use crate::metrics::{Metrics, WriteOp, WriteOutcome};
-use crate::model::{BatchRequest, Entry, ReplaceResult};
+use crate::model::{BatchRequest, Entry, Member, ReplaceResult};
 use crate::store::SharedStore;
 use crate::throttle::Throttle;
 use crate::{auth, docs};
@@ -240,19 +242,90 @@ fn parse_keys(input: &str) -> Result<Vec<Host>, ApiError> {
     Host::parse_keys(input).map_err(|e| ApiError::InvalidHost(format!("{e}: {input:?}")))
 }
 
-/// An entry with each key its host names ([`parse_keys`]), all with its backend.
-fn parse_entry(e: &Entry, ip_only: bool) -> Result<Vec<(Host, Backend)>, ApiError> {
+/// An entry with each key its host names ([`parse_keys`]), all with its route.
+fn parse_entry(e: &Entry, ip_only: bool) -> Result<Vec<(Host, Route)>, ApiError> {
     let keys = parse_keys(&e.host)?;
-    let backend = Backend::parse(&e.backend)
-        .map_err(|err| ApiError::InvalidBackend(format!("{err}: {:?}", e.backend)))?;
-    if ip_only && backend.addr().is_none() {
+    let route = parse_route(e)?;
+    let named = route
+        .set()
+        .members()
+        .iter()
+        .find(|m| m.backend.addr().is_none());
+    if let (true, Some(m)) = (ip_only, named) {
         return Err(ApiError::InvalidBackend(format!(
             "backend must be an IP address and port (a.b.c.d:port or [v6]:port): this writer \
              serves nginx's upstream mode, which does not resolve names: {:?}",
-            e.backend
+            m.backend.as_str()
         )));
     }
-    Ok(keys.into_iter().map(|h| (h, backend.clone())).collect())
+    Ok(keys.into_iter().map(|h| (h, route.clone())).collect())
+}
+
+/// The route an entry gives: `backend` or `backends`, exactly one of them.
+fn parse_route(e: &Entry) -> Result<Route, ApiError> {
+    let backend = |b: &str| {
+        Backend::parse(b).map_err(|err| ApiError::InvalidBackend(format!("{err}: {b:?}")))
+    };
+    match (&e.backend, &e.backends) {
+        (Some(b), None) => backend(b).map(Route::one),
+        (None, Some(list)) => {
+            let mut members = Vec::with_capacity(list.len().min(MAX_MEMBERS + 1));
+            for (index, m) in list.iter().enumerate() {
+                let weight = u8::try_from(m.weight)
+                    .ok()
+                    .filter(|w| (1..=MAX_WEIGHT).contains(w))
+                    .ok_or_else(|| {
+                        let err = SetError::BadWeight {
+                            index,
+                            weight: m.weight,
+                        };
+                        ApiError::InvalidBackend(err.to_string())
+                    })?;
+                let backend = backend(&m.backend).map_err(|err| match err {
+                    ApiError::InvalidBackend(msg) => {
+                        ApiError::InvalidBackend(format!("backends[{index}]: {msg}"))
+                    }
+                    other => other,
+                })?;
+                members.push(SetMember {
+                    backend,
+                    weight,
+                    backup: m.backup,
+                });
+            }
+            BackendSet::new(members)
+                .map(Route::listed)
+                .map_err(|err| ApiError::InvalidBackend(err.to_string()))
+        }
+        (Some(_), Some(_)) => Err(ApiError::InvalidBody(
+            "give either backend or backends, not both".to_owned(),
+        )),
+        (None, None) => Err(ApiError::InvalidBody(
+            "missing field `backend` (one backend) or `backends` (a set)".to_owned(),
+        )),
+    }
+}
+
+/// The entry of `host` as it was written, from its stored (canonical) string.
+fn entry_of(host: String, stored: &str) -> Entry {
+    match route::decode(stored) {
+        Ok(r) if r.is_listed() => Entry {
+            host,
+            backend: None,
+            backends: Some(
+                r.set()
+                    .members()
+                    .iter()
+                    .map(|m| Member {
+                        backend: m.backend.to_string(),
+                        weight: m.weight.into(),
+                        backup: m.backup,
+                    })
+                    .collect(),
+            ),
+        },
+        _ => Entry::one(host, stored),
+    }
 }
 
 /// The name in `/entries/<file>`: `<url_encoded_host>.json`, percent-decoded, without `.json`.
@@ -270,11 +343,8 @@ fn name_from_path(file: Result<Path<String>, PathRejection>) -> Result<String, A
     }
 }
 
-fn entry_json(host: &Host, backend: &str) -> Json<Entry> {
-    Json(Entry {
-        host: host.to_string(),
-        backend: backend.to_string(),
-    })
+fn entry_json(host: &Host, stored: &str) -> Json<Entry> {
+    Json(entry_of(host.to_string(), stored))
 }
 
 /// A parsed request, or its refusal counted as an invalid `kind` write.
@@ -369,11 +439,11 @@ async fn upsert(
 /// (201 if either was created).
 async fn upsert_shorthand(
     s: &AppState,
-    upserts: Vec<(Host, Backend)>,
+    upserts: Vec<(Host, Route)>,
     wait: Wait,
 ) -> Result<Response, ApiError> {
     let host = format!(".{}", upserts[0].0);
-    let backend = upserts[0].1.to_string();
+    let stored = upserts[0].1.as_str().to_owned();
     let op = Op::Batch {
         upserts,
         deletes: Vec::new(),
@@ -385,7 +455,7 @@ async fn upsert_shorthand(
             } else {
                 StatusCode::OK
             };
-            Ok(answer(status, Some(Entry { host, backend }), rev))
+            Ok(answer(status, Some(entry_of(host, &stored)), rev))
         }
         (other, _) => Err(unexpected(other)),
     }
@@ -449,7 +519,7 @@ fn parse_entries(
     entries: &[Entry],
     seen: &mut HashSet<String>,
     ip_only: bool,
-) -> Result<Vec<(Host, Backend)>, ApiError> {
+) -> Result<Vec<(Host, Route)>, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let keys = parse_entry(e, ip_only).map_err(|err| match err {
@@ -536,10 +606,7 @@ async fn list(State(s): State<AppState>) -> Response {
                 buf.push(b',');
             }
             first = false;
-            let e = Entry {
-                host: host.to_string(),
-                backend: backend.to_string(),
-            };
+            let e = entry_of(host.to_string(), backend);
             if serde_json::to_writer(&mut buf, &e).is_err() {
                 return false;
             }

@@ -49,8 +49,10 @@ pub enum Command {
         client: ClientArgs,
         /// The host, e.g. `some.host.com`.
         host: String,
-        /// The backend: `host:port`, `a.b.c.d:port` or `[v6]:port`.
-        backend: String,
+        /// The backend: `host:port`, `a.b.c.d:port` or `[v6]:port`; or a backend set in nginx's
+        /// `server` syntax: `10.0.0.1:80 weight=3 10.0.0.2:80 10.0.0.3:80 backup`.
+        #[arg(required = true, num_args = 1..)]
+        backend: Vec<String>,
     },
     /// Delete an entry (exit status 1 if absent).
     Rm {
@@ -240,6 +242,15 @@ impl ClientArgs {
     }
 }
 
+/// The entry an answer carries (without fleet mode's `revision`).
+fn answered_entry(r: &Response) -> io::Result<Entry> {
+    let mut v = r.json();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("revision");
+    }
+    serde_json::from_value(v).map_err(io::Error::other)
+}
+
 /// Runs an operator command (anything but `serve`); returns the process exit status.
 pub async fn run_command(cmd: Command) -> io::Result<i32> {
     match cmd {
@@ -253,7 +264,7 @@ pub async fn run_command(cmd: Command) -> io::Result<i32> {
             let entries: Vec<Entry> = serde_json::from_slice(&r.body).map_err(io::Error::other)?;
             let mut out = io::stdout().lock();
             for e in entries {
-                writeln!(out, "{} {}", e.host, e.backend)?;
+                writeln!(out, "{} {}", e.host, e.route_text())?;
             }
             Ok(0)
         }
@@ -269,7 +280,7 @@ pub async fn run_command(cmd: Command) -> io::Result<i32> {
                 return Ok(1);
             }
             let r = ok(r)?;
-            println!("{}", r.json()["backend"].as_str().unwrap_or_default());
+            println!("{}", answered_entry(&r)?.route_text());
             Ok(0)
         }
         Command::Add {
@@ -277,23 +288,20 @@ pub async fn run_command(cmd: Command) -> io::Result<i32> {
             host,
             backend,
         } => {
-            let body = serde_json::to_vec(&Entry { host, backend }).map_err(io::Error::other)?;
+            let entry = Entry::from_words(host, &backend).map_err(io::Error::other)?;
+            let body = serde_json::to_vec(&entry).map_err(io::Error::other)?;
             let r = ok(client
                 .connect()
                 .await?
                 .request(Method::POST, "/entries.json", Some(body))
                 .await?)?;
-            let v = r.json();
+            let e = answered_entry(&r)?;
             let what = if r.status == 201 {
                 "created"
             } else {
                 "updated"
             };
-            println!(
-                "{what} {} {}",
-                v["host"].as_str().unwrap_or_default(),
-                v["backend"].as_str().unwrap_or_default()
-            );
+            println!("{what} {} {}", e.host, e.route_text());
             Ok(0)
         }
         Command::Rm { client, host } => {

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use shm_layout::{MAX_BACKEND_LEN, MAX_HOST_LEN};
 
 use crate::api::MAX_ENTRY_BODY;
+use shm_layout::{MAX_MEMBERS, MAX_WEIGHT};
 
 /// The `GET /` page. `domain` (the `DOMAIN` environment variable) makes the examples name
 /// `https://api.$DOMAIN`, as the operator's nginx serves them.
@@ -348,10 +349,30 @@ pub fn openapi(contract: Contract) -> Value {
                 "Backend": backend_schema(contract.ip_backends_only),
                 "Entry": {
                     "type": "object", "additionalProperties": false,
-                    "required": ["host", "backend"],
+                    "description": "`backend` (one backend, the original form) or `backends` \
+                        (a backend set), exactly one of them; answers use the form written.",
+                    "required": ["host"],
+                    "oneOf": [{"required": ["backend"]}, {"required": ["backends"]}],
                     "properties": {
                         "host": {"$ref": "#/components/schemas/Host"},
-                        "backend": {"$ref": "#/components/schemas/Backend"}
+                        "backend": {"$ref": "#/components/schemas/Backend"},
+                        "backends": {
+                            "type": "array", "minItems": 1, "maxItems": MAX_MEMBERS,
+                            "description": "At least one member that is not a backup; no \
+                                backend twice. Replaced as a whole.",
+                            "items": {"$ref": "#/components/schemas/Member"}
+                        }
+                    }
+                },
+                "Member": {
+                    "type": "object", "additionalProperties": false,
+                    "required": ["backend"],
+                    "properties": {
+                        "backend": {"$ref": "#/components/schemas/Backend"},
+                        "weight": {"type": "integer", "minimum": 1, "maximum": MAX_WEIGHT,
+                            "default": 1},
+                        "backup": {"type": "boolean", "default": false,
+                            "description": "used only when no primary can be"}
                     }
                 },
                 "Batch": {

@@ -41,7 +41,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use shm_layout::{Backend, Host, TableWriter, WriteError, WriterOptions};
+use shm_layout::{Host, TableWriter, WriteError, WriterOptions};
+
+use crate::route::Route;
 use tokio::sync::oneshot;
 
 mod generations;
@@ -68,21 +70,21 @@ const GROWTH_RETRY: Duration = Duration::from_secs(10);
 /// A validated change, ready to be stored.
 #[derive(Debug)]
 pub enum Op {
-    Upsert(Host, Backend),
+    Upsert(Host, Route),
     Delete(Host),
     /// All of it or none of it; hosts are distinct (checked by the API).
     Batch {
         /// Entries to create or update.
-        upserts: Vec<(Host, Backend)>,
+        upserts: Vec<(Host, Route)>,
         /// Hosts to delete (absent ones are counted, not refused).
         deletes: Vec<Host>,
     },
     /// The store afterwards holds exactly these entries.
-    ReplaceAll(Vec<(Host, Backend)>),
+    ReplaceAll(Vec<(Host, Route)>),
     /// What the source of truth (etcd, in fleet mode) committed up to `revision`: applied like
     /// a batch, the revision recorded in the same commit. Only the fleet's follower sends it.
     Follow {
-        upserts: Vec<(Host, Backend)>,
+        upserts: Vec<(Host, Route)>,
         deletes: Vec<Host>,
         revision: u64,
     },
@@ -509,7 +511,7 @@ impl Engine {
 }
 
 /// The store's change for an upsert.
-fn put<'a>(h: &'a Host, b: &'a Backend) -> Change<'a> {
+fn put<'a>(h: &'a Host, b: &'a Route) -> Change<'a> {
     Change::Put {
         host: h.as_str(),
         backend: b.as_str(),
@@ -543,7 +545,7 @@ pub(crate) fn count_batch<H, U>(
 
 /// Publishes a committed group into the table in order.
 fn apply(table: &mut TableWriter, group: &[(Op, Reply)]) -> Result<(), WriteError> {
-    let upsert = |table: &mut TableWriter, h: &Host, b: &Backend| table.upsert(h, b).map(drop);
+    let upsert = |table: &mut TableWriter, h: &Host, b: &Route| table.upsert(h, b).map(drop);
     for (op, _) in group {
         match op {
             Op::Upsert(h, b) => upsert(table, h, b)?,

@@ -19,6 +19,8 @@ pub struct Route {
     set: BackendSet,
     /// Written as `"backends": […]` (true) or `"backend": "…"` (false).
     listed: bool,
+    /// Its canonical string ([`encode`]), made once: the store borrows it for every write.
+    text: String,
 }
 
 /// Why a stored string is not a route.
@@ -46,6 +48,7 @@ impl Route {
     /// `"backend": "…"`.
     pub fn one(backend: Backend) -> Route {
         Route {
+            text: backend.to_string(),
             set: BackendSet::one(backend),
             listed: false,
         }
@@ -53,7 +56,25 @@ impl Route {
 
     /// `"backends": […]`.
     pub fn listed(set: BackendSet) -> Route {
-        Route { set, listed: true }
+        let text = set
+            .members()
+            .iter()
+            .map(|m| {
+                let backup = if m.backup { " backup" } else { "" };
+                format!("{} weight={}{backup}", m.backend, m.weight)
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        Route {
+            set,
+            listed: true,
+            text,
+        }
+    }
+
+    /// Its canonical string, the one [`encode`] gives.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     pub fn set(&self) -> &BackendSet {
@@ -78,19 +99,7 @@ impl Routing for Route {
 
 /// The canonical string of `route` (see the module docs).
 pub fn encode(route: &Route) -> String {
-    if !route.listed {
-        return route.set.first().to_string();
-    }
-    let members: Vec<String> = route
-        .set
-        .members()
-        .iter()
-        .map(|m| {
-            let backup = if m.backup { " backup" } else { "" };
-            format!("{} weight={}{backup}", m.backend, m.weight)
-        })
-        .collect();
-    members.join(",")
+    route.text.clone()
 }
 
 /// The route whose canonical string is `s`, validated as when it was written.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use set_backend_writer::engine::{self, EngineHandle, Op};
 use set_backend_writer::metrics::Metrics;
+use set_backend_writer::route::Route;
 use set_backend_writer::store::{Applied, Change, Fault, RedbStore, Snapshot, Store, StoreError};
 use shm_layout::{Backend, Host, Lookup, Seal, Table, TableLock, WriterOptions};
 
@@ -78,7 +79,10 @@ impl Snapshot for SlowSnapshot {
 }
 
 fn up(h: &str, b: &str) -> Op {
-    Op::Upsert(Host::parse(h).unwrap(), Backend::parse(b).unwrap())
+    Op::Upsert(
+        Host::parse(h).unwrap(),
+        Route::one(Backend::parse(b).unwrap()),
+    )
 }
 
 fn opts() -> WriterOptions {

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{EventType, GetOptions, GetResponse, KvClient, WatchOptions};
-use shm_layout::{Backend, Host};
+use shm_layout::Host;
+
+use crate::route::{self, Route};
 use tokio::sync::watch;
 
 use super::keys::{prefix_end, DataKey, BUCKETS, FIRST_GENERATION};
@@ -246,7 +248,7 @@ async fn session(
 /// (written by a newer version, or by hand) is skipped with a warning, as a table build does.
 fn split<'a>(
     changes: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
-) -> (Vec<(Host, Backend)>, Vec<Host>) {
+) -> (Vec<(Host, Route)>, Vec<Host>) {
     let mut upserts = Vec::new();
     let mut deletes = Vec::new();
     for (h, v) in changes {
@@ -256,7 +258,7 @@ fn split<'a>(
         };
         match v {
             None => deletes.push(host),
-            Some(v) => match std::str::from_utf8(v).ok().map(Backend::parse) {
+            Some(v) => match std::str::from_utf8(v).ok().map(route::decode) {
                 Some(Ok(b)) => upserts.push((host, b)),
                 _ => tracing::warn!(host = h, "skipping an invalid entry in etcd"),
             },
@@ -268,7 +270,7 @@ fn split<'a>(
 /// Commits and publishes a change set through the engine, recorded with `revision`.
 async fn apply(
     fleet: &Fleet,
-    upserts: Vec<(Host, Backend)>,
+    upserts: Vec<(Host, Route)>,
     deletes: Vec<Host>,
     revision: u64,
 ) -> Result<(), FleetError> {

@@ -17,7 +17,9 @@
 use etcd_client::{
     Client, Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
-use shm_layout::{Backend, Host};
+use shm_layout::Host;
+
+use crate::route::Route;
 
 use super::follower::generation_of;
 use super::keys::{Layout, BUCKETS};
@@ -35,7 +37,7 @@ const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(super) async fn replace_all(
     fleet: &Fleet,
-    entries: Vec<(Host, Backend)>,
+    entries: Vec<(Host, Route)>,
 ) -> Result<Written, FleetError> {
     let mut client = fleet.client().await?;
     let lease = fleet.lease();
@@ -113,7 +115,7 @@ async fn stage_and_flip(
     fleet: &Fleet,
     client: &mut Client,
     id: &str,
-    entries: Vec<(Host, Backend)>,
+    entries: Vec<(Host, Route)>,
 ) -> Result<(u64, String), FleetError> {
     let layout = &fleet.layout;
     let resp = client.get(layout.generation(), None).await?;

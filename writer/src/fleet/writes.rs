@@ -7,7 +7,9 @@
 //! and the write is tried again there.
 
 use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
-use shm_layout::{Backend, Host};
+use shm_layout::Host;
+
+use crate::route::Route;
 
 use super::follower::generation_of;
 use super::keys::Layout;
@@ -155,7 +157,7 @@ impl Fleet {
 
 /// The changes of a write in the order they are sent: deletes first, then upserts (as the
 /// engine applies a batch).
-fn changes_of(op: &Op) -> Vec<(&Host, Option<&Backend>)> {
+fn changes_of(op: &Op) -> Vec<(&Host, Option<&Route>)> {
     match op {
         Op::Upsert(h, b) => vec![(h, Some(b))],
         Op::Delete(h) => vec![(h, None)],

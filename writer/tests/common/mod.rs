@@ -137,7 +137,12 @@ impl RouterHarness {
 pub fn entries_of(r: &Response) -> Vec<(String, String)> {
     assert_eq!(r.status, 200, "{}", r.text());
     let v: Vec<set_backend_writer::model::Entry> = serde_json::from_slice(&r.body).unwrap();
-    v.into_iter().map(|e| (e.host, e.backend)).collect()
+    v.into_iter()
+        .map(|e| {
+            let route = e.route_text();
+            (e.host, route)
+        })
+        .collect()
 }
 
 /// Every entry of the table file at `path`, sorted, after a deep check of the file.
