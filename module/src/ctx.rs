@@ -17,6 +17,7 @@ use ngx::http::{
 
 use shm_layout::{Match, Value};
 
+use crate::random;
 use crate::worker::{self, Found};
 use crate::Module;
 
@@ -147,27 +148,41 @@ fn pool_copy(pool: &ngx::core::Pool, parts: &[&[u8]]) -> Option<ngx_str_t> {
     Some(ngx_str_t { len, data })
 }
 
-/// The members of `v`'s set, copied into `pool`; `None` when the pool is exhausted.
+/// The members of `v`'s set, copied into `pool` with their names in one allocation (the
+/// members, then the names); `None` when the pool is exhausted.
 fn copy_set(pool: &ngx::core::Pool, v: &Value) -> Option<Set> {
     let len = v.members().min(MAX_MEMBERS);
-    let members = pool
-        .alloc(len * std::mem::size_of::<Member>())
-        .cast::<Member>();
+    let array = len * std::mem::size_of::<Member>();
+    let mut names = 0;
+    for i in 0..len {
+        names += v.member(i)?.as_bytes().len();
+    }
+    let members = pool.alloc(array + names).cast::<Member>();
     if members.is_null() {
         return None;
     }
+    // SAFETY: the allocation holds `array` bytes of members, then `names` bytes.
+    let mut name = unsafe { members.cast::<u8>().add(array) };
     for i in 0..len {
         let m = v.member(i)?;
-        let member = Member {
-            name: pool_copy(pool, &[m.as_bytes()])?,
-            addr: m.addr(),
-            weight: m.weight(),
-            backup: m.backup(),
-        };
-        // SAFETY: `members` is a fresh allocation of `len` members in the request pool,
+        let bytes = m.as_bytes();
+        // SAFETY: `name` points into the allocation's names part, which has room for every
+        // member's name (their lengths were summed above from the same value); `members` is
         // aligned as nginx aligns every pool allocation (to a word, a `Member`'s alignment),
         // and `i < len`.
-        unsafe { members.add(i).write(member) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), name, bytes.len());
+            members.add(i).write(Member {
+                name: ngx_str_t {
+                    len: bytes.len(),
+                    data: name,
+                },
+                addr: m.addr(),
+                weight: m.weight(),
+                backup: m.backup(),
+            });
+            name = name.add(bytes.len());
+        }
     }
     Some(Set {
         members,
@@ -176,17 +191,14 @@ fn copy_set(pool: &ngx::core::Pool, v: &Value) -> Option<Set> {
     })
 }
 
-/// Variable mode's member of `v`'s set: a weighted pick among the primaries, per request, with
-/// nginx's `ngx_random()` (as its `random` balancer); a set of one draws nothing. Upstream mode's
-/// balancer makes its own picks (`peer.rs`).
+/// Variable mode's member of `v`'s set: a weighted pick among the primaries, per request (as
+/// nginx's `random` balancer); a set of one draws nothing. Upstream mode's balancer makes its
+/// own picks (`peer.rs`).
 fn pick_primary(v: &Value) -> usize {
     if v.members() == 1 {
         return 0;
     }
-    // SAFETY: `random()` (nginx's `ngx_random`) has no preconditions; nginx seeds it per worker.
-    let r = unsafe { ngx::ffi::random() } as u32;
-    // `random()` gives 31 bits: scaled to the whole `u32` range the pick expects.
-    v.pick_primary(r << 1, |_| false).unwrap_or(0)
+    v.pick_primary(random::next(), |_| false).unwrap_or(0)
 }
 
 /// The lookup for this request, done once and kept in the request context (which an internal
@@ -224,10 +236,7 @@ pub fn in_pool(r: &mut Request) -> Option<*mut Ctx> {
         Found::Hit(v) => {
             let set = copy_set(&pool, v)?;
             let pick = pick_primary(v);
-            let backend = match set.members().get(pick) {
-                Some(m) => m.name,
-                None => pool_copy(&pool, &[v.member(pick)?.as_bytes()])?,
-            };
+            let backend = set.members().get(pick)?.name;
             let matched = match v.matched() {
                 Match::Exact => host,
                 Match::Wildcard { dot } => pool_copy(&pool, &[b"*", host.as_bytes().get(dot..)?])?,

@@ -28,6 +28,7 @@ mod ctx;
 mod health;
 mod pages;
 mod peer;
+mod random;
 mod request;
 mod worker;
 

@@ -43,7 +43,6 @@
 //! No system call, no lock, no allocation per try: the lookup reads the mapped table, the set
 //! is in the request pool, the health table is the worker's, allocated when it started.
 
-use std::cell::Cell;
 use std::ffi::c_void;
 use std::net::SocketAddr;
 
@@ -51,7 +50,7 @@ use ngx::core::Status;
 use ngx::ffi::{
     in6_addr, in6_addr__bindgen_ty_1, in_addr, ngx_conf_t, ngx_connection_t,
     ngx_http_complex_value, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_int_t,
-    ngx_peer_connection_t, ngx_pid, ngx_sockaddr_t, ngx_str_t, ngx_uint_t, sa_family_t,
+    ngx_peer_connection_t, ngx_sockaddr_t, ngx_str_t, ngx_uint_t, sa_family_t,
     sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, NGX_LOG_EMERG, NGX_LOG_ERR,
     NGX_LOG_WARN, NGX_PEER_FAILED,
 };
@@ -60,7 +59,7 @@ use ngx::ngx_log_error;
 
 use crate::ctx::{self, Ctx, Member, Outcome, Set};
 use crate::health::{self, Params};
-use crate::{guard, Module};
+use crate::{guard, random, Module};
 
 /// One request's balancer data, in the request pool.
 #[derive(Clone, Copy)]
@@ -252,7 +251,7 @@ fn choose(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
         return open(0).then_some(0);
     }
     let down = |m: &Member| m.addr.is_some_and(|a| health::is_down(&a, p, now));
-    let r = random();
+    let r = random::next();
     // Primaries, then backups; first those not marked failed, then those anyway.
     for (backup, anyway) in [(false, false), (true, false), (false, true), (true, true)] {
         let skip = |i: usize| {
@@ -271,30 +270,6 @@ fn choose(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
         }
     }
     None
-}
-
-thread_local! {
-    /// The worker's random state (xorshift64*), seeded on first use.
-    static RANDOM: Cell<u64> = const { Cell::new(0) };
-}
-
-/// A uniform random number: the worker's own generator, no lock and no system call.
-fn random() -> u32 {
-    RANDOM
-        .try_with(|s| {
-            let mut x = s.get();
-            if x == 0 {
-                // SAFETY: plain reads of nginx's process id and cached clock.
-                let (pid, now) = unsafe { (ngx_pid, health::now()) };
-                x = ((pid as u64) << 32 ^ now as u64) | 1;
-            }
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            s.set(x);
-            (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as u32
-        })
-        .unwrap_or(0)
 }
 
 /// The TLS server name of the request's upstream (`proxy_ssl_name`, else the upstream's
