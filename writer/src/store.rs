@@ -23,6 +23,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
+use std::ops::Bound;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -73,6 +74,13 @@ pub trait Store: Send + Sync {
     /// A consistent view of every entry as of now, readable from any thread while writes go
     /// on.
     fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError>;
+
+    /// A view of every entry read in pieces, each from its own read transaction: an entry
+    /// changed during the pass may be seen before or after its change. For a reader that hears
+    /// of every change made after it started from elsewhere (a growth records them); a
+    /// [`Store::snapshot`] held for a pass of many seconds would make every commit meanwhile
+    /// keep the pages it frees, and the first commit after the pass free them all at once.
+    fn pieces(&self) -> Result<Box<dyn Snapshot>, StoreError>;
 
     /// How many entries the store holds.
     fn count(&self) -> Result<u64, StoreError> {
@@ -349,6 +357,10 @@ impl Store for RedbStore {
         Ok(Box::new(RedbSnapshot(self.read()?)))
     }
 
+    fn pieces(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        Ok(Box::new(RedbPieces(self.db()?)))
+    }
+
     fn seal(&self) -> Result<Seal, StoreError> {
         let txn = self.db()?.begin_read().map_err(at("begin read"))?;
         let meta = txn.open_table(META).map_err(at("open meta"))?;
@@ -408,6 +420,49 @@ impl Snapshot for RedbSnapshot {
             }
         }
         Ok(())
+    }
+}
+
+/// [`Store::pieces`]: the entries in host order, [`PIECE`] at a time, each piece from its own
+/// read transaction (a few milliseconds long), starting after the last key of the one before.
+struct RedbPieces(Arc<Database>);
+
+/// The entries read under one read transaction by [`RedbPieces`].
+const PIECE: usize = 10_000;
+
+impl Snapshot for RedbPieces {
+    fn count(&self) -> Result<u64, StoreError> {
+        let txn = self.0.begin_read().map_err(at("begin read"))?;
+        let t = txn.open_table(ENTRIES).map_err(at("open table"))?;
+        t.len().map_err(at("len"))
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(&str, &str) -> bool) -> Result<(), StoreError> {
+        let mut after: Option<String> = None;
+        loop {
+            let txn = self.0.begin_read().map_err(at("begin read"))?;
+            let t = txn.open_table(ENTRIES).map_err(at("open table"))?;
+            let items = match after.as_deref() {
+                None => t.iter(),
+                Some(key) => t.range::<&str>((Bound::Excluded(key), Bound::Unbounded)),
+            }
+            .map_err(at("iterate"))?;
+            let mut n = 0;
+            for item in items {
+                let (k, v) = item.map_err(at("iterate"))?;
+                if !f(k.value(), v.value()) {
+                    return Ok(());
+                }
+                n += 1;
+                if n == PIECE {
+                    after = Some(k.value().to_owned());
+                    break;
+                }
+            }
+            if n < PIECE {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -47,6 +47,10 @@ impl Store for Faulty {
         let slow = self.slow.load(Ordering::SeqCst);
         Ok(Box::new(SlowSnapshot(self.inner.snapshot()?, slow)))
     }
+    fn pieces(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        let slow = self.slow.load(Ordering::SeqCst);
+        Ok(Box::new(SlowSnapshot(self.inner.pieces()?, slow)))
+    }
     fn revision(&self) -> Result<u64, StoreError> {
         self.inner.revision()
     }
@@ -61,7 +65,8 @@ impl Store for Faulty {
     }
 }
 
-/// A snapshot that takes 100 ms per entry if it was taken while the store was slow.
+/// A snapshot (or a read in pieces) that takes 100 ms per entry if it was taken while the
+/// store was slow.
 struct SlowSnapshot(Box<dyn Snapshot>, bool);
 
 impl Snapshot for SlowSnapshot {
