@@ -399,3 +399,35 @@ proptest! {
         }
     }
 }
+
+/// The header test vector of `docs/FORMAT.md` §3 is a header of this version: its bytes,
+/// padded with zeros to the file length they declare, open as an empty table, and the checksum
+/// it shows is the one the reader computes.
+#[test]
+fn the_documented_header_vector_opens() {
+    let doc = include_str!("../../docs/FORMAT.md");
+    let start = doc
+        .find("Example (a test vector for the checksum")
+        .expect("FORMAT.md §3 has its test vector");
+    let dump = doc[start..].split("```").nth(1).unwrap();
+    let mut bytes = Vec::new();
+    for line in dump.lines().filter(|l| l.contains(": ")) {
+        let hex = line.split(": ").nth(1).unwrap();
+        let hex = hex.split("  ").next().unwrap().replace(' ', "");
+        for i in (0..hex.len()).step_by(2) {
+            bytes.push(u8::from_str_radix(&hex[i..i + 2], 16).unwrap());
+        }
+    }
+    assert_eq!(bytes.len(), H_CHECKSUM + 8, "the dump ends with the checksum");
+    let shown = dump.rsplit("checksum 0x").next().unwrap().trim();
+    let shown = u64::from_str_radix(shown, 16).unwrap();
+    assert_eq!(word(&bytes, H_CHECKSUM), shown, "the dump and its comment agree");
+    assert_eq!(word(&bytes, H_VERSION), version_word(FORMAT_VERSION));
+    let file_len = word(&bytes, H_FILE_LEN) as usize;
+    bytes.resize(file_len, 0);
+    let mut sealed = bytes.clone();
+    seal(&mut sealed);
+    assert_eq!(word(&sealed, H_CHECKSUM), shown, "the reader's checksum of the header");
+    let t = open_bytes(&bytes).expect("the documented header opens");
+    assert!(matches!(t.lookup(b"www.example.com"), Lookup::Miss));
+}
