@@ -359,8 +359,11 @@ pub fn openapi(contract: Contract) -> Value {
                         "backends": {
                             "type": "array", "minItems": 1, "maxItems": MAX_MEMBERS,
                             "description": "At least one member that is not a backup; no \
-                                backend twice. Replaced as a whole.",
-                            "items": {"$ref": "#/components/schemas/Member"}
+                                backend twice (`x-unique-by`). Replaced as a whole.",
+                            "items": {"$ref": "#/components/schemas/Member"},
+                            "contains": {"not": {"required": ["backup"],
+                                "properties": {"backup": {"const": true}}}},
+                            "x-unique-by": "backend"
                         }
                     }
                 },

@@ -172,33 +172,42 @@ fn check_shape(v: &Value, schema: &Value, schemas: &Value, at: &str) {
 }
 
 /// Whether `v` satisfies `schema`: the JSON Schema keywords the document uses (`$ref`,
-/// `type`, `required`, `properties`, `additionalProperties`, `items`, `maxLength`, `pattern`,
-/// `const`, `anyOf`, `not`).
+/// `type`, `required`, `properties`, `additionalProperties`, `items`, `minItems`, `maxItems`,
+/// `contains`, `maxLength`, `pattern`, `minimum`, `maximum`, `const`, `anyOf`, `oneOf`, `not`)
+/// and its one extension, `x-unique-by` (no two items of an array with the same value of that
+/// field).
 fn conforms(v: &Value, schema: &Value, schemas: &Value) -> bool {
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.trim_start_matches("#/components/schemas/");
         return conforms(v, &schemas[name], schemas);
     }
     let typed = match schema["type"].as_str() {
-        Some("object") => v.as_object().is_some_and(|o| {
-            let required = schema["required"].as_array().into_iter().flatten();
-            required
-                .into_iter()
-                .all(|r| o.contains_key(r.as_str().unwrap()))
-                && o.iter().all(|(k, sub)| match schema["properties"].get(k) {
-                    Some(s) => conforms(sub, s, schemas),
-                    None => schema["additionalProperties"] != json!(false),
-                })
+        Some("object") => v.is_object(),
+        Some("array") => v.as_array().is_some_and(|a| {
+            let len = a.len() as u64;
+            let unique = schema["x-unique-by"].as_str().is_none_or(|field| {
+                let keys: BTreeSet<String> = a.iter().map(|i| i[field].to_string()).collect();
+                keys.len() == a.len()
+            });
+            a.iter().all(|i| conforms(i, &schema["items"], schemas))
+                && schema["minItems"].as_u64().is_none_or(|m| len >= m)
+                && schema["maxItems"].as_u64().is_none_or(|m| len <= m)
+                && schema
+                    .get("contains")
+                    .is_none_or(|c| a.iter().any(|i| conforms(i, c, schemas)))
+                && unique
         }),
-        Some("array") => v
-            .as_array()
-            .is_some_and(|a| a.iter().all(|i| conforms(i, &schema["items"], schemas))),
         Some("string") => v.as_str().is_some_and(|s| {
             let max = schema["maxLength"].as_u64().unwrap_or(u64::MAX);
             let pattern = schema["pattern"].as_str().unwrap_or("");
             s.chars().count() as u64 <= max && regex::Regex::new(pattern).unwrap().is_match(s)
         }),
-        Some("integer") => v.is_u64() || v.is_i64(),
+        Some("integer") => (v.is_u64() || v.is_i64()) && {
+            let n = v.as_i64().unwrap_or(i64::MAX);
+            schema["minimum"].as_i64().is_none_or(|m| n >= m)
+                && schema["maximum"].as_i64().is_none_or(|m| n <= m)
+        },
+        Some("boolean") => v.is_boolean(),
         Some(other) => panic!("type {other} is not checked here"),
         None => match schema["pattern"].as_str() {
             // An untyped `{"pattern"}` constrains strings only.
@@ -208,11 +217,25 @@ fn conforms(v: &Value, schema: &Value, schemas: &Value) -> bool {
             None => true,
         },
     };
+    // `required`, `properties` and `additionalProperties` constrain objects, typed or not
+    // (the `oneOf` alternatives of an entry are bare `{"required": [...]}`).
+    let fields = v.as_object().is_none_or(|o| {
+        let mut names = schema["required"].as_array().into_iter().flatten();
+        names.all(|r| o.contains_key(r.as_str().unwrap()))
+            && o.iter().all(|(k, sub)| match schema["properties"].get(k) {
+                Some(s) => conforms(sub, s, schemas),
+                None => schema["additionalProperties"] != json!(false),
+            })
+    });
     typed
+        && fields
         && schema.get("const").is_none_or(|c| c == v)
         && schema["anyOf"]
             .as_array()
             .is_none_or(|a| a.iter().any(|s| conforms(v, s, schemas)))
+        && schema["oneOf"]
+            .as_array()
+            .is_none_or(|a| a.iter().filter(|s| conforms(v, s, schemas)).count() == 1)
         && schema.get("not").is_none_or(|n| !conforms(v, n, schemas))
 }
 
@@ -333,6 +356,41 @@ fn backend_cases(ip_only: bool) -> Vec<(bool, String)> {
     ]
 }
 
+/// Backend sets just inside and just outside each limit the server puts on a set (its
+/// members' backends are probed by `backend_cases`): whether accepted, and the entry's fields
+/// besides `host`.
+fn set_cases() -> Vec<(bool, Value)> {
+    let m = |i: usize| json!({"backend": format!("10.0.0.{i}:80")});
+    let set = |n: usize| Value::Array((1..=n).map(m).collect());
+    let one = |member: Value| json!({"backends": [member]});
+    let a = "10.0.0.1:80";
+    vec![
+        (true, json!({"backends": set(1)})),
+        (true, json!({"backends": set(shm_layout::MAX_MEMBERS)})),
+        (false, json!({"backends": set(shm_layout::MAX_MEMBERS + 1)})),
+        (false, json!({"backends": []})),
+        (false, json!({"backends": "10.0.0.1:80"})),
+        (false, json!({"backends": set(2), "backend": a})),
+        (false, json!({})),
+        (true, one(json!({"backend": a, "weight": 1}))),
+        (true, one(json!({"backend": a, "weight": 100}))),
+        (false, one(json!({"backend": a, "weight": 0}))),
+        (false, one(json!({"backend": a, "weight": 101}))),
+        (false, one(json!({"backend": a, "weight": -1}))),
+        (false, one(json!({"backend": a, "weight": 1.5}))),
+        (false, one(json!({"backend": a, "weight": "2"}))),
+        (true, one(json!({"backend": a, "backup": false}))),
+        (false, one(json!({"backend": a, "backup": true}))),
+        (false, one(json!({"backend": a, "backup": "no"}))),
+        (false, one(json!({"backend": a, "down": true}))),
+        (false, one(json!({"weight": 2}))),
+        (true, json!({"backends": [m(1), {"backend": "10.0.0.2:80", "backup": true}]})),
+        (false, json!({"backends": [m(1), m(1)]})),
+        (false, json!({"backends": [m(1), {"backend": a, "weight": 2}]})),
+        (true, json!({"backends": [m(1), {"backend": "[::1]:80", "weight": 3}]})),
+    ]
+}
+
 /// A JSON `body` padded with spaces to exactly `len` bytes.
 fn padded(body: &Value, len: usize) -> Vec<u8> {
     let mut b = serde_json::to_vec(body).unwrap();
@@ -369,6 +427,13 @@ async fn the_openapi_document_declares_every_enforced_limit() {
             ));
             probes.push((ok, Method::PUT, "put", json!([entry])));
         }
+        for (ok, fields) in set_cases() {
+            let mut entry = fields;
+            entry["host"] = json!("s.example");
+            probes.push((ok, Method::POST, "post", entry.clone()));
+            probes.push((ok, Method::PATCH, "patch", json!({"upsert": [entry.clone()]})));
+            probes.push((ok, Method::PUT, "put", json!([entry])));
+        }
         let mut checked = 0;
         for (expected, method, m, body) in probes {
             let schema_ok = conforms(&body, schema_of(m), schemas);
@@ -387,7 +452,7 @@ async fn the_openapi_document_declares_every_enforced_limit() {
             );
             checked += 1;
         }
-        assert!(checked > 150, "{checked} probes");
+        assert!(checked > 220, "{checked} probes");
 
         // Body sizes: exactly the declared limit is read, one byte more is refused.
         let entry = json!({"host": "size.example", "backend": "10.0.0.1:80"});
