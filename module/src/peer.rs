@@ -50,9 +50,9 @@ use ngx::core::Status;
 use ngx::ffi::{
     in6_addr, in6_addr__bindgen_ty_1, in_addr, ngx_conf_t, ngx_connection_t,
     ngx_http_complex_value, ngx_http_request_t, ngx_http_upstream_srv_conf_t, ngx_int_t,
-    ngx_peer_connection_t, ngx_sockaddr_t, ngx_str_t, ngx_uint_t, sa_family_t,
-    sockaddr_in, sockaddr_in6, socklen_t, AF_INET, AF_INET6, NGX_LOG_EMERG, NGX_LOG_ERR,
-    NGX_LOG_WARN, NGX_PEER_FAILED,
+    ngx_peer_connection_t, ngx_sockaddr_t, ngx_str_t, ngx_uint_t, sa_family_t, sockaddr_in,
+    sockaddr_in6, socklen_t, AF_INET, AF_INET6, NGX_LOG_EMERG, NGX_LOG_ERR, NGX_LOG_WARN,
+    NGX_PEER_FAILED,
 };
 use ngx::http::{HttpModuleServerConf, Request};
 use ngx::ngx_log_error;

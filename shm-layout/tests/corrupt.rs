@@ -418,16 +418,28 @@ fn the_documented_header_vector_opens() {
             bytes.push(u8::from_str_radix(&hex[i..i + 2], 16).unwrap());
         }
     }
-    assert_eq!(bytes.len(), H_CHECKSUM + 8, "the dump ends with the checksum");
+    assert_eq!(
+        bytes.len(),
+        H_CHECKSUM + 8,
+        "the dump ends with the checksum"
+    );
     let shown = dump.rsplit("checksum 0x").next().unwrap().trim();
     let shown = u64::from_str_radix(shown, 16).unwrap();
-    assert_eq!(word(&bytes, H_CHECKSUM), shown, "the dump and its comment agree");
+    assert_eq!(
+        word(&bytes, H_CHECKSUM),
+        shown,
+        "the dump and its comment agree"
+    );
     assert_eq!(word(&bytes, H_VERSION), version_word(FORMAT_VERSION));
     let file_len = word(&bytes, H_FILE_LEN) as usize;
     bytes.resize(file_len, 0);
     let mut sealed = bytes.clone();
     seal(&mut sealed);
-    assert_eq!(word(&sealed, H_CHECKSUM), shown, "the reader's checksum of the header");
+    assert_eq!(
+        word(&sealed, H_CHECKSUM),
+        shown,
+        "the reader's checksum of the header"
+    );
     let t = open_bytes(&bytes).expect("the documented header opens");
     assert!(matches!(t.lookup(b"www.example.com"), Lookup::Miss));
 }

@@ -202,11 +202,13 @@ fn conforms(v: &Value, schema: &Value, schemas: &Value) -> bool {
             let pattern = schema["pattern"].as_str().unwrap_or("");
             s.chars().count() as u64 <= max && regex::Regex::new(pattern).unwrap().is_match(s)
         }),
-        Some("integer") => (v.is_u64() || v.is_i64()) && {
-            let n = v.as_i64().unwrap_or(i64::MAX);
-            schema["minimum"].as_i64().is_none_or(|m| n >= m)
-                && schema["maximum"].as_i64().is_none_or(|m| n <= m)
-        },
+        Some("integer") => {
+            (v.is_u64() || v.is_i64()) && {
+                let n = v.as_i64().unwrap_or(i64::MAX);
+                schema["minimum"].as_i64().is_none_or(|m| n >= m)
+                    && schema["maximum"].as_i64().is_none_or(|m| n <= m)
+            }
+        }
         Some("boolean") => v.is_boolean(),
         Some(other) => panic!("type {other} is not checked here"),
         None => match schema["pattern"].as_str() {
@@ -384,10 +386,19 @@ fn set_cases() -> Vec<(bool, Value)> {
         (false, one(json!({"backend": a, "backup": "no"}))),
         (false, one(json!({"backend": a, "down": true}))),
         (false, one(json!({"weight": 2}))),
-        (true, json!({"backends": [m(1), {"backend": "10.0.0.2:80", "backup": true}]})),
+        (
+            true,
+            json!({"backends": [m(1), {"backend": "10.0.0.2:80", "backup": true}]}),
+        ),
         (false, json!({"backends": [m(1), m(1)]})),
-        (false, json!({"backends": [m(1), {"backend": a, "weight": 2}]})),
-        (true, json!({"backends": [m(1), {"backend": "[::1]:80", "weight": 3}]})),
+        (
+            false,
+            json!({"backends": [m(1), {"backend": a, "weight": 2}]}),
+        ),
+        (
+            true,
+            json!({"backends": [m(1), {"backend": "[::1]:80", "weight": 3}]}),
+        ),
     ]
 }
 
@@ -431,7 +442,12 @@ async fn the_openapi_document_declares_every_enforced_limit() {
             let mut entry = fields;
             entry["host"] = json!("s.example");
             probes.push((ok, Method::POST, "post", entry.clone()));
-            probes.push((ok, Method::PATCH, "patch", json!({"upsert": [entry.clone()]})));
+            probes.push((
+                ok,
+                Method::PATCH,
+                "patch",
+                json!({"upsert": [entry.clone()]}),
+            ));
             probes.push((ok, Method::PUT, "put", json!([entry])));
         }
         let mut checked = 0;
