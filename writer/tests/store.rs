@@ -1,6 +1,6 @@
 //! The store read in pieces (`Store::pieces`), as a growth reads it while the engine commits.
 
-use set_backend_writer::store::{Change, RedbStore, Snapshot, Store};
+use set_backend_writer::store::{Change, RedbStore, Store};
 
 fn host(i: u32) -> String {
     format!("h{i:06}.example")
