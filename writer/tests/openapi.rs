@@ -427,20 +427,15 @@ async fn the_openapi_document_declares_every_enforced_limit() {
             probes.push((ok, Method::POST, "post", entry));
             probes.push((ok, Method::PATCH, "patch", json!({"delete": [host]})));
         }
-        for (ok, backend) in backend_cases(ip_only) {
-            let entry = json!({"host": "b.example", "backend": backend});
-            probes.push((ok, Method::POST, "post", entry.clone()));
-            probes.push((
-                ok,
-                Method::PATCH,
-                "patch",
-                json!({"upsert": [entry.clone()]}),
-            ));
-            probes.push((ok, Method::PUT, "put", json!([entry])));
-        }
-        for (ok, fields) in set_cases() {
-            let mut entry = fields;
+        // Entries (a backend, then backend sets), each written the three ways.
+        let backends = backend_cases(ip_only)
+            .into_iter()
+            .map(|(ok, b)| (ok, json!({"host": "b.example", "backend": b})));
+        let sets = set_cases().into_iter().map(|(ok, mut entry)| {
             entry["host"] = json!("s.example");
+            (ok, entry)
+        });
+        for (ok, entry) in backends.chain(sets) {
             probes.push((ok, Method::POST, "post", entry.clone()));
             probes.push((
                 ok,
