@@ -4,7 +4,7 @@
 /// `SBTABLE\0`, the first eight bytes of every table file.
 pub const MAGIC: [u8; 8] = *b"SBTABLE\0";
 /// Bumped on any incompatible change; readers reject every other value.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The high half of the version word. Like every word it is stored little-endian; a file
 /// written by a big-endian writer storing native words reads back as its byte swap.
 pub const ENDIAN_MARK: u32 = 0x0A0B_0C0D;

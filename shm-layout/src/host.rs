@@ -198,15 +198,39 @@ impl Host {
         &self.0
     }
 
+    /// The key's bytes in the table ([`table_key`]).
+    pub fn table_key(&self) -> &[u8] {
+        table_key(&self.0)
+    }
+
     pub fn into_string(self) -> String {
         self.0
     }
 }
 
-/// Whether the key bytes `key` are a pattern (`*.…` or `*`): what the writer counts in the
-/// header's `patterns` word.
+/// The bytes a canonical key is stored under in the table: a wildcard `*.example.com` without
+/// its `*` (`.example.com`, a slice of every host it covers, so the pattern walk probes the
+/// host's own bytes), anything else as it is. No host starts with a dot, so the two never meet.
+pub fn table_key(key: &str) -> &[u8] {
+    match key.as_bytes() {
+        [b'*', rest @ ..] if !rest.is_empty() => rest,
+        k => k,
+    }
+}
+
+/// The canonical key of the table bytes `key`: [`table_key`] undone.
+pub(crate) fn key_of_table(key: String) -> String {
+    if key.starts_with('.') {
+        format!("*{key}")
+    } else {
+        key
+    }
+}
+
+/// Whether the table key bytes `key` are a pattern (`.…`, stored for `*.…`, or `*`): what the
+/// writer counts in the header's `patterns` word.
 pub(crate) fn is_pattern(key: &[u8]) -> bool {
-    key.first() == Some(&b'*')
+    matches!(key.first(), Some(b'.' | b'*'))
 }
 
 impl fmt::Display for Host {

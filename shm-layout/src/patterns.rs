@@ -2,14 +2,13 @@
 //! patterns. nginx's `server_name` order: the longest matching `*.suffix`, then the default
 //! entry `*`.
 //!
-//! For `a.b.example.com` the keys tried are `*.b.example.com`, `*.example.com`, `*.com` and `*`:
-//! one probe of the same table per label, like the exact one (`seqlock::lookup_into`), bounded
-//! by the host's length (at most 127 labels in 253 bytes). Each `*.suffix` key is built in one
-//! stack copy of the host: the byte before the suffix's dot becomes `*`, left to right, so no
-//! probe needs more than one byte written (`ngx_hash_find_wc_head` walks the labels the other
-//! way, through nested hashes; one flat table needs the full key). No allocation, no syscall.
+//! For `a.b.example.com` the keys tried are `.b.example.com`, `.example.com`, `.com` and `*`:
+//! the writer stores `*.suffix` as `.suffix` (`host::table_key`), so each key is a slice of the
+//! host itself, probed in place (no copy, no buffer). One probe of the same table per label,
+//! like the exact one (`seqlock::lookup_into`), bounded by the host's length (at most 127 labels
+//! in 253 bytes); no allocation, no syscall. (`ngx_hash_find_wc_head` walks the labels the
+//! other way, through nested hashes; one flat table needs the full key.)
 
-use crate::host::MAX_HOST_LEN;
 use crate::seqlock::{self, Geometry};
 use crate::sync::AtomicU64;
 use crate::value::{Status, Value, MATCH_DEFAULT};
@@ -29,19 +28,13 @@ pub(crate) fn walk(
     host: &[u8],
     out: &mut Value,
 ) -> Status {
-    let mut buf = [0u8; MAX_HOST_LEN];
-    let Some(key) = buf.get_mut(..host.len()) else {
-        return Status::Miss;
-    };
-    key.copy_from_slice(host);
-    // A dot at 0 would leave no label before it to turn into `*`; the last byte's dot (a
-    // trailing one) has no suffix after it.
-    for dot in 1..host.len().saturating_sub(1) {
+    // The last byte's dot (a trailing one) has no suffix after it. A dot at 0 (a host nginx
+    // lets through as `.example.com`) is `*.example.com`'s own key, as in nginx.
+    for dot in 0..host.len().saturating_sub(1) {
         if host[dot] != b'.' {
             continue;
         }
-        key[dot - 1] = b'*';
-        match seqlock::lookup_into(g, index, arena, &key[dot - 1..], out) {
+        match seqlock::lookup_into(g, index, arena, &host[dot..], out) {
             Status::Miss => {}
             Status::Hit => {
                 out.matched = dot as u16;

@@ -231,6 +231,11 @@ impl Table {
     /// (`benches/instructions.sh`).
     #[inline(always)]
     pub fn lookup_into(&self, host: &[u8], out: &mut Value) -> Status {
+        // A host starting with a dot is no name's own key: in the table, `.example.com` is
+        // `*.example.com` (`host::table_key`), which the walk reports as the pattern it is.
+        if host.first() == Some(&b'.') {
+            return self.after_miss(host, out);
+        }
         match seqlock::lookup_into(&self.geo, self.index(), self.arena(), host, out) {
             Status::Miss => self.after_miss(host, out),
             status => status,
@@ -319,7 +324,7 @@ impl Table {
                     value.as_str()
                 )));
             }
-            patterns += u64::from(crate::host::is_pattern(key.as_bytes()));
+            patterns += u64::from(host.kind() != crate::host::KeyKind::Exact);
             if !seen.insert(key.clone()) {
                 return Err(err(format!("key {key:?} appears twice")));
             }
@@ -374,6 +379,7 @@ impl Table {
                 match self.check_slot(slot, w, rec, index, arena) {
                     Ok((key, value)) => {
                         let key = String::from_utf8(key).map_err(|_| err("key is not UTF-8"))?;
+                        let key = crate::host::key_of_table(key);
                         f(slot, key, &value)?;
                         break;
                     }

@@ -60,8 +60,8 @@ pub struct Value {
     pub(crate) matched: u16,
 }
 
-/// `Value::matched` for the host's own key.
-pub(crate) const MATCH_EXACT: u16 = 0;
+/// `Value::matched` for the host's own key (a dot's position is below 253, and may be 0).
+pub(crate) const MATCH_EXACT: u16 = u16::MAX - 1;
 /// `Value::matched` for the default entry `*`.
 pub(crate) const MATCH_DEFAULT: u16 = u16::MAX;
 

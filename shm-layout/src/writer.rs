@@ -167,7 +167,7 @@ impl TableWriter {
     /// Inserts or replaces the backend of `host`. O(1); grows the table into a new generation
     /// when it must.
     pub fn upsert(&mut self, host: &Host, backend: &impl Routing) -> Result<Upserted, WriteError> {
-        let key = host.as_str().as_bytes();
+        let key = host.table_key();
         let hash = self.t.geo.hash.of(key);
         let mut buf = std::mem::take(&mut self.buf);
         backend.encode_record(&mut buf, hash, key);
@@ -233,7 +233,7 @@ impl TableWriter {
 
     /// Removes `host`; returns whether it was present. The slot becomes a tombstone.
     pub fn delete(&mut self, host: &Host) -> Result<bool, WriteError> {
-        let key = host.as_str().as_bytes();
+        let key = host.table_key();
         let hash = self.t.geo.hash.of(key);
         self.delete_key(key, hash)
     }
@@ -262,7 +262,7 @@ impl TableWriter {
             &self.t.geo,
             self.t.index(),
             self.t.arena(),
-            host.as_str().as_bytes(),
+            host.table_key(),
         ) {
             Lookup::Hit(v) => Some(v),
             _ => None,

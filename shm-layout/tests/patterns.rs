@@ -177,3 +177,22 @@ fn the_match_names_the_entry() {
     );
     assert_eq!(Match::Default.key("a.example.org"), "*");
 }
+
+/// A wildcard is stored as its suffix (`.example.org` for `*.example.org`, `docs/FORMAT.md` §8):
+/// a host that starts with a dot, which nginx lets through, is not taken for that key's own
+/// name but walks to the wildcard (as nginx's `*.example.org` covers it); listing the table
+/// shows the pattern as it was written.
+#[test]
+fn a_wildcard_is_stored_as_its_suffix_and_listed_as_written() {
+    let (_d, _w, t) = table(&[("*.example.org", "10.0.0.1:80"), ("*", "10.0.0.2:80")]);
+    assert_eq!(
+        answer(&t, ".example.org"),
+        hit("10.0.0.1:80", "*.example.org")
+    );
+    assert_eq!(answer(&t, ".org"), hit("10.0.0.2:80", "*"));
+    assert_eq!(answer(&t, "example.org"), hit("10.0.0.2:80", "*"));
+    let mut keys: Vec<String> = t.entries().into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    assert_eq!(keys, ["*", "*.example.org"]);
+    assert_eq!(t.verify().unwrap().patterns, 2);
+}

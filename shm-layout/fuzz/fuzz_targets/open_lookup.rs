@@ -1,7 +1,7 @@
 //! Any bytes as a table file: `open` must fail cleanly or every lookup, `verify` and `entries`
 //! must return. The header checksum is recomputed over the input, so that the fuzzer explores
 //! header fields and the body instead of stopping at the checksum. Hosts under a domain and one
-//! of 127 labels walk the patterns (`*.suffix`, `*`) whenever the header's `patterns` word is
+//! of 127 labels (and one with a leading dot) walk the patterns (`*.suffix`, `*`) whenever the header's `patterns` word is
 //! set. Run with `make fuzz`.
 #![no_main]
 
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let deep = vec!["a"; 127].join(".");
-        for host in ["a.b.site-1.example", "nothing.test", deep.as_str()] {
+        for host in ["a.b.site-1.example", ".site-1.example", "nothing.test", deep.as_str()] {
             if t.lookup_into(host.as_bytes(), &mut out) == Status::Hit {
                 if let Match::Wildcard { dot } = out.matched() {
                     assert_eq!(host.as_bytes()[dot], b'.');

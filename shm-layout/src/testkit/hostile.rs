@@ -95,7 +95,7 @@ pub fn meta_at(rec: usize) -> usize {
 
 /// The hash of `host` under [`KEY`] (a record's hash word).
 pub fn key_hash(host: &str) -> u64 {
-    hash_key(KEY.0, KEY.1, host.as_bytes())
+    hash_key(KEY.0, KEY.1, crate::host::table_key(host))
 }
 
 /// The slot tag of `host` under [`KEY`].

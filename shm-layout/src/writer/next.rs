@@ -256,7 +256,7 @@ impl NextGeneration {
         if w.t.geo.hash.keys() != current.t.geo.hash.keys() {
             return Err(io::Error::other("the generations have different hash keys").into());
         }
-        let key = host.as_bytes();
+        let key = crate::host::table_key(host);
         let hash = current.t.geo.hash.of(key);
         match current.probe(key, hash)? {
             Probe::Found { rec, .. } => {
