@@ -28,10 +28,14 @@
 //!
 //! Times are nginx's cached clock in milliseconds (`ngx_current_msec`): no system call. Workers
 //! are single-threaded, so the table lives in a thread-local `RefCell`; a caller that finds it
-//! borrowed (it never should) treats every backend as healthy.
+//! borrowed (it never should) treats every backend as healthy. How many slots are in use is
+//! also kept in a plain process-wide counter, so that the common question, in a worker where
+//! nothing failed, costs one load and not a thread-local lookup (from a shared library, a call
+//! into the dynamic linker).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ngx::ffi::{ngx_current_msec, ngx_msec_t, ngx_str_t};
 
@@ -157,6 +161,15 @@ thread_local! {
     static TABLE: RefCell<Option<Table>> = const { RefCell::new(None) };
 }
 
+/// The worker's `Table::used`, readable without the thread-local (a worker is one process
+/// with one thread: this is its own count).
+static USED: AtomicUsize = AtomicUsize::new(0);
+
+/// True when some backend has a slot (a recent failure): only then is the table consulted.
+fn any_failed() -> bool {
+    USED.load(Ordering::Relaxed) != 0
+}
+
 /// Allocates the worker's table (`init_process`).
 pub fn start() {
     let _ = TABLE.try_with(|t| {
@@ -165,6 +178,7 @@ pub fn start() {
                 slots: Box::new([FREE; SLOTS]),
                 used: 0,
             });
+            USED.store(0, Ordering::Relaxed);
         }
     });
 }
@@ -220,7 +234,7 @@ pub fn now() -> ngx_msec_t {
 /// True while `addr` is marked failed: `max_fails` failures, the last test less than
 /// `fail_timeout` ago.
 pub fn is_down(addr: &SocketAddr, p: Params, now: ngx_msec_t) -> bool {
-    if p.max_fails == 0 {
+    if p.max_fails == 0 || !any_failed() {
         return false;
     }
     with(false, |t| {
@@ -232,6 +246,9 @@ pub fn is_down(addr: &SocketAddr, p: Params, now: ngx_msec_t) -> bool {
 
 /// `addr` was chosen for a try: past `fail_timeout` since the last test, this try is the test.
 pub fn chosen(addr: &SocketAddr, p: Params, now: ngx_msec_t) {
+    if !any_failed() {
+        return;
+    }
     with((), |t| {
         if let Some(s) = t.find(addr) {
             if now.wrapping_sub(s.checked) > p.fail_timeout {
@@ -271,6 +288,7 @@ pub fn failed(addr: &SocketAddr, p: Params, now: ngx_msec_t) -> bool {
         let marked = s.fails == p.max_fails;
         if taken {
             t.used += 1;
+            USED.store(t.used, Ordering::Relaxed);
         }
         marked
     })
@@ -279,6 +297,9 @@ pub fn failed(addr: &SocketAddr, p: Params, now: ngx_msec_t) -> bool {
 /// A try of `addr` succeeded: if it was chosen after its last failure, its failures are
 /// forgotten and its slot freed.
 pub fn succeeded(addr: &SocketAddr) {
+    if !any_failed() {
+        return;
+    }
     with((), |t| {
         let Some(s) = t.find(addr) else {
             return;
@@ -286,6 +307,7 @@ pub fn succeeded(addr: &SocketAddr) {
         if s.accessed < s.checked {
             *s = FREE;
             t.used -= 1;
+            USED.store(t.used, Ordering::Relaxed);
         }
     })
 }
