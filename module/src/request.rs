@@ -47,12 +47,36 @@ pub fn add_variables(cf: &mut ngx_conf_t) -> Status {
     Status::NGX_OK
 }
 
-/// Points `v` at `bytes` (which outlive the request).
+/// Points `v` at `bytes` (which outlive the request): valid, cacheable, found.
+///
+/// The flags share one 32-bit bit-field word with the length (`len:28`, then `valid`,
+/// `no_cacheable`, `not_found`, `escape`, from the lowest bit: how C compilers lay out
+/// bit-fields on the little-endian targets). It is written in one store: bindgen's setters
+/// write it a bit at a time, which cost ~570 instructions per request for the length alone
+/// (callgrind).
 fn set_value(v: &mut ngx_http_variable_value_t, bytes: &ngx_str_t) {
-    v.set_len(bytes.len as u32);
-    v.set_valid(1);
-    v.set_no_cacheable(0);
-    v.set_not_found(0);
+    const VALID: u32 = 1 << 28;
+    // Values here are backends, host names and short words: far below the 28-bit limit.
+    let len = bytes.len.min(VALID as usize - 1) as u32;
+    #[cfg(target_endian = "little")]
+    {
+        v._bitfield_1 = ngx::ffi::__BindgenBitfieldUnit::new((len | VALID).to_le_bytes());
+    }
+    #[cfg(not(target_endian = "little"))]
+    {
+        v.set_len(len);
+        v.set_valid(1);
+        v.set_no_cacheable(0);
+        v.set_not_found(0);
+        v.set_escape(0);
+    }
+    debug_assert!(
+        v.len() == len
+            && v.valid() == 1
+            && v.no_cacheable() == 0
+            && v.not_found() == 0
+            && v.escape() == 0
+    );
     v.data = bytes.data;
 }
 
