@@ -1,14 +1,14 @@
 //! The per-request context, as nginx modules keep their `*_ctx_t`: the lookup of the request's
-//! host, made once per request and kept in the request pool, and the test of where it is
-//! needed. The request-time handlers (`request`) and the balancer (`peer`) both read it; neither
-//! depends on the other.
+//! host, made once per request and kept in the request's `State` (`state.rs`), and the test of
+//! where it is needed. The request-time handlers (`request`) and the balancer (`peer`) both
+//! read it; neither depends on the other.
 //!
 //! The lookup happens the first time anything needs it: the `set_backend` variable (in
 //! `proxy_pass`, an `if`, a log format), `$set_backend_status`, `$set_backend_match`, the
 //! precontent phase handler, or upstream mode's `peer.init`.
 
 use std::ffi::c_void;
-use std::net::SocketAddr;
+use std::mem::MaybeUninit;
 
 use ngx::ffi::{ngx_http_request_t, ngx_http_upstream_conf_t, ngx_str_t};
 use ngx::http::{
@@ -18,6 +18,8 @@ use ngx::http::{
 use shm_layout::{Match, Value};
 
 use crate::random;
+use crate::state;
+pub use crate::state::{Ctx, Member, Outcome, Set, State, MAX_MEMBERS};
 use crate::worker::{self, Found};
 use crate::Module;
 
@@ -32,160 +34,60 @@ pub const PASS_MODULES: [&[u8]; 6] = [
     b"ngx_http_memcached_module",
 ];
 
-/// What the lookup of this request's host gave.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Hit,
-    Miss,
-    Unavailable,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// The module's request context (nginx's `ngx_http_<module>_ctx_t`): what was decided for this
-/// request, in the request pool. Made once, by [`lookup`]; an internal redirect clears it.
-/// Everything a request-time handler or the balancer needs to share lives here, so that they
-/// depend on this file and not on each other: a later field (the backend chosen among several,
-/// the tries left) goes beside these.
-#[derive(Clone, Copy)]
-pub struct Ctx {
-    pub outcome: Outcome,
-    /// The backend (a copy in the request pool); empty unless `outcome` is `Hit`.
-    pub backend: ngx_str_t,
-    /// The entry that matched (`$set_backend_match`): the host itself, `*.suffix` (a copy in
-    /// the request pool) or `*`; empty unless `outcome` is `Hit`.
-    pub matched: ngx_str_t,
-    /// The backend set (upstream mode's peers); empty unless `outcome` is `Hit`.
-    pub set: Set,
-}
-
-/// The most members a set has (the table's limit).
-pub const MAX_MEMBERS: usize = shm_layout::MAX_MEMBERS;
-
-/// The request's backend set, copied into the request pool, and the balancer's progress
-/// through it.
-#[derive(Clone, Copy)]
-pub struct Set {
-    /// `len` members in the request pool: the primaries, then the backups.
-    pub members: *mut Member,
-    pub len: usize,
-    /// Bit `i` set: member `i` has been tried for this request.
-    pub tried: u8,
-    /// The member of the current try.
-    pub current: usize,
-}
-
-const _: () = assert!(MAX_MEMBERS <= u8::BITS as usize);
-
-impl Set {
-    const EMPTY: Set = Set {
-        members: std::ptr::null_mut(),
-        len: 0,
-        tried: 0,
-        current: 0,
-    };
-
-    /// The members.
-    pub fn members(&self) -> &[Member] {
-        if self.members.is_null() {
-            return &[];
-        }
-        // SAFETY: `members` points to `len` initialized members in the request pool, which
-        // outlives every user of the request's context.
-        unsafe { std::slice::from_raw_parts(self.members, self.len) }
-    }
-
-    /// Member `i`, mutable (for nginx's pointer to its name).
-    pub fn member_mut(&mut self, i: usize) -> Option<&mut Member> {
-        if self.members.is_null() || i >= self.len {
-            return None;
-        }
-        // SAFETY: as in `members`; `i` is in bounds, and nothing else holds a reference into
-        // the array while the balancer, on the worker's one thread, holds this one.
-        Some(unsafe { &mut *self.members.add(i) })
-    }
-}
-
-/// One backend of the request's set.
-#[derive(Clone, Copy)]
-pub struct Member {
-    /// The backend as stored (a copy in the request pool): nginx's peer name
-    /// (`$upstream_addr`).
-    pub name: ngx_str_t,
-    /// Its address, pre-parsed by the writer, when it is an IP literal.
-    pub addr: Option<SocketAddr>,
-    /// 1 to 100.
-    pub weight: u8,
-    /// Used only when no primary can be.
-    pub backup: bool,
-}
-
 /// The default entry's key, for `$set_backend_match`.
 static DEFAULT_KEY: &[u8] = b"*";
 
-/// A copy of the concatenation of `parts` in `pool`; `None` when the pool is exhausted.
-fn pool_copy(pool: &ngx::core::Pool, parts: &[&[u8]]) -> Option<ngx_str_t> {
-    let len = parts.iter().map(|p| p.len()).sum();
-    let data = pool.alloc_unaligned(len).cast::<u8>();
-    if data.is_null() {
-        return None;
-    }
-    let mut at = 0;
-    for part in parts {
-        // SAFETY: `data` was just allocated with `len` bytes, the sum of the parts' lengths,
-        // so each part lands inside it.
-        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), data.add(at), part.len()) };
-        at += part.len();
-    }
-    Some(ngx_str_t { len, data })
+/// Where a request's strings are copied: its state's `names`, then, once they are full, the
+/// request pool.
+struct Text<'a> {
+    room: &'a mut [MaybeUninit<u8>],
+    pool: &'a ngx::core::Pool,
 }
 
-/// The members of `v`'s set, copied into `pool` with their names in one allocation (the
-/// members, then the names); `None` when the pool is exhausted.
-fn copy_set(pool: &ngx::core::Pool, v: &Value) -> Option<Set> {
-    let len = v.members().min(MAX_MEMBERS);
-    let array = len * std::mem::size_of::<Member>();
-    let mut names = 0;
-    for i in 0..len {
-        names += v.member(i)?.as_bytes().len();
-    }
-    let members = pool.alloc(array + names).cast::<Member>();
-    if members.is_null() {
-        return None;
-    }
-    // SAFETY: the allocation holds `array` bytes of members, then `names` bytes.
-    let mut name = unsafe { members.cast::<u8>().add(array) };
-    for i in 0..len {
-        let m = v.member(i)?;
-        let bytes = m.as_bytes();
-        // SAFETY: `name` points into the allocation's names part, which has room for every
-        // member's name (their lengths were summed above from the same value); `members` is
-        // aligned as nginx aligns every pool allocation (to a word, a `Member`'s alignment),
-        // and `i < len`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), name, bytes.len());
-            members.add(i).write(Member {
-                name: ngx_str_t {
-                    len: bytes.len(),
-                    data: name,
-                },
-                addr: m.addr(),
-                weight: m.weight(),
-                backup: m.backup(),
-            });
-            name = name.add(bytes.len());
+impl Text<'_> {
+    /// A copy of the concatenation of `parts`; `None` when the pool is exhausted.
+    fn copy(&mut self, parts: &[&[u8]]) -> Option<ngx_str_t> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let data = if len <= self.room.len() {
+            let room = std::mem::take(&mut self.room);
+            let (here, rest) = room.split_at_mut(len);
+            self.room = rest;
+            here.as_mut_ptr().cast::<u8>()
+        } else {
+            self.pool.alloc_unaligned(len).cast::<u8>()
+        };
+        if data.is_null() {
+            return None;
         }
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: `data` has room for `len` bytes (the state's, or a fresh allocation), the
+            // sum of the parts' lengths, so each part lands inside it.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), data.add(at), part.len()) };
+            at += part.len();
+        }
+        Some(ngx_str_t { len, data })
+    }
+}
+
+/// The members of `v`'s set, written into `members` with their names in `text`.
+fn copy_set(
+    members: &mut [MaybeUninit<Member>; MAX_MEMBERS],
+    text: &mut Text,
+    v: &Value,
+) -> Option<Set> {
+    let len = v.members().min(MAX_MEMBERS);
+    for (i, slot) in members.iter_mut().enumerate().take(len) {
+        let m = v.member(i)?;
+        slot.write(Member {
+            name: text.copy(&[m.as_bytes()])?,
+            addr: m.addr(),
+            weight: m.weight(),
+            backup: m.backup(),
+        });
     }
     Some(Set {
-        members,
+        members: members.as_mut_ptr().cast::<Member>(),
         len,
         ..Set::EMPTY
     })
@@ -204,42 +106,53 @@ fn pick_primary(v: &Value) -> usize {
 /// The lookup for this request, done once and kept in the request context (which an internal
 /// redirect clears). `None` only when the request pool is exhausted.
 pub fn lookup(r: &mut Request) -> Option<Ctx> {
-    // SAFETY: `in_pool` returns a valid, initialized context in the request pool.
-    in_pool(r).map(|ctx| unsafe { *ctx })
+    // SAFETY: `state` returns a state whose context is initialized.
+    state(r).map(|s| unsafe { (*s).ctx })
 }
 
-/// [`lookup`], answered with the request's context itself (in the request pool, valid as long
-/// as the request), for the balancer, which keeps its progress through the set there.
-pub fn in_pool(r: &mut Request) -> Option<*mut Ctx> {
+/// [`lookup`], answered with the request's state itself (valid as long as the request), for
+/// the balancer, which keeps its progress through the set in the context and its own data
+/// beside it.
+pub fn state(r: &mut Request) -> Option<*mut State> {
     let module = Module::module();
     // SAFETY: `ctx` is the request's array of `ngx_http_max_module` module contexts, and this
-    // module's `ctx_index` is below that; the slot is null or a `Ctx` this function made.
-    let ctx = unsafe { *r.as_ref().ctx.add(module.ctx_index) }.cast::<Ctx>();
-    if !ctx.is_null() {
-        return Some(ctx);
+    // module's `ctx_index` is below that; the slot is null or a `State` this function made.
+    let known = unsafe { *r.as_ref().ctx.add(module.ctx_index) }.cast::<State>();
+    if !known.is_null() {
+        return Some(known);
     }
     // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
     // `server_name` fallback).
     let host = r.as_ref().headers_in.server;
     let pool = r.pool();
-    let ctx = pool.calloc_type::<Ctx>();
-    if ctx.is_null() {
-        return None;
-    }
+    let state = state::take(pool.as_ptr())?;
+    // SAFETY: `state` is valid for writes (fresh from `take`, ours until the pool goes); the
+    // member and name arrays are `MaybeUninit`, valid whatever they hold, and nothing else
+    // refers to them.
+    let (members, names) = unsafe {
+        (
+            &mut *std::ptr::addr_of_mut!((*state).members),
+            &mut *std::ptr::addr_of_mut!((*state).names),
+        )
+    };
+    let mut text = Text {
+        room: names,
+        pool: &pool,
+    };
     let none = |outcome| Ctx {
         outcome,
         backend: ngx_str_t::default(),
         matched: ngx_str_t::default(),
         set: Set::EMPTY,
     };
-    let answer = |found: Found<'_>| match found {
+    let mut answer = |found: Found<'_>| match found {
         Found::Hit(v) => {
-            let set = copy_set(&pool, v)?;
+            let set = copy_set(members, &mut text, v)?;
             let pick = pick_primary(v);
             let backend = set.members().get(pick)?.name;
             let matched = match v.matched() {
                 Match::Exact => host,
-                Match::Wildcard { dot } => pool_copy(&pool, &[b"*", host.as_bytes().get(dot..)?])?,
+                Match::Wildcard { dot } => text.copy(&[b"*", host.as_bytes().get(dot..)?])?,
                 Match::Default => ngx_str_t {
                     len: DEFAULT_KEY.len(),
                     data: DEFAULT_KEY.as_ptr().cast_mut(),
@@ -255,15 +168,15 @@ pub fn in_pool(r: &mut Request) -> Option<*mut Ctx> {
         Found::Miss => Some(none(Outcome::Miss)),
         Found::Unavailable => Some(none(Outcome::Unavailable)),
     };
-    let value = if host.len == 0 {
+    let ctx = if host.len == 0 {
         answer(Found::Miss)
     } else {
         worker::lookup(host.as_bytes(), answer)
     }?;
-    // SAFETY: `ctx` is a fresh, aligned allocation of a `Ctx` in the request pool.
-    unsafe { ctx.write(value) };
-    r.set_module_ctx(ctx.cast::<c_void>(), module);
-    Some(ctx)
+    // SAFETY: as above; the context is the state's first field.
+    unsafe { std::ptr::addr_of_mut!((*state).ctx).write(ctx) };
+    r.set_module_ctx(state.cast::<c_void>(), module);
+    Some(state)
 }
 
 /// True when set-backend decides this request's backend: its location has `set_backend $var;`

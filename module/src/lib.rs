@@ -30,6 +30,7 @@ mod pages;
 mod peer;
 mod random;
 mod request;
+mod state;
 mod worker;
 
 use std::ffi::{c_char, c_void, CStr};

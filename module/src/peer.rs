@@ -8,7 +8,7 @@
 //! - `init_upstream` (configuration): installs [`init_peer`] as the upstream's `peer.init`.
 //! - `peer.init` (once per request, before the first connect): takes this request's lookup
 //!   (made by the precontent handler, or made now), whose context holds the host's backend set
-//!   copied into the request pool; one try per member (`proxy_next_upstream_tries` may lower
+//!   copied into the request's state (`state.rs`); one try per member (`proxy_next_upstream_tries` may lower
 //!   it).
 //! - `peer.get` (per try): picks the member, as nginx's round-robin does with `server`s
 //!   (`ngx_http_upstream_round_robin.c`): a primary by weight among those not tried yet in
@@ -41,7 +41,8 @@
 //! the connection: one `error` line, then 502 as for a backend that is down.
 //!
 //! No system call, no lock, no allocation per try: the lookup reads the mapped table, the set
-//! is in the request pool, the health table is the worker's, allocated when it started.
+//! and the balancer's data are in the request's state (recycled by the worker), the health
+//! table is the worker's, allocated when it started.
 
 use std::ffi::c_void;
 use std::net::SocketAddr;
@@ -57,26 +58,10 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleServerConf, Request};
 use ngx::ngx_log_error;
 
-use crate::ctx::{self, Ctx, Member, Outcome, Set};
+use crate::ctx::{self, Member, Outcome, Set};
 use crate::health::{self, Params};
+use crate::state::{Balancer, State};
 use crate::{guard, random, Module};
-
-/// One request's balancer data, in the request pool.
-#[derive(Clone, Copy)]
-struct Peer {
-    /// The request's context: its set and the progress through it.
-    ctx: *mut Ctx,
-    /// The request, for the server name of a TLS upstream.
-    request: *mut ngx_http_request_t,
-    /// The block's `max_fails` and `fail_timeout`.
-    params: Params,
-    /// The current try's address (and server name, see [`name_key`]).
-    sockaddr: ngx_sockaddr_t,
-    /// The block's name, for a request without a backend.
-    upstream: ngx_str_t,
-    /// The TLS server name of this request, once evaluated: `Some(empty)` for plain HTTP.
-    server_name: Option<ngx_str_t>,
-}
 
 /// `init_upstream` of an `upstream {}` block with `set_backend_peer`: checks what the block
 /// holds once it is complete, then installs the per-request initializer.
@@ -123,33 +108,28 @@ unsafe extern "C" fn init_peer(
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request, whose upstream is being set up, and the block.
         let (req, us) = unsafe { (Request::from_ngx_http_request(r), &*us) };
-        let Some(ctx) = ctx::in_pool(req) else {
+        let Some(state) = ctx::state(req) else {
             return Status::NGX_ERROR.into();
         };
         let params = Module::server_conf(us).map_or(health::DEFAULT, |s| s.params);
-        let peer = Peer {
-            ctx,
-            request: r,
-            params,
-            // SAFETY: all-zero is a valid `ngx_sockaddr_t` (a union of plain C structs).
-            sockaddr: unsafe { std::mem::zeroed() },
-            upstream: us.host,
-            server_name: None,
+        // SAFETY: `state` is the request's, valid for the request's life; its context is
+        // initialized, its balancer data is written here before any use.
+        let members = unsafe {
+            std::ptr::addr_of_mut!((*state).balancer).write(Balancer {
+                request: r,
+                params,
+                // SAFETY: all-zero is a valid `ngx_sockaddr_t` (a union of plain C structs).
+                sockaddr: std::mem::zeroed(),
+                upstream: us.host,
+                server_name: None,
+            });
+            (*state).ctx.set.len
         };
-        let p = req.pool().alloc_type::<Peer>();
-        if p.is_null() {
-            return Status::NGX_ERROR.into();
-        }
-        // SAFETY: `p` is a fresh, aligned allocation of a `Peer` in the request pool, which
-        // outlives the upstream.
-        unsafe { p.write(peer) };
-        // SAFETY: `ctx` is the request's context in the request pool.
-        let members = unsafe { (*ctx).set.len };
         // SAFETY: nginx calls `peer.init` with the request's upstream allocated.
         let Some(u) = (unsafe { req.as_ref().upstream.as_mut() }) else {
             return Status::NGX_ERROR.into();
         };
-        u.peer.data = p.cast::<c_void>();
+        u.peer.data = state.cast::<c_void>();
         u.peer.get = Some(get_peer);
         u.peer.free = Some(free_peer);
         // nginx calls these unconditionally for `https://` with `proxy_ssl_session_reuse on`
@@ -165,11 +145,16 @@ unsafe extern "C" fn init_peer(
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request's peer connection and the data `init_peer` set
-        // (possibly through `keepalive`, which hands back ours): a `Peer` in the request pool,
-        // whose `ctx` is the request's context, also in the pool.
-        let (pc, peer) = unsafe { (&mut *pc, &mut *data.cast::<Peer>()) };
-        // SAFETY: as above.
-        let ctx = unsafe { &mut *peer.ctx };
+        // (possibly through `keepalive`, which hands back ours): the request's `State`, with
+        // its context and balancer data initialized.
+        let (
+            pc,
+            State {
+                ctx,
+                balancer: peer,
+                ..
+            },
+        ) = unsafe { (&mut *pc, &mut *data.cast::<State>()) };
         pc.set_cached(0);
         pc.connection = std::ptr::null_mut();
         if ctx.outcome != Outcome::Hit {
@@ -303,10 +288,15 @@ unsafe extern "C" fn free_peer(
 ) {
     guard((), || {
         // SAFETY: as in `get_peer`.
-        let (pc, peer) = unsafe { (&mut *pc, &mut *data.cast::<Peer>()) };
+        let (
+            pc,
+            State {
+                ctx,
+                balancer: peer,
+                ..
+            },
+        ) = unsafe { (&mut *pc, &mut *data.cast::<State>()) };
         pc.tries = pc.tries.saturating_sub(1);
-        // SAFETY: as in `get_peer`.
-        let ctx = unsafe { &mut *peer.ctx };
         let set = &mut ctx.set;
         let i = set.current;
         let Some(addr) = set.members().get(i).and_then(|m| m.addr) else {
