@@ -93,14 +93,36 @@ fn copy_set(
     })
 }
 
-/// Variable mode's member of `v`'s set: a weighted pick among the primaries, per request (as
+/// Variable mode's member of the set: a weighted pick among the primaries, per request (as
 /// nginx's `random` balancer); a set of one draws nothing. Upstream mode's balancer makes its
 /// own picks (`peer.rs`).
-fn pick_primary(v: &Value) -> usize {
-    if v.members() == 1 {
+fn pick_primary(set: &Set) -> usize {
+    let m = set.members();
+    if m.len() <= 1 {
         return 0;
     }
-    v.pick_primary(random::next(), |_| false).unwrap_or(0)
+    let weight = |i: usize| {
+        if m[i].backup {
+            0
+        } else {
+            u64::from(m[i].weight)
+        }
+    };
+    shm_layout::pick_weighted(m.len(), random::next(), weight).unwrap_or(0)
+}
+
+/// The request's backend (variable mode's `$backend`): picked from the set the first time it is
+/// asked for, then the same for the rest of the request. Empty unless the lookup hit. `None`
+/// only when the request pool is exhausted.
+pub fn backend(r: &mut Request) -> Option<ngx_str_t> {
+    let state = state(r)?;
+    // SAFETY: `state` is the request's, its context initialized; nothing else refers to the
+    // context while this runs on the worker's one thread.
+    let ctx = unsafe { &mut (*state).ctx };
+    if ctx.outcome == Outcome::Hit && ctx.backend.data.is_null() {
+        ctx.backend = ctx.set.members().get(pick_primary(&ctx.set))?.name;
+    }
+    Some(ctx.backend)
 }
 
 /// The lookup for this request, done once and kept in the request context (which an internal
@@ -148,8 +170,6 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
     let mut answer = |found: Found<'_>| match found {
         Found::Hit(v) => {
             let set = copy_set(members, &mut text, v)?;
-            let pick = pick_primary(v);
-            let backend = set.members().get(pick)?.name;
             let matched = match v.matched() {
                 Match::Exact => host,
                 Match::Wildcard { dot } => text.copy(&[b"*", host.as_bytes().get(dot..)?])?,
@@ -160,7 +180,7 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
             };
             Some(Ctx {
                 outcome: Outcome::Hit,
-                backend,
+                backend: ngx_str_t::default(),
                 matched,
                 set,
             })

@@ -9,9 +9,8 @@
 use ngx::core::Status;
 use ngx::ffi::{
     ngx_buf_t, ngx_chain_t, ngx_conf_t, ngx_http_add_variable, ngx_http_discard_request_body,
-    ngx_http_err_page_t, ngx_http_finalize_request, ngx_http_get_indexed_variable,
-    ngx_http_output_filter, ngx_http_request_t, ngx_http_send_header, ngx_http_variable_value_t,
-    ngx_int_t, ngx_pcalloc, ngx_str_t, off_t,
+    ngx_http_err_page_t, ngx_http_finalize_request, ngx_http_output_filter, ngx_http_request_t,
+    ngx_http_send_header, ngx_http_variable_value_t, ngx_int_t, ngx_pcalloc, ngx_str_t, off_t,
 };
 use ngx::http::{
     HttpModule, HttpModuleLocationConf, HttpModuleMainConf, NgxHttpCoreModule, Request,
@@ -80,14 +79,31 @@ fn set_value(v: &mut ngx_http_variable_value_t, bytes: &ngx_str_t) {
     v.data = bytes.data;
 }
 
+/// `s` as nginx's string (nginx never writes through a variable's value).
+fn static_str(s: &'static str) -> ngx_str_t {
+    ngx_str_t {
+        len: s.len(),
+        data: s.as_ptr().cast_mut(),
+    }
+}
+
 /// The variable named in `set_backend $var;`: the backend, or empty.
 pub unsafe extern "C" fn backend_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_http_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    // SAFETY: nginx passes a getter's arguments.
-    unsafe { lookup_variable(r, v, |_| true, |ctx, v| set_value(v, &ctx.backend)) }
+    guard(Status::NGX_ERROR.into(), || {
+        // SAFETY: nginx passes the request and the value to fill.
+        let (r, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
+        match ctx::backend(r) {
+            Some(backend) => {
+                set_value(v, &backend);
+                Status::NGX_OK.into()
+            }
+            None => Status::NGX_ERROR.into(),
+        }
+    })
 }
 
 /// `$set_backend_status`: `hit`, `miss` or `unavailable` where `set_backend` applies (or was
@@ -99,14 +115,7 @@ unsafe extern "C" fn status_variable(
 ) -> ngx_int_t {
     let applies = |r: &Request| Module::location_conf(r).is_some_and(|l| l.enabled());
     let fill = |ctx: Ctx, v: &mut ngx_http_variable_value_t| {
-        let s = ctx.outcome.as_str();
-        set_value(
-            v,
-            &ngx_str_t {
-                len: s.len(),
-                data: s.as_ptr().cast_mut(),
-            },
-        );
+        set_value(v, &static_str(ctx.outcome.as_str()));
     };
     // SAFETY: nginx passes a getter's arguments.
     unsafe { lookup_variable(r, v, applies, fill) }
@@ -178,9 +187,15 @@ pub unsafe extern "C" fn precontent_handler(r: *mut ngx_http_request_t) -> ngx_i
             return ngx::ffi::NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
         };
         if let Some(mcf) = Module::main_conf(req) {
-            // Caches `$set_backend_status` in the request, where error_page redirects keep it.
-            // SAFETY: the index was obtained from this configuration.
-            unsafe { ngx_http_get_indexed_variable(r, mcf.status_index) };
+            // Caches `$set_backend_status` in the request, where error_page redirects keep it:
+            // what `ngx_http_get_indexed_variable` does with the getter's answer, written
+            // directly.
+            // SAFETY: `variables` is the request's array of one value per indexed variable of
+            // this configuration (shared with its subrequests), and the index is one of them.
+            let v = unsafe { &mut *req.as_ref().variables.add(mcf.status_index) };
+            if v.valid() == 0 && v.not_found() == 0 {
+                set_value(v, &static_str(ctx.outcome.as_str()));
+            }
         }
         let action = match ctx.outcome {
             Outcome::Hit => return Status::NGX_DECLINED.into(),

@@ -44,7 +44,8 @@ impl Outcome {
 #[derive(Clone, Copy)]
 pub struct Ctx {
     pub outcome: Outcome,
-    /// The backend (one of the set's names); empty unless `outcome` is `Hit`.
+    /// Variable mode's backend (one of the set's names), picked when first asked for
+    /// (`ctx::backend`); empty until then, and unless `outcome` is `Hit`.
     pub backend: ngx_str_t,
     /// The entry that matched (`$set_backend_match`): the host itself, `*.suffix` or `*`;
     /// empty unless `outcome` is `Hit`.
