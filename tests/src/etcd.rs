@@ -1,5 +1,7 @@
 //! [`Etcd`]: a real etcd cluster for the fleet tests, from Debian's `etcd` binary (3.4): N
-//! members on free 127.0.0.1 ports, each with its data directory in one temporary directory.
+//! members on free 127.0.0.1 ports below the ephemeral range (a port the kernel handed out for
+//! a moment could be taken by any outgoing connection before etcd binds it, or while a member
+//! is stopped), each with its data directory in one temporary directory.
 //! A member can be SIGKILLed, stopped, restarted with its data; the cluster compacted; its keys
 //! read with `etcdctl`. Dropping it stops every member it started.
 
@@ -10,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::process::{show_if_failing, stop_child};
-use crate::{free_port, get, signal, WAIT};
+use crate::{free_ports_in_a_row, get, signal, WAIT};
 
 /// Debian's etcd server and client (`etcd-server`, `etcd-client`; scripts/deps.sh).
 const ETCD: &str = "etcd";
@@ -62,11 +64,12 @@ impl Etcd {
             .prefix("set-backend-etcd.")
             .tempdir()
             .expect("tempdir");
+        let base = free_ports_in_a_row(2 * n as u16);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: base + 2 * i as u16,
+                peer_port: base + 2 * i as u16 + 1,
                 data_dir: dir.path().join(format!("m{i}.etcd")),
                 log: dir.path().join(format!("m{i}.log")),
                 child: None,

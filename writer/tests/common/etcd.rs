@@ -16,22 +16,30 @@ pub struct Etcd {
     child: Option<Child>,
 }
 
-/// A port free at the time of asking.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two consecutive ports free at the time of asking, below the ephemeral range: a port the
+/// kernel hands out could be taken by any outgoing connection before etcd binds it, or while
+/// the member is killed.
+fn free_ports() -> (u16, u16) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id() ^ nanos;
+    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let base = (0..2000u32)
+        .map(|i| 20000 + (seed.wrapping_add(i * 7919) % 12000) as u16)
+        .find(|&p| free(p) && free(p + 1))
+        .expect("two free ports");
+    (base, base + 1)
 }
 
 impl Etcd {
     /// Starts a member with its data under `dir` and waits until it answers.
     pub async fn start(dir: &Path) -> Etcd {
+        let (client_port, peer_port) = free_ports();
         let mut e = Etcd {
             dir: dir.join("etcd"),
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port,
+            peer_port,
             child: None,
         };
         e.restart().await;
