@@ -1,5 +1,5 @@
 """`throughput`: wrk against every contender in rounds (A B C, then B C A, …: each round starts
-one further on), for each table size and distribution; the proxy's CPU time per request; each
+one further on), for each table size, each round running every distribution; the proxy's CPU time per request; each
 contender's start time and memory. `--https`: the HTTPS fronts, over https:// with keep-alive."""
 
 import datetime
@@ -33,8 +33,10 @@ def cmd_throughput(a):
                 srows.append(dict(hosts=n, contender=c.name, ready_s=round(c.ready_s, 3),
                                   pss_kib_start=c.memory_kib()))
             order = [c for c in st.cs if c.measured]
-            for dist in dists:
-                for rnd in range(a.rounds):
+            # every round runs each distribution in turn, so that no distribution always
+            # lands in the later, busier half of a run
+            for rnd in range(a.rounds):
+                for dist in dists:
                     # A B C, then B C A, …: no contender always runs first or last
                     k = rnd % len(order)
                     for c in order[k:] + order[:k]:
