@@ -58,7 +58,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleServerConf, Request};
 use ngx::ngx_log_error;
 
-use crate::ctx::{self, Member, Outcome, Set};
+use crate::ctx::{self, Ctx, Member, Outcome, Set};
 use crate::health::{self, Params};
 use crate::state::{Balancer, State};
 use crate::{guard, random, Module};
@@ -141,20 +141,26 @@ unsafe extern "C" fn init_peer(
     })
 }
 
+/// The peer connection and, from the request's `State`, its context and balancer data.
+///
+/// # Safety
+/// `pc` is the request's peer connection and `data` the pointer `init_peer` set (possibly
+/// handed back by `keepalive`): the request's `State`, with its context and balancer data
+/// initialized, valid for the request's life.
+unsafe fn peer_data<'a>(
+    pc: *mut ngx_peer_connection_t,
+    data: *mut c_void,
+) -> (&'a mut ngx_peer_connection_t, &'a mut Ctx, &'a mut Balancer) {
+    // SAFETY: the caller's contract; the context and the balancer data are disjoint fields.
+    let (pc, state) = unsafe { (&mut *pc, &mut *data.cast::<State>()) };
+    (pc, &mut state.ctx, &mut state.balancer)
+}
+
 /// `peer.get`: the address of the member to try, or a failed try without one.
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     guard(Status::NGX_ERROR.into(), || {
-        // SAFETY: nginx passes the request's peer connection and the data `init_peer` set
-        // (possibly through `keepalive`, which hands back ours): the request's `State`, with
-        // its context and balancer data initialized.
-        let (
-            pc,
-            State {
-                ctx,
-                balancer: peer,
-                ..
-            },
-        ) = unsafe { (&mut *pc, &mut *data.cast::<State>()) };
+        // SAFETY: nginx passes the request's peer connection and the data `init_peer` set.
+        let (pc, ctx, peer) = unsafe { peer_data(pc, data) };
         pc.set_cached(0);
         pc.connection = std::ptr::null_mut();
         if ctx.outcome != Outcome::Hit {
@@ -287,15 +293,8 @@ unsafe extern "C" fn free_peer(
     state: ngx_uint_t,
 ) {
     guard((), || {
-        // SAFETY: as in `get_peer`.
-        let (
-            pc,
-            State {
-                ctx,
-                balancer: peer,
-                ..
-            },
-        ) = unsafe { (&mut *pc, &mut *data.cast::<State>()) };
+        // SAFETY: nginx passes the request's peer connection and the data `init_peer` set.
+        let (pc, ctx, peer) = unsafe { peer_data(pc, data) };
         pc.tries = pc.tries.saturating_sub(1);
         let set = &mut ctx.set;
         let i = set.current;
