@@ -388,18 +388,21 @@ fn short_words(key: &[u8]) -> [u64; SHORT_WORDS] {
     }
 }
 
-/// The key compare and value copy of `seqlock::read_short`; `None` when the value is too long for it.
+/// The key compare and value copy of `seqlock::read_short`, `rec` being the first words of
+/// `record`; `None` when the first value is too long for it. A set's further members are
+/// copied as the general read copies them.
 #[inline(always)]
 pub(crate) fn match_short(
     rec: &[AtomicU64; WINDOW],
+    record: &[AtomicU64],
     meta: u64,
     key: &Needle,
     out: &mut Value,
 ) -> Option<Read> {
-    // A value of 0 or more than the short bytes, or a set of more than one (or of none), goes
-    // to the general read, which tells the long ones and the sets from the damaged ones.
+    // A first value of 0 or more than the short bytes goes to the general read, which tells
+    // the long ones from the damaged ones.
     let long = ((meta >> META_VAL_LEN_SHIFT) as u16 as usize).wrapping_sub(1) >= SHORT_WORDS * 8;
-    if long | ((meta >> META_MEMBERS_SHIFT) as u8 != 1) {
+    if long {
         return None;
     }
     let Some(l) = Shape::of(meta) else {
@@ -442,6 +445,16 @@ pub(crate) fn match_short(
         .get(l.val_words..l.val_words + l.addr_words)
         .unwrap_or(&[]);
     fill_exact(out, &l, addr);
+    if l.members > 1 {
+        // `record` is the arena from the record's first word: the set's part, after the first
+        // member, lies past the window's fixed loads, at a position the meta word gives.
+        let set = record
+            .get(RECORD_FIXED_WORDS + l.body_words()..)
+            .unwrap_or(&[]);
+        if !copy_set(set, l.members, out) {
+            return Some(Read::Corrupt);
+        }
+    }
     Some(Read::Stable(true))
 }
 

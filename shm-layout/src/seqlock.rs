@@ -51,8 +51,9 @@ pub(crate) const MAX_ATTEMPTS: u32 = 64;
 /// is simply not `key`'s (the lookup that owns it checks it). So a hit costs one hash compare,
 /// one meta decode, the key words and the value words.
 ///
-/// Short keys and values in a record with [`WINDOW`] words of arena from its start (all but
-/// the last few records) take [`read_short`]; the rest [`read_any`].
+/// Short keys and first values in a record with [`WINDOW`] words of arena from its start (all
+/// but the last few records) take [`read_short`], whatever the set's size; the rest
+/// [`read_any`].
 #[inline(always)]
 pub(crate) fn read_record(
     slot: &AtomicU64,
@@ -62,11 +63,9 @@ pub(crate) fn read_record(
     hash: u64,
     out: &mut Value,
 ) -> Read {
-    let window = arena
-        .get((w1 & SLOT_OFFSET_MASK) as usize..)
-        .and_then(|r| r.first_chunk::<WINDOW>());
-    match window {
-        Some(rec) if key.short => read_short(slot, w1, rec, arena, key, hash, out),
+    let record = arena.get((w1 & SLOT_OFFSET_MASK) as usize..).unwrap_or(&[]);
+    match record.first_chunk::<WINDOW>() {
+        Some(rec) if key.short => read_short(slot, w1, rec, record, arena, key, hash, out),
         _ => read_any(slot, w1, arena, key.bytes, hash, out),
     }
 }
@@ -74,10 +73,12 @@ pub(crate) fn read_record(
 /// [`read_record`] for a short key: a fixed number of loads at fixed or key-given positions, no
 /// loops and no bounds checks. A value too long for it goes to [`read_any`].
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn read_short(
     slot: &AtomicU64,
     w1: u64,
     rec: &[AtomicU64; WINDOW],
+    record: &[AtomicU64],
     arena: &[AtomicU64],
     key: &Needle,
     hash: u64,
@@ -91,7 +92,7 @@ fn read_short(
         return Read::Retry;
     }
     let outcome = if at(2) == hash {
-        match match_short(rec, at(1), key, out) {
+        match match_short(rec, record, at(1), key, out) {
             Some(outcome) => outcome,
             None => return read_any(slot, w1, arena, key.bytes, hash, out),
         }
