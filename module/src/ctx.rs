@@ -19,7 +19,7 @@ use shm_layout::{Match, Value};
 
 use crate::random;
 use crate::state;
-pub use crate::state::{Ctx, Member, Outcome, Set, State, MAX_MEMBERS};
+pub use crate::state::{Ctx, Member, Outcome, Set, State, MATCHED, MAX_MEMBERS};
 use crate::worker::{self, Found};
 use crate::Module;
 
@@ -37,59 +37,44 @@ pub const PASS_MODULES: [&[u8]; 6] = [
 /// The default entry's key, for `$set_backend_match`.
 static DEFAULT_KEY: &[u8] = b"*";
 
-/// Where a request's strings are copied: its state's `names`, then, once they are full, the
-/// request pool.
-struct Text<'a> {
-    room: &'a mut [MaybeUninit<u8>],
-    pool: &'a ngx::core::Pool,
-}
-
-impl Text<'_> {
-    /// A copy of the concatenation of `parts`; `None` when the pool is exhausted.
-    fn copy(&mut self, parts: &[&[u8]]) -> Option<ngx_str_t> {
-        let len = parts.iter().map(|p| p.len()).sum();
-        let data = if len <= self.room.len() {
-            let room = std::mem::take(&mut self.room);
-            let (here, rest) = room.split_at_mut(len);
-            self.room = rest;
-            here.as_mut_ptr().cast::<u8>()
-        } else {
-            self.pool.alloc_unaligned(len).cast::<u8>()
-        };
-        if data.is_null() {
-            return None;
-        }
-        let mut at = 0;
-        for part in parts {
-            // SAFETY: `data` has room for `len` bytes (the state's, or a fresh allocation), the
-            // sum of the parts' lengths, so each part lands inside it.
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), data.add(at), part.len()) };
-            at += part.len();
-        }
-        Some(ngx_str_t { len, data })
-    }
-}
-
-/// The members of `v`'s set, written into `members` with their names in `text`.
-fn copy_set(
-    members: &mut [MaybeUninit<Member>; MAX_MEMBERS],
-    text: &mut Text,
-    v: &Value,
-) -> Option<Set> {
-    let len = v.members().min(MAX_MEMBERS);
-    for (i, slot) in members.iter_mut().enumerate().take(len) {
-        let m = v.member(i)?;
+/// The members of `v`'s set, written into `members`: their names point into `v`.
+fn members_of(members: &mut [MaybeUninit<Member>; MAX_MEMBERS], v: &Value) -> Set {
+    let mut len = 0;
+    for (slot, m) in members
+        .iter_mut()
+        .zip((0..v.members()).map_while(|i| v.member(i)))
+    {
+        let name = m.as_bytes();
         slot.write(Member {
-            name: text.copy(&[m.as_bytes()])?,
+            // nginx never writes through a peer's name.
+            name: ngx_str_t {
+                len: name.len(),
+                data: name.as_ptr().cast_mut(),
+            },
             addr: m.addr(),
             weight: m.weight(),
             backup: m.backup(),
         });
+        len += 1;
     }
-    Some(Set {
+    Set {
         members: members.as_mut_ptr().cast::<Member>(),
         len,
         ..Set::EMPTY
+    }
+}
+
+/// `*` and `suffix` written into `room`: a wildcard hit's matching key.
+fn wildcard(room: &mut [MaybeUninit<u8>; MATCHED], suffix: &[u8]) -> Option<ngx_str_t> {
+    let (star, rest) = room.split_first_mut()?;
+    star.write(b'*');
+    let rest = rest.get_mut(..suffix.len())?;
+    for (dst, &b) in rest.iter_mut().zip(suffix) {
+        dst.write(b);
+    }
+    Some(ngx_str_t {
+        len: suffix.len() + 1,
+        data: room.as_mut_ptr().cast::<u8>(),
     })
 }
 
@@ -146,53 +131,44 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
     // nginx's normalized host: lowercase, no port, no trailing dot (`$host` without the
     // `server_name` fallback).
     let host = r.as_ref().headers_in.server;
-    let pool = r.pool();
-    let state = state::take(pool.as_ptr())?;
-    // SAFETY: `state` is valid for writes (fresh from `take`, ours until the pool goes); the
-    // member and name arrays are `MaybeUninit`, valid whatever they hold, and nothing else
-    // refers to them.
-    let (members, names) = unsafe {
+    let state = state::take(r.pool().as_ptr())?;
+    // SAFETY: `state` is valid for writes (fresh from `take`, ours until the pool goes), its
+    // value initialized; the member and key arrays are `MaybeUninit`, valid whatever they
+    // hold; nothing else refers to any of them.
+    let (members, value, room) = unsafe {
         (
             &mut *std::ptr::addr_of_mut!((*state).members),
-            &mut *std::ptr::addr_of_mut!((*state).names),
+            &mut *std::ptr::addr_of_mut!((*state).value),
+            &mut *std::ptr::addr_of_mut!((*state).matched),
         )
     };
-    let mut text = Text {
-        room: names,
-        pool: &pool,
+    let found = if host.len == 0 {
+        Found::Miss
+    } else {
+        worker::lookup(host.as_bytes(), value)
     };
-    let none = |outcome| Ctx {
+    let outcome = match found {
+        Found::Hit => Outcome::Hit,
+        Found::Miss => Outcome::Miss,
+        Found::Unavailable => Outcome::Unavailable,
+    };
+    let mut ctx = Ctx {
         outcome,
         backend: ngx_str_t::default(),
         matched: ngx_str_t::default(),
         set: Set::EMPTY,
     };
-    let mut answer = |found: Found<'_>| match found {
-        Found::Hit(v) => {
-            let set = copy_set(members, &mut text, v)?;
-            let matched = match v.matched() {
-                Match::Exact => host,
-                Match::Wildcard { dot } => text.copy(&[b"*", host.as_bytes().get(dot..)?])?,
-                Match::Default => ngx_str_t {
-                    len: DEFAULT_KEY.len(),
-                    data: DEFAULT_KEY.as_ptr().cast_mut(),
-                },
-            };
-            Some(Ctx {
-                outcome: Outcome::Hit,
-                backend: ngx_str_t::default(),
-                matched,
-                set,
-            })
-        }
-        Found::Miss => Some(none(Outcome::Miss)),
-        Found::Unavailable => Some(none(Outcome::Unavailable)),
-    };
-    let ctx = if host.len == 0 {
-        answer(Found::Miss)
-    } else {
-        worker::lookup(host.as_bytes(), answer)
-    }?;
+    if outcome == Outcome::Hit {
+        ctx.set = members_of(members, value);
+        ctx.matched = match value.matched() {
+            Match::Exact => host,
+            Match::Wildcard { dot } => wildcard(room, host.as_bytes().get(dot..)?)?,
+            Match::Default => ngx_str_t {
+                len: DEFAULT_KEY.len(),
+                data: DEFAULT_KEY.as_ptr().cast_mut(),
+            },
+        };
+    }
     // SAFETY: as above; the context is the state's first field.
     unsafe { std::ptr::addr_of_mut!((*state).ctx).write(ctx) };
     r.set_module_ctx(state.cast::<c_void>(), module);

@@ -1,14 +1,15 @@
 //! Where a request's context lives: the module's per-request types, and the worker's supply of
 //! the memory that holds them.
 //!
-//! nginx modules usually keep their `*_ctx_t` in the request pool. This one needs a few hundred
-//! bytes per request (the context, the backend set with its names, the balancer's address), and
-//! a request pool is 4 KiB blocks: on a proxied request nginx's own allocations nearly fill two,
-//! so those bytes cost a third block, a `posix_memalign` and a `free` per request (callgrind:
-//! ≈ 600 instructions, 3% of a worker's). So a request takes a [`State`] from its worker
-//! instead, and gives it back through a cleanup handler of the request pool, which is all that
-//! stays in the pool (24 bytes). A worker keeps up to [`KEEP`] returned states for the next
-//! requests: in a steady state nothing is allocated.
+//! nginx modules usually keep their `*_ctx_t` in the request pool. This one needs a few KB per
+//! request (the context, the entry as the lookup copies it out of the table, the members
+//! pointing into it, the balancer's address), and a request pool is 4 KiB blocks: on a proxied
+//! request nginx's own allocations nearly fill two, so even a few hundred bytes cost a third
+//! block, a `posix_memalign` and a `free` per request (callgrind: ≈ 600 instructions, 3% of a
+//! worker's). So a request takes a [`State`] from its worker instead, and gives it back through
+//! a cleanup handler of the request pool, which is all that stays in the pool (24 bytes). A
+//! worker makes [`KEEP`] states at its first request and recycles them: nothing is allocated
+//! per request.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -16,6 +17,8 @@ use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, ngx_pool_t, ngx_sockaddr_t, ngx_str_t};
+
+use shm_layout::Value;
 
 use crate::health::Params;
 
@@ -128,60 +131,127 @@ pub struct Balancer {
     pub server_name: Option<ngx_str_t>,
 }
 
-/// Bytes of backend names a [`State`] holds: a set of eight IPv6 backends. A set whose names
-/// need more keeps them in the request pool.
-pub const NAMES: usize = 8 * 48;
+/// Bytes for the matching key of a wildcard hit, `*.suffix`: the longest host and the `*`.
+pub const MATCHED: usize = shm_layout::MAX_HOST_LEN + 1;
 
 /// A request's context and what it points to, outside the request pool. `ctx` comes first: the
 /// request's module context pointer points to the `State` and reads it as a `Ctx`.
+///
+/// Only `value` is initialized while a state is not in use (a `Value` holds `bool`s, so it
+/// cannot be left uninitialized); the rest is written by the request that takes it.
 #[repr(C)]
 pub struct State {
     pub ctx: Ctx,
     pub balancer: Balancer,
     /// Room for the set's members (`ctx.set.members` points here).
     pub members: [MaybeUninit<Member>; MAX_MEMBERS],
-    /// Room for the members' names and a wildcard's `*.suffix`.
-    pub names: [MaybeUninit<u8>; NAMES],
+    /// Where the lookup copies the host's entry out of the table; the members' names point
+    /// into it.
+    pub value: Value,
+    /// Room for a wildcard hit's `*.suffix`.
+    pub matched: [MaybeUninit<u8>; MATCHED],
 }
 
-/// How many returned states a worker keeps for later requests (1.1 MB): more concurrent
-/// requests than this allocate and free theirs.
+/// How many states a worker keeps for its requests (3.5 MB of address space, in one block of its
+/// own, of which only the pages of states in use are touched): more concurrent requests than
+/// this allocate and free theirs.
 pub const KEEP: usize = 1024;
-const _: () = assert!(std::mem::size_of::<State>() <= 1100);
+const _: () = assert!(std::mem::size_of::<State>() <= 3584);
+
+/// A worker's states: one block of [`KEEP`], made at its first request and never freed, and
+/// the ones not in use. One block, which malloc maps apart from its heap: states live as long
+/// as the worker, and so stay out of the memory malloc recycles for request pools.
+struct Supply {
+    /// The block's range, to tell its states from the ones allocated when it ran out.
+    block: std::ops::Range<*mut State>,
+    /// States of the block not handed out yet start here (their `value` is not initialized).
+    fresh: *mut State,
+    /// States not in use: of the block, and up to `KEEP` allocated apart.
+    free: Vec<*mut State>,
+}
 
 thread_local! {
-    /// Each state is boxed: its address is handed to nginx and must not move.
-    #[allow(clippy::vec_box)]
-    static FREE: RefCell<Vec<Box<MaybeUninit<State>>>> = const { RefCell::new(Vec::new()) };
+    static SUPPLY: RefCell<Option<Supply>> = const { RefCell::new(None) };
+}
+
+impl Supply {
+    fn new() -> Supply {
+        let block: &'static mut [MaybeUninit<State>] = Box::leak(Box::new_uninit_slice(KEEP));
+        let range = block.as_mut_ptr_range();
+        let block = range.start.cast::<State>()..range.end.cast::<State>();
+        Supply {
+            fresh: block.start,
+            block,
+            free: Vec::new(),
+        }
+    }
+
+    /// A state not in use, its `value` initialized.
+    fn take(&mut self) -> *mut State {
+        if let Some(state) = self.free.pop() {
+            return state;
+        }
+        if self.fresh < self.block.end {
+            let state = self.fresh;
+            // SAFETY: `fresh` is inside the block (checked above), which is never freed; the
+            // state was never handed out, so nothing refers to it.
+            unsafe {
+                std::ptr::addr_of_mut!((*state).value).write(Value::empty());
+                self.fresh = state.add(1);
+            }
+            return state;
+        }
+        apart()
+    }
+}
+
+/// A state allocated on its own, its `value` initialized.
+fn apart() -> *mut State {
+    let state = Box::into_raw(Box::<State>::new_uninit()).cast::<State>();
+    // SAFETY: a fresh allocation for a `State`, referred to by nothing else.
+    unsafe { std::ptr::addr_of_mut!((*state).value).write(Value::empty()) };
+    state
 }
 
 /// A state for a request whose pool is `pool`, given back when the pool is destroyed; its
-/// fields are uninitialized. `None` when the pool cannot take the cleanup handler.
+/// `value` is initialized, its other fields are not. `None` when the pool cannot take the
+/// cleanup handler.
 pub fn take(pool: *mut ngx_pool_t) -> Option<*mut State> {
     // SAFETY: `pool` is the request's pool; a cleanup with no data of its own is 24 bytes.
     let cleanup = unsafe { ngx_pool_cleanup_add(pool, 0).as_mut() }?;
-    let state = FREE
-        .try_with(|f| f.try_borrow_mut().ok().and_then(|mut f| f.pop()))
+    let state = SUPPLY
+        .try_with(|s| {
+            let mut s = s.try_borrow_mut().ok()?;
+            Some(s.get_or_insert_with(Supply::new).take())
+        })
         .ok()
         .flatten()
-        .unwrap_or_else(Box::new_uninit);
-    let state = Box::into_raw(state);
+        .unwrap_or_else(apart);
     cleanup.handler = Some(give_back);
     cleanup.data = state.cast::<c_void>();
-    Some(state.cast::<State>())
+    Some(state)
 }
 
 /// The pool cleanup: the request is gone, and with it every pointer into its state.
 unsafe extern "C" fn give_back(data: *mut c_void) {
-    // SAFETY: `data` is the pointer `take` made with `Box::into_raw`, given back once: nginx
-    // runs a pool's cleanups once, when it destroys the pool.
-    let state = unsafe { Box::from_raw(data.cast::<MaybeUninit<State>>()) };
-    // At worker exit the list may be gone: the state is then freed.
-    let _ = FREE.try_with(|f| {
-        if let Ok(mut f) = f.try_borrow_mut() {
-            if f.len() < KEEP {
-                f.push(state);
+    let state = data.cast::<State>();
+    // Kept for the next request if it is the block's or there is room; freed if it was
+    // allocated apart and there is not. At worker exit, when the supply may be gone, it stays
+    // where it is.
+    let free = SUPPLY
+        .try_with(|s| match s.try_borrow_mut().as_deref_mut() {
+            Ok(Some(s)) if s.block.contains(&state) || s.free.len() < KEEP => {
+                s.free.push(state);
+                false
             }
-        }
-    });
+            Ok(Some(_) | None) => true,
+            Err(_) => false,
+        })
+        .unwrap_or(false);
+    if free {
+        // SAFETY: a state outside the block was allocated by `apart` with `Box::into_raw`, and
+        // is given back once: nginx runs a pool's cleanups once, when it destroys the pool.
+        // `MaybeUninit`: only its `value` is initialized, and a `Value` needs no drop.
+        drop(unsafe { Box::from_raw(state.cast::<MaybeUninit<State>>()) });
+    }
 }

@@ -34,9 +34,9 @@ const RETRY: ngx_msec_t = 1000;
 const CHECK: ngx_msec_t = 5000;
 
 /// The answer of a lookup, as the module acts on it.
-pub enum Found<'a> {
-    /// The backend, in the worker's scratch buffer: copy it before the next lookup.
-    Hit(&'a Value),
+pub enum Found {
+    /// The entry, copied into the caller's `Value`.
+    Hit,
     Miss,
     /// No table is mapped, or the lookup could not complete (`Busy`, `Corrupt`).
     Unavailable,
@@ -53,8 +53,6 @@ struct Worker {
     failing: bool,
     /// A damaged record was reported for the current mapping (logged once per mapping).
     corrupt_logged: bool,
-    /// Where a hit is copied: kept here so a lookup neither zeroes nor moves a value.
-    scratch: Value,
     /// The retry/check timer. Boxed: nginx keeps its address in the timer tree.
     timer: Box<ngx_event_t>,
 }
@@ -77,7 +75,6 @@ pub fn start(path: &[u8], log: *mut ngx_log_t) {
         table: None,
         failing: false,
         corrupt_logged: false,
-        scratch: Value::empty(),
         timer,
     };
     w.map();
@@ -103,29 +100,29 @@ pub fn stop() {
     });
 }
 
-/// Looks up a host in canonical form (nginx's `$host`) and hands the answer to `f`. No
+/// Looks up a host in canonical form (nginx's `$host`), copying a hit into `out`. No
 /// syscalls, except the few that map a new generation, once per generation.
-pub fn lookup<R>(host: &[u8], mut f: impl FnMut(Found<'_>) -> R) -> R {
-    let answered = WORKER.try_with(|cell| match cell.try_borrow_mut() {
-        Ok(mut slot) => slot.as_mut().map(|w| f(w.lookup(host))),
-        Err(_) => None,
-    });
-    match answered {
-        Ok(Some(r)) => r,
-        _ => f(Found::Unavailable),
-    }
+pub fn lookup(host: &[u8], out: &mut Value) -> Found {
+    WORKER
+        .try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => slot.as_mut().map(|w| w.lookup(host, out)),
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(Found::Unavailable)
 }
 
 impl Worker {
-    fn lookup(&mut self, host: &[u8]) -> Found<'_> {
+    fn lookup(&mut self, host: &[u8], out: &mut Value) -> Found {
         if !self.failing && self.table.as_ref().is_some_and(Table::is_superseded) {
             self.map();
         }
         let Some(table) = &self.table else {
             return Found::Unavailable;
         };
-        match table.lookup_into(host, &mut self.scratch) {
-            Status::Hit => Found::Hit(&self.scratch),
+        match table.lookup_into(host, out) {
+            Status::Hit => Found::Hit,
             Status::Miss => Found::Miss,
             Status::Busy => Found::Unavailable,
             Status::Corrupt => {
