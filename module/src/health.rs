@@ -166,7 +166,7 @@ thread_local! {
 static USED: AtomicUsize = AtomicUsize::new(0);
 
 /// True when some backend has a slot (a recent failure): only then is the table consulted.
-fn any_failed() -> bool {
+pub fn any_failed() -> bool {
     USED.load(Ordering::Relaxed) != 0
 }
 

@@ -58,7 +58,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleServerConf, Request};
 use ngx::ngx_log_error;
 
-use crate::ctx::{self, Ctx, Member, Outcome, Set};
+use crate::ctx::{self, Ctx, Outcome, Set, MAX_MEMBERS};
 use crate::health::{self, Params};
 use crate::state::{Balancer, State};
 use crate::{guard, random, Module};
@@ -241,22 +241,25 @@ fn choose(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
     if members.len() == 1 {
         return open(0).then_some(0);
     }
-    let down = |m: &Member| m.addr.is_some_and(|a| health::is_down(&a, p, now));
+    // Where nothing failed (the usual case) no member is down, and the passes that take the
+    // failed ones anyway would repeat the first two.
+    let quiet = !health::any_failed();
     let r = random::next();
     // Primaries, then backups; first those not marked failed, then those anyway.
     for (backup, anyway) in [(false, false), (true, false), (false, true), (true, true)] {
-        let skip = |i: usize| {
-            let m = &members[i];
-            !open(i) || m.backup != backup || (!anyway && down(m))
-        };
-        let weight = |i: usize| {
-            if skip(i) {
-                0
-            } else {
-                u64::from(members[i].weight)
+        if anyway && quiet {
+            break;
+        }
+        let mut weights = [0u64; MAX_MEMBERS];
+        for ((i, m), w) in members.iter().enumerate().zip(&mut weights) {
+            let usable = open(i)
+                && m.backup == backup
+                && (quiet || anyway || !m.addr.is_some_and(|a| health::is_down(&a, p, now)));
+            if usable {
+                *w = u64::from(m.weight);
             }
-        };
-        if let Some(i) = shm_layout::pick_weighted(members.len(), r, weight) {
+        }
+        if let Some(i) = shm_layout::pick_weighted(members.len(), r, |i| weights[i]) {
             return Some(i);
         }
     }
