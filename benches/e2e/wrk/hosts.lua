@@ -5,7 +5,7 @@
 -- done() prints one line "JSON {...}" that bench.py parses.
 
 local hosts, dist, s = 1000, "uniform", 1.0
-local cdf, n
+local cdf, guide, n
 
 function init(args)
   hosts = tonumber(args[1] or hosts)
@@ -18,17 +18,25 @@ function init(args)
     local sum = 0
     for i = 1, n do sum = sum + 1 / i ^ s; cdf[i] = sum end
     for i = 1, n do cdf[i] = cdf[i] / sum end
+    cdf[n] = 1
+    -- guide[j]: the first i with cdf[i] >= j / n, where the search for any u in
+    -- [j / n, (j + 1) / n) starts: O(1) per pick on average, so that drawing a host costs the
+    -- load generator no more than a uniform pick (it shares the cores with the contenders)
+    guide = {}
+    local i = 1
+    for j = 0, n - 1 do
+      while cdf[i] < j / n do i = i + 1 end
+      guide[j] = i
+    end
   end
 end
 
 local function pick()
   if dist ~= "zipf" then return math.random(0, hosts - 1) end
-  local u, lo, hi = math.random(), 1, n
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if cdf[mid] < u then lo = mid + 1 else hi = mid end
-  end
-  return lo - 1
+  local u = math.random()
+  local i = guide[math.floor(u * n)]
+  while cdf[i] < u do i = i + 1 end
+  return i - 1
 end
 
 function request()
