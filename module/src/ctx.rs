@@ -46,7 +46,8 @@ fn members_of(members: &mut [MaybeUninit<Member>; MAX_MEMBERS], v: &Value) -> Se
     {
         let name = m.as_bytes();
         slot.write(Member {
-            // nginx never writes through a peer's name.
+            // Read-only: nginx never writes through a peer's name or a variable's value (the
+            // name is also `$backend`'s), it copies them.
             name: ngx_str_t {
                 len: name.len(),
                 data: name.as_ptr().cast_mut(),
@@ -64,18 +65,19 @@ fn members_of(members: &mut [MaybeUninit<Member>; MAX_MEMBERS], v: &Value) -> Se
     }
 }
 
-/// `*` and `suffix` written into `room`: a wildcard hit's matching key.
-fn wildcard(room: &mut [MaybeUninit<u8>; MATCHED], suffix: &[u8]) -> Option<ngx_str_t> {
-    let (star, rest) = room.split_first_mut()?;
-    star.write(b'*');
-    let rest = rest.get_mut(..suffix.len())?;
-    for (dst, &b) in rest.iter_mut().zip(suffix) {
+/// `*` and `suffix` written into `room`: a wildcard hit's matching key. A suffix is part of a
+/// host the table accepted (at most 253 bytes), so it always fits.
+fn wildcard(room: &mut [MaybeUninit<u8>; MATCHED], suffix: &[u8]) -> ngx_str_t {
+    let mut len = 0;
+    for (dst, &b) in room.iter_mut().zip(b"*".iter().chain(suffix)) {
         dst.write(b);
+        len += 1;
     }
-    Some(ngx_str_t {
-        len: suffix.len() + 1,
+    debug_assert_eq!(len, suffix.len() + 1);
+    ngx_str_t {
+        len,
         data: room.as_mut_ptr().cast::<u8>(),
-    })
+    }
 }
 
 /// Variable mode's member of the set: a weighted pick among the primaries, per request (as
@@ -162,7 +164,7 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
         ctx.set = members_of(members, value);
         ctx.matched = match value.matched() {
             Match::Exact => host,
-            Match::Wildcard { dot } => wildcard(room, host.as_bytes().get(dot..)?)?,
+            Match::Wildcard { dot } => wildcard(room, host.as_bytes().get(dot..).unwrap_or(&[])),
             Match::Default => ngx_str_t {
                 len: DEFAULT_KEY.len(),
                 data: DEFAULT_KEY.as_ptr().cast_mut(),

@@ -151,9 +151,16 @@ unsafe fn peer_data<'a>(
     pc: *mut ngx_peer_connection_t,
     data: *mut c_void,
 ) -> (&'a mut ngx_peer_connection_t, &'a mut Ctx, &'a mut Balancer) {
-    // SAFETY: the caller's contract; the context and the balancer data are disjoint fields.
-    let (pc, state) = unsafe { (&mut *pc, &mut *data.cast::<State>()) };
-    (pc, &mut state.ctx, &mut state.balancer)
+    let state = data.cast::<State>();
+    // SAFETY: the caller's contract. Only the context and the balancer data, disjoint fields,
+    // are borrowed: the members and the value the context points into are not.
+    unsafe {
+        (
+            &mut *pc,
+            &mut *std::ptr::addr_of_mut!((*state).ctx),
+            &mut *std::ptr::addr_of_mut!((*state).balancer),
+        )
+    }
 }
 
 /// `peer.get`: the address of the member to try, or a failed try without one.

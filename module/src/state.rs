@@ -87,8 +87,9 @@ impl Set {
         if self.members.is_null() {
             return &[];
         }
-        // SAFETY: `members` points to `len` initialized members in the request's `State` (or
-        // its pool), which outlives every user of the request's context.
+        // SAFETY: `members` points to `len` initialized members in the request's `State`, which
+        // lives until the request pool's cleanup gives it back, after every user of the
+        // request's context.
         unsafe { std::slice::from_raw_parts(self.members, self.len) }
     }
 
@@ -152,21 +153,21 @@ pub struct State {
     pub matched: [MaybeUninit<u8>; MATCHED],
 }
 
-/// How many states a worker keeps for its requests (3.5 MB of address space, in one block of its
-/// own, of which only the pages of states in use are touched): more concurrent requests than
-/// this allocate and free theirs.
+/// How many states a worker makes for its requests (3.4 MB of address space, in one block, of
+/// which only the pages of states in use are touched): more requests in flight than this
+/// allocate and free their own.
 pub const KEEP: usize = 1024;
 const _: () = assert!(std::mem::size_of::<State>() <= 3584);
 
-/// A worker's states: one block of [`KEEP`], made at its first request and never freed, and
-/// the ones not in use. One block, which malloc maps apart from its heap: states live as long
-/// as the worker, and so stay out of the memory malloc recycles for request pools.
+/// A worker's states: one block of [`KEEP`], made at its first request and never freed (a
+/// block this size is one `mmap`, apart from the heap that request pools come from), and the
+/// ones of the block not in use.
 struct Supply {
-    /// The block's range, to tell its states from the ones allocated when it ran out.
+    /// The block's range, to tell its states from the ones allocated apart.
     block: std::ops::Range<*mut State>,
     /// States of the block not handed out yet start here (their `value` is not initialized).
     fresh: *mut State,
-    /// States not in use: of the block, and up to `KEEP` allocated apart.
+    /// States of the block given back, for the next requests.
     free: Vec<*mut State>,
 }
 
@@ -182,7 +183,7 @@ impl Supply {
         Supply {
             fresh: block.start,
             block,
-            free: Vec::new(),
+            free: Vec::with_capacity(KEEP),
         }
     }
 
@@ -235,12 +236,11 @@ pub fn take(pool: *mut ngx_pool_t) -> Option<*mut State> {
 /// The pool cleanup: the request is gone, and with it every pointer into its state.
 unsafe extern "C" fn give_back(data: *mut c_void) {
     let state = data.cast::<State>();
-    // Kept for the next request if it is the block's or there is room; freed if it was
-    // allocated apart and there is not. At worker exit, when the supply may be gone, it stays
-    // where it is.
-    let free = SUPPLY
+    // A state of the block goes back to the free list; one allocated apart is freed. At worker
+    // exit, when the supply may be gone, a state stays where it is.
+    let apart = SUPPLY
         .try_with(|s| match s.try_borrow_mut().as_deref_mut() {
-            Ok(Some(s)) if s.block.contains(&state) || s.free.len() < KEEP => {
+            Ok(Some(s)) if s.block.contains(&state) => {
                 s.free.push(state);
                 false
             }
@@ -248,7 +248,7 @@ unsafe extern "C" fn give_back(data: *mut c_void) {
             Err(_) => false,
         })
         .unwrap_or(false);
-    if free {
+    if apart {
         // SAFETY: a state outside the block was allocated by `apart` with `Box::into_raw`, and
         // is given back once: nginx runs a pool's cleanups once, when it destroys the pool.
         // `MaybeUninit`: only its `value` is initialized, and a `Value` needs no drop.
