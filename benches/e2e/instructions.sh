@@ -7,9 +7,12 @@
 # host pick. The count of a 10-second window minus that of a 5-second window, divided by the
 # difference in the requests the upstream's stub_status saw in each: what a window costs
 # whatever its length (wrk's connections, timers) cancels out.
-# Usage: benches/e2e/instructions.sh [DIST] [CONTENDER-DIR ...]
+# Usage: [CACHE_SIM=1] benches/e2e/instructions.sh [DIST] [CONTENDER-DIR ...]
 #   DIST uniform (default) or zipf; CONTENDER-DIR names under target-bench/e2e
 #   (default: set-backend-peer-2set-1000 keepalive-2-1000). Needs valgrind and wrk.
+#   CACHE_SIM=1 also simulates the caches (callgrind's model of this machine's L1s) and prints
+#   the first-level instruction and data cache misses per request: code and data a contender
+#   adds beyond what fits cost more than their instruction count says.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 run=$PWD/target-bench/e2e
@@ -30,19 +33,22 @@ trap cleanup EXIT
 
 wait_port() { for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$1 " && return; sleep 0.3; done; exit 1; }
 requests() { curl -s "127.0.0.1:$status_port/status" | awk 'NR == 3 {print $3}'; }
-total() { awk '/^(summary|totals):/ {print $2; exit}' "$1"; }
+# the summary line's counts: Ir, or with the cache simulation Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+total() { awk '/^(summary|totals):/ {$1 = ""; print; exit}' "$1"; }
+sim=()
+[ -n "${CACHE_SIM:-}" ] && sim=(--cache-sim=yes)
 
 /usr/sbin/nginx -p "$run/upstream" -c "$run/upstream/nginx.conf" -e "$run/upstream/error.log" &
 pids+=($!)
 wait_port "$status_port"
 
-printf '%-32s %s\n' contender "instructions/request ($dist)"
+printf '%-32s %s\n' contender "instructions/request ($dist)${CACHE_SIM:+, I1 misses, D1 misses}"
 for d in "${dirs[@]}"; do
   conf="$tmp/$d.conf"
   sed -e 's/^worker_processes .*/worker_processes 1;\nmaster_process off;/' "$run/$d/nginx.conf" > "$conf"
   port=$(grep -o 'listen 127.0.0.1:[0-9]*' "$conf" | head -1 | cut -d: -f2)
   out="$tmp/$d.cg"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$nginx" -p "$run/$d" -c "$conf" \
+  valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$out" "$nginx" -p "$run/$d" -c "$conf" \
     -e "$run/$d/error.log" 2> "$tmp/$d.valgrind" &
   vg=$!
   pids+=($vg)
@@ -56,7 +62,9 @@ for d in "${dirs[@]}"; do
   r2=$(requests); callgrind_control -d w2 "$vg" > /dev/null 2>&1
   # each dump counts from the previous one; each stub_status read is a request of its own
   i1=$(total "$out.1"); i2=$(total "$out.2")
-  awk -v a="$i1" -v b="$i2" -v n1=$((r1 - r0 - 1)) -v n2=$((r2 - r1 - 1)) -v d="$d" \
-    'BEGIN { printf "%-32s %.0f   (windows of %d and %d requests)\n", d, (b - a) / (n2 - n1), n1, n2 }'
+  awk -v a="$i1" -v b="$i2" -v n1=$((r1 - r0 - 1)) -v n2=$((r2 - r1 - 1)) -v d="$d" 'BEGIN {
+    split(a, x); split(b, y); n = n2 - n1
+    misses = length(x) > 1 ? sprintf(", %.0f, %.0f", (y[4] - x[4]) / n, (y[5] + y[6] - x[5] - x[6]) / n) : ""
+    printf "%-32s %.0f%s   (windows of %d and %d requests)\n", d, (y[1] - x[1]) / n, misses, n1, n2 }'
   kill -QUIT "$vg"; wait "$vg" 2>/dev/null || true
 done
