@@ -12,7 +12,8 @@ Layout of benches/e2e/:
     stack.py       the upstream, the writer and the contenders of one run, started and stopped
     wrk.py         running wrk and reading its result line
     results.py     CSV files and percentiles
-    throughput.py, propagation.py, writes.py, memory.py, machine.py, report.py: the subcommands
+    throughput.py, propagation.py, writes.py, memory.py, machine.py, report.py, pooled.py:
+                   the subcommands
   conf/          one configuration template per contender (nginx, HAProxy) and the upstream
   wrk/hosts.lua  wrk script spreading requests over many hosts (uniform or zipf)
   wrk/writes.lua wrk script for the write-throughput runs
@@ -29,10 +30,14 @@ Subcommands (each runs alone; `make bench-e2e` runs them all, see the Makefile):
   memory       memory and start time with 1M hosts (subset of throughput, no wrk)
   machine      benches/results/machine.json (CPU, kernel, versions, load, commit)
   report       benches/results/report.md: the markdown tables of every run
+  ratio        one contender's capacity ÷ another's over the rounds of throughput runs, per
+               distribution and pooled, with a bootstrap 95% interval of the median
 
 Two measures of throughput: wrk's req/s (wall clock, moved by anything else on the machine)
 and the proxy's CPU time per request (schedstat of all its threads), whose inverse is the
-capacity when the proxy owns the CPU. Ratios are taken within a round, then their median.
+capacity when the proxy owns the CPU. Ratios are taken within a round, then their median; on
+these shared machines one round's ratio moves ±7%, so a goal a few percent wide needs the
+interval `ratio` gives, over many rounds.
 
 Everything listens on 127.0.0.1 only; every run is bounded in time; nginx is stopped with QUIT
 (TERM after a timeout), never KILL. Results go to benches/results/*.csv|json.

@@ -8,6 +8,7 @@ from . import __doc__ as DOC
 from .config import RUN
 from .machine import cmd_machine
 from .memory import cmd_memory
+from .pooled import cmd_ratio
 from .propagation import cmd_propagation
 from .report import cmd_report
 from .throughput import cmd_throughput
@@ -58,6 +59,13 @@ def parser():
     m = sub.add_parser("memory", help="memory and start time of each contender")
     m.set_defaults(run=cmd_memory)
     m.add_argument("--hosts", type=int, default=1000000)
+    r = sub.add_parser("ratio", help="capacity of A ÷ B over the rounds of throughput runs, "
+                       "with a bootstrap interval")
+    r.set_defaults(run=cmd_ratio)
+    r.add_argument("--tags", default="sets", help="runs, comma-separated (\"\" the main run)")
+    r.add_argument("--a", default="set-backend-peer-2set")
+    r.add_argument("--b", default="keepalive-2")
+    r.add_argument("--hosts", type=int, default=1000)
     sub.add_parser("machine", help="benches/results/machine.json").set_defaults(run=cmd_machine)
     sub.add_parser("report", help="benches/results/report.md").set_defaults(run=cmd_report)
     return p
