@@ -36,7 +36,7 @@ Subcommands (each runs alone; `make bench-e2e` runs them all, see the Makefile):
 Two measures of throughput: wrk's req/s (wall clock, moved by anything else on the machine)
 and the proxy's CPU time per request (schedstat of all its threads), whose inverse is the
 capacity when the proxy owns the CPU. Ratios are taken within a round, then their median; on
-these shared machines one round's ratio moves ±7%, so a goal a few percent wide needs the
+these shared machines one round's ratio moves ±9%, so a goal a few percent wide needs the
 interval `ratio` gives, over many rounds.
 
 Everything listens on 127.0.0.1 only; every run is bounded in time; nginx is stopped with QUIT

@@ -1,7 +1,7 @@
 """`ratio`: one contender's capacity against another's over every round of one or more
 throughput runs: the median of the per-round ratios (B's CPU per request ÷ A's, so > 1 means A
 does more with the same CPU), with a bootstrap 95% interval of that median, per distribution
-and for all of them together. On a machine where one round's ratio moves ±7%, the interval is
+and for all of them together. On a machine where one round's ratio moves ±9%, the interval is
 what says whether a run settles a goal."""
 
 import os
