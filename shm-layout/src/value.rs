@@ -1,5 +1,5 @@
 //! What a lookup hands out: [`Value`], a backend set copied out of the table with the
-//! [`Match`] that found it, its [`Member`]s and the weighted pick among them, and the answers
+//! [`Match`] that found it, its [`Member`]s, [`pick_weighted`] for a pick among them, and the answers
 //! [`Lookup`] and [`Status`]. Fixed-size, so a lookup allocates nothing.
 
 use crate::format::{ADDR_NONE, ADDR_V4, ADDR_V6};
@@ -189,37 +189,14 @@ impl Value {
             Some(j) => self.rest.get(j).map(Member),
         }
     }
-
-    /// A weighted random pick among the primaries that `skip` does not exclude: member `i`
-    /// with probability `weight(i) / Σ weight`, `r` being a uniform random number the caller
-    /// draws. `None` when `skip` excludes every primary. Allocates nothing; `skip` is called at
-    /// most twice per member and must answer the same both times.
-    #[inline]
-    pub fn pick_primary(&self, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        if self.members() == 1 {
-            return (!skip(0)).then_some(0);
-        }
-        self.pick(false, r, skip)
-    }
-
-    /// [`Value::pick_primary`] among the backups.
-    pub fn pick_backup(&self, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        self.pick(true, r, skip)
-    }
-
-    fn pick(&self, backup: bool, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        pick_weighted(self.members(), r, |i| match self.member(i) {
-            Some(m) if m.backup() == backup && !skip(i) => u64::from(m.weight()),
-            _ => 0,
-        })
-    }
 }
 
 /// A weighted random pick among `n` candidates: candidate `i` with probability
 /// `weight(i) / Σ weight` (a weight of 0 leaves it out), `r` being a uniform random number the
 /// caller draws. `None` when every weight is 0. Allocates nothing; `weight` is called at most
-/// twice per candidate and must answer the same both times. [`Value`]'s picks and upstream
-/// mode's balancer (which leaves out the members tried or marked failed) share it.
+/// twice per candidate and must answer the same both times. The module's picks among a set's
+/// members use it: variable mode's among the primaries, upstream mode's balancer among those not
+/// tried yet or marked failed.
 #[inline]
 pub fn pick_weighted(n: usize, r: u32, weight: impl Fn(usize) -> u64) -> Option<usize> {
     let total: u64 = (0..n).map(&weight).sum();
@@ -301,6 +278,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The pick the balancers make with [`pick_weighted`]: among the members of `v` of the kind
+    /// asked for (backups or primaries) that `skip` does not exclude, by weight.
+    fn pick(v: &Value, backup: bool, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        pick_weighted(v.members(), r, |i| match v.member(i) {
+            Some(m) if m.backup() == backup && !skip(i) => u64::from(m.weight()),
+            _ => 0,
+        })
+    }
+
+    fn pick_primary(v: &Value, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        pick(v, false, r, skip)
+    }
+
+    fn pick_backup(v: &Value, r: u32, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        pick(v, true, r, skip)
+    }
+
     /// A value holding a set of `members` (weight, backup), texts `m0:1`, `m1:1`, ….
     fn set_of(members: &[(u8, bool)]) -> Value {
         let mut v = Value::empty();
@@ -330,21 +324,21 @@ mod tests {
         let v = set_of(&[(1, false), (2, false), (7, false), (5, true)]);
         let mut count = [0u64; 4];
         for r in spread(10_000) {
-            count[v.pick_primary(r, |_| false).unwrap()] += 1;
+            count[pick_primary(&v, r, |_| false).unwrap()] += 1;
         }
         assert_eq!(count, [1000, 2000, 7000, 0]);
         let mut count = [0u64; 4];
         for r in spread(10_000) {
-            count[v.pick_primary(r, |i| i == 2).unwrap()] += 1;
+            count[pick_primary(&v, r, |i| i == 2).unwrap()] += 1;
         }
         assert_eq!(count, [3334, 6666, 0, 0]);
-        assert_eq!(v.pick_backup(0, |_| false), Some(3));
-        assert_eq!(v.pick_backup(u32::MAX, |_| false), Some(3));
-        assert_eq!(v.pick_backup(7, |i| i == 3), None);
-        assert_eq!(v.pick_primary(7, |i| i < 3), None);
+        assert_eq!(pick_backup(&v, 0, |_| false), Some(3));
+        assert_eq!(pick_backup(&v, u32::MAX, |_| false), Some(3));
+        assert_eq!(pick_backup(&v, 7, |i| i == 3), None);
+        assert_eq!(pick_primary(&v, 7, |i| i < 3), None);
         let one = set_of(&[(1, false)]);
-        assert_eq!(one.pick_primary(u32::MAX, |_| false), Some(0));
-        assert_eq!(one.pick_primary(0, |i| i == 0), None);
+        assert_eq!(pick_primary(&one, u32::MAX, |_| false), Some(0));
+        assert_eq!(pick_primary(&one, 0, |i| i == 0), None);
         assert_eq!(one.member(0).unwrap().as_str(), "m0:1");
         assert!(one.member(1).is_none());
     }
@@ -366,7 +360,7 @@ mod tests {
             let v = set_of(&members);
             let skip = |i: usize| skipped >> i & 1 == 1;
             let allowed = |i: usize| members[i].1 == backup && !skip(i);
-            let pick = |r| if backup { v.pick_backup(r, skip) } else { v.pick_primary(r, skip) };
+            let pick = |r| if backup { pick_backup(&v, r, skip) } else { pick_primary(&v, r, skip) };
             let total: u64 = (0..members.len()).filter(|&i| allowed(i)).map(|i| u64::from(members[i].0)).sum();
             match pick(r) {
                 Some(i) => prop_assert!(allowed(i)),
