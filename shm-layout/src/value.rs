@@ -1,6 +1,6 @@
 //! What a lookup hands out: [`Value`], a backend set copied out of the table with the
-//! [`Match`] that found it, its [`Member`]s, [`pick_weighted`] for a pick among them, and the answers
-//! [`Lookup`] and [`Status`]. Fixed-size, so a lookup allocates nothing.
+//! [`Match`] that found it, its [`Member`]s, [`pick_weighted`] for a pick among them, and the
+//! answers [`Lookup`] and [`Status`]. Fixed-size, so a lookup allocates nothing.
 
 use crate::format::{ADDR_NONE, ADDR_V4, ADDR_V6};
 use crate::host::MAX_BACKEND_LEN;
