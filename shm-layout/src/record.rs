@@ -8,7 +8,7 @@ use crate::format::*;
 use crate::host::{MAX_BACKEND_LEN, MAX_HOST_LEN};
 use crate::set::{MAX_MEMBERS, MAX_WEIGHT};
 use crate::sync::{word, AtomicU64};
-use crate::value::{Value, MATCH_EXACT, VALUE_BUF};
+use crate::value::{Slot, Value, MATCH_EXACT, VALUE_BUF};
 use std::net::SocketAddr;
 
 /// What reading one record produced: the codec decides the first two, the protocol the last.
@@ -136,12 +136,7 @@ fn walk_set(
     if members <= 1 {
         return Some(0);
     }
-    let set = word(words.first()?);
-    let weight = (set & SET_WEIGHT_MASK) as u8;
-    if set & !SET_WEIGHT_MASK != 0 || weight == 0 || weight > MAX_WEIGHT {
-        return None;
-    }
-    first_weight(weight);
+    first_weight(set_weight(word(words.first()?))?);
     let mut at = 1;
     for i in 1..members.min(MAX_MEMBERS) {
         let m = MemberShape::of(word(words.get(at)?))?;
@@ -155,6 +150,14 @@ fn walk_set(
         at = end;
     }
     Some(at)
+}
+
+/// The first member's weight, from a set's set word; `None` if the word is not one.
+#[inline(always)]
+fn set_weight(set: u64) -> Option<u8> {
+    let weight = (set & SET_WEIGHT_MASK) as u8;
+    let bad = set & !SET_WEIGHT_MASK != 0 || weight == 0 || weight > MAX_WEIGHT;
+    (!bad).then_some(weight)
 }
 
 /// Where a record's parts lie, decoded and bounds-checked against the arena: what the writer
@@ -427,18 +430,7 @@ pub(crate) fn match_short(
     let tail = rec
         .get(RECORD_FIXED_WORDS + key.key_words..)?
         .first_chunk::<{ SHORT_WORDS + 2 }>()?;
-    let at = |i: usize| word(&tail[i]);
-    let (lo, hi) = (at(0), at(1));
-    out.head.bytes[..8].copy_from_slice(&lo.to_le_bytes());
-    out.head.bytes[8..16].copy_from_slice(&hi.to_le_bytes());
-    let mut bad = bad16(lo, hi, l.val_len);
-    if l.val_len > 16 {
-        let (lo, hi) = (at(2), at(3));
-        out.head.bytes[16..24].copy_from_slice(&lo.to_le_bytes());
-        out.head.bytes[24..32].copy_from_slice(&hi.to_le_bytes());
-        bad |= bad16(lo, hi, l.val_len - 16);
-    }
-    if bad != 0 || is_unix(lo, l.val_len) {
+    if !copy_short(tail.first_chunk()?, l.val_len, &mut out.head.bytes) {
         return Some(Read::Corrupt);
     }
     let addr = tail
@@ -492,36 +484,81 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
 }
 
 /// Copies the further members of a set of `members` (`words`: the record from its set word on)
-/// into `out`, checking each value's bytes; false if the words do not hold such a set.
+/// into `out`, checking each value's bytes; false if the words do not hold such a set. Checks
+/// what [`walk_set`] checks.
 #[inline(never)]
 fn copy_set(words: &[AtomicU64], members: usize, out: &mut Value) -> bool {
-    let mut first_weight = 1;
-    let rest = &mut out.rest;
-    let walked = walk_set(
-        words,
-        members,
-        |i, m, value, addr| {
-            let Some(slot) = rest.get_mut(i - 1) else {
-                return false;
-            };
-            if !copy_value(value, m.val_len, &mut slot.bytes) {
-                return false;
-            }
-            for (dst, w) in slot.ip.chunks_exact_mut(8).zip(addr) {
-                dst.copy_from_slice(&word(w).to_le_bytes());
-            }
-            slot.len = m.val_len as u16;
-            slot.addr_kind = m.addr_kind;
-            slot.port = m.port;
-            slot.weight = m.weight;
-            slot.backup = m.backup;
-            true
-        },
-        |w| first_weight = w,
-    );
-    out.head.weight = first_weight;
+    let Some(weight) = words.first().and_then(|w| set_weight(word(w))) else {
+        return false;
+    };
+    let mut at = 1;
+    for slot in out.rest.iter_mut().take(members - 1) {
+        match copy_member(words.get(at..).unwrap_or(&[]), slot) {
+            Some(len) => at += len,
+            None => return false,
+        }
+    }
+    out.head.weight = weight;
     out.members = members as u8;
-    walked.is_some()
+    true
+}
+
+/// Words of a further member the short copy may touch: its descriptor word, a short value and
+/// two address words.
+const MEMBER_WINDOW: usize = 1 + SHORT_WORDS + 2;
+
+/// Copies the member whose descriptor word starts `words` into `slot`, checking its value's
+/// bytes; returns the words it takes, or `None` if they do not hold a member. A short value
+/// with a window of words after it (all but a table's last few records) is copied with fixed
+/// loads, as the first member's in [`match_short`].
+#[inline(always)]
+fn copy_member(words: &[AtomicU64], slot: &mut Slot) -> Option<usize> {
+    let m = MemberShape::of(word(words.first()?))?;
+    let addr_at = 1 + m.val_words;
+    let len = addr_at + m.addr_words;
+    let (copied, addr) = match words.first_chunk::<MEMBER_WINDOW>() {
+        Some(w) if m.val_len <= SHORT_WORDS * 8 => {
+            let (_, value) = w.split_first()?;
+            let copied = copy_short(value.first_chunk()?, m.val_len, &mut slot.bytes);
+            (copied, w.get(addr_at..len)?)
+        }
+        _ => {
+            let value = words.get(1..addr_at)?;
+            let copied = copy_value(value, m.val_len, &mut slot.bytes);
+            (copied, words.get(addr_at..len)?)
+        }
+    };
+    if !copied {
+        return None;
+    }
+    for (dst, w) in slot.ip.chunks_exact_mut(8).zip(addr) {
+        dst.copy_from_slice(&word(w).to_le_bytes());
+    }
+    slot.len = m.val_len as u16;
+    slot.addr_kind = m.addr_kind;
+    slot.port = m.port;
+    slot.weight = m.weight;
+    slot.backup = m.backup;
+    Some(len)
+}
+
+/// Copies a value of `len` bytes, at most `SHORT_WORDS` words (`words`, of which those past
+/// the value are ignored), into `out` with fixed loads, checking its bytes on the way: false
+/// if one is not a backend byte or the value starts with `unix:`.
+#[inline(always)]
+fn copy_short(words: &[AtomicU64; SHORT_WORDS], len: usize, out: &mut [u8; VALUE_BUF]) -> bool {
+    let at = |i: usize| word(&words[i]);
+    let (lo, hi) = (at(0), at(1));
+    out[..8].copy_from_slice(&lo.to_le_bytes());
+    out[8..16].copy_from_slice(&hi.to_le_bytes());
+    let mut bad = bad16(lo, hi, len);
+    if len > 16 {
+        let (lo, hi) = (at(2), at(3));
+        out[16..24].copy_from_slice(&lo.to_le_bytes());
+        out[24..32].copy_from_slice(&hi.to_le_bytes());
+        bad |= bad16(lo, hi, len - 16);
+    }
+    bad == 0 && !is_unix(lo, len)
 }
 
 /// Completes `out` for an exact match of a record of shape `l` whose first member's value

@@ -93,6 +93,7 @@ pub struct Member<'a>(&'a Slot);
 
 impl<'a> Member<'a> {
     /// The backend as stored (`10.0.0.7:3000`, `name:80`, `[::1]:8080`).
+    #[inline]
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0.bytes.get(..self.0.len as usize).unwrap_or(&[])
     }
@@ -103,6 +104,7 @@ impl<'a> Member<'a> {
     }
 
     /// The pre-parsed socket address, when the backend is an IP literal.
+    #[inline]
     pub fn addr(&self) -> Option<SocketAddr> {
         let s = self.0;
         match s.addr_kind {
@@ -116,11 +118,13 @@ impl<'a> Member<'a> {
     }
 
     /// 1 to 100; 1 for the member of a set of one.
+    #[inline]
     pub fn weight(&self) -> u8 {
         self.0.weight
     }
 
     /// Used only when no primary can be.
+    #[inline]
     pub fn backup(&self) -> bool {
         self.0.backup
     }
