@@ -15,11 +15,11 @@ use ngx::http::{
     HttpModule, HttpModuleLocationConf, HttpModuleMainConf, HttpModuleServerConf, Request,
 };
 
-use shm_layout::{Match, Value};
+use shm_layout::Match;
 
 use crate::random;
 use crate::state;
-pub use crate::state::{Ctx, Member, Outcome, Set, State, MATCHED, MAX_MEMBERS};
+pub use crate::state::{name_of, Ctx, Outcome, Set, State, MATCHED, MAX_MEMBERS};
 use crate::worker::{self, Found};
 use crate::Module;
 
@@ -36,34 +36,6 @@ pub const PASS_MODULES: [&[u8]; 6] = [
 
 /// The default entry's key, for `$set_backend_match`.
 static DEFAULT_KEY: &[u8] = b"*";
-
-/// The members of `v`'s set, written into `members`: their names point into `v`.
-fn members_of(members: &mut [MaybeUninit<Member>; MAX_MEMBERS], v: &Value) -> Set {
-    let mut len = 0;
-    for (slot, m) in members
-        .iter_mut()
-        .zip((0..v.members()).map_while(|i| v.member(i)))
-    {
-        let name = m.as_bytes();
-        slot.write(Member {
-            // Read-only: nginx never writes through a peer's name or a variable's value (the
-            // name is also `$backend`'s), it copies them.
-            name: ngx_str_t {
-                len: name.len(),
-                data: name.as_ptr().cast_mut(),
-            },
-            addr: m.addr(),
-            weight: m.weight(),
-            backup: m.backup(),
-        });
-        len += 1;
-    }
-    Set {
-        members: members.as_mut_ptr().cast::<Member>(),
-        len,
-        ..Set::EMPTY
-    }
-}
 
 /// `*` and `suffix` written into `room`: a wildcard hit's matching key. A suffix is part of a
 /// host the table accepted (at most 253 bytes), so it always fits.
@@ -84,18 +56,15 @@ fn wildcard(room: &mut [MaybeUninit<u8>; MATCHED], suffix: &[u8]) -> ngx_str_t {
 /// nginx's `random` balancer); a set of one draws nothing. Upstream mode's balancer makes its
 /// own picks (`peer.rs`).
 fn pick_primary(set: &Set) -> usize {
-    let m = set.members();
-    if m.len() <= 1 {
+    if set.len <= 1 {
         return 0;
     }
     let weight = |i: usize| {
-        if m[i].backup {
-            0
-        } else {
-            u64::from(m[i].weight)
-        }
+        set.member(i)
+            .filter(|m| !m.backup())
+            .map_or(0, |m| u64::from(m.weight()))
     };
-    shm_layout::pick_weighted(m.len(), random::next(), weight).unwrap_or(0)
+    shm_layout::pick_weighted(set.len, random::next(), weight).unwrap_or(0)
 }
 
 /// The request's backend (variable mode's `$backend`): picked from the set the first time it is
@@ -107,7 +76,7 @@ pub fn backend(r: &mut Request) -> Option<ngx_str_t> {
     // context while this runs on the worker's one thread.
     let ctx = unsafe { &mut (*state).ctx };
     if ctx.outcome == Outcome::Hit && ctx.backend.data.is_null() {
-        ctx.backend = ctx.set.members().get(pick_primary(&ctx.set))?.name;
+        ctx.backend = name_of(&ctx.set.member(pick_primary(&ctx.set))?);
     }
     Some(ctx.backend)
 }
@@ -135,11 +104,10 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
     let host = r.as_ref().headers_in.server;
     let state = state::take(r.pool().as_ptr())?;
     // SAFETY: `state` is valid for writes (fresh from `take`, ours until the pool goes), its
-    // value initialized; the member and key arrays are `MaybeUninit`, valid whatever they
-    // hold; nothing else refers to any of them.
-    let (members, value, room) = unsafe {
+    // value initialized; the key array is `MaybeUninit`, valid whatever it holds; nothing else
+    // refers to either.
+    let (value, room) = unsafe {
         (
-            &mut *std::ptr::addr_of_mut!((*state).members),
             &mut *std::ptr::addr_of_mut!((*state).value),
             &mut *std::ptr::addr_of_mut!((*state).matched),
         )
@@ -161,7 +129,7 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
         set: Set::EMPTY,
     };
     if outcome == Outcome::Hit {
-        ctx.set = members_of(members, value);
+        ctx.set = Set::of(value);
         ctx.matched = match value.matched() {
             Match::Exact => host,
             Match::Wildcard { dot } => wildcard(room, host.as_bytes().get(dot..).unwrap_or(&[])),

@@ -45,6 +45,7 @@
 //! table is the worker's, allocated when it started.
 
 use std::ffi::c_void;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use ngx::core::Status;
@@ -58,7 +59,7 @@ use ngx::ffi::{
 use ngx::http::{HttpModuleServerConf, Request};
 use ngx::ngx_log_error;
 
-use crate::ctx::{self, Ctx, Outcome, Set, MAX_MEMBERS};
+use crate::ctx::{self, name_of, Ctx, Outcome, Set, MAX_MEMBERS};
 use crate::health::{self, Params};
 use crate::state::{Balancer, State};
 use crate::{guard, random, Module};
@@ -113,16 +114,15 @@ unsafe extern "C" fn init_peer(
         };
         let params = Module::server_conf(us).map_or(health::DEFAULT, |s| s.params);
         // SAFETY: `state` is the request's, valid for the request's life; its context is
-        // initialized, its balancer data is written here before any use.
+        // initialized, its balancer data is written here before any use. The address is
+        // written by each try (`ngx_sockaddr_t` is a union of plain C structs: whatever it
+        // holds until then is a valid value).
         let members = unsafe {
-            std::ptr::addr_of_mut!((*state).balancer).write(Balancer {
-                request: r,
-                params,
-                // SAFETY: all-zero is a valid `ngx_sockaddr_t` (a union of plain C structs).
-                sockaddr: std::mem::zeroed(),
-                upstream: us.host,
-                server_name: None,
-            });
+            let b = std::ptr::addr_of_mut!((*state).balancer);
+            std::ptr::addr_of_mut!((*b).request).write(r);
+            std::ptr::addr_of_mut!((*b).params).write(params);
+            std::ptr::addr_of_mut!((*b).upstream).write(us.host);
+            std::ptr::addr_of_mut!((*b).server_name).write(None);
             (*state).ctx.set.len
         };
         // SAFETY: nginx calls `peer.init` with the request's upstream allocated.
@@ -141,25 +141,32 @@ unsafe extern "C" fn init_peer(
     })
 }
 
-/// The peer connection and, from the request's `State`, its context and balancer data.
+/// What a balancer hook works on: the peer connection and, from the request's `State`, its
+/// context, its balancer data and the names of its members.
+struct Peer<'a> {
+    pc: &'a mut ngx_peer_connection_t,
+    ctx: &'a mut Ctx,
+    balancer: &'a mut Balancer,
+    names: &'a mut [MaybeUninit<ngx_str_t>; MAX_MEMBERS],
+}
+
+/// The [`Peer`] of a hook's arguments.
 ///
 /// # Safety
 /// `pc` is the request's peer connection and `data` the pointer `init_peer` set (possibly
 /// handed back by `keepalive`): the request's `State`, with its context and balancer data
 /// initialized, valid for the request's life.
-unsafe fn peer_data<'a>(
-    pc: *mut ngx_peer_connection_t,
-    data: *mut c_void,
-) -> (&'a mut ngx_peer_connection_t, &'a mut Ctx, &'a mut Balancer) {
+unsafe fn peer_data<'a>(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> Peer<'a> {
     let state = data.cast::<State>();
-    // SAFETY: the caller's contract. Only the context and the balancer data, disjoint fields,
-    // are borrowed: the members and the value the context points into are not.
+    // SAFETY: the caller's contract. Only the context, the balancer data and the names,
+    // disjoint fields, are borrowed: the value the set reads and the names point into is not.
     unsafe {
-        (
-            &mut *pc,
-            &mut *std::ptr::addr_of_mut!((*state).ctx),
-            &mut *std::ptr::addr_of_mut!((*state).balancer),
-        )
+        Peer {
+            pc: &mut *pc,
+            ctx: &mut *std::ptr::addr_of_mut!((*state).ctx),
+            balancer: &mut *std::ptr::addr_of_mut!((*state).balancer),
+            names: &mut *std::ptr::addr_of_mut!((*state).names),
+        }
     }
 }
 
@@ -167,7 +174,12 @@ unsafe fn peer_data<'a>(
 unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> ngx_int_t {
     guard(Status::NGX_ERROR.into(), || {
         // SAFETY: nginx passes the request's peer connection and the data `init_peer` set.
-        let (pc, ctx, peer) = unsafe { peer_data(pc, data) };
+        let Peer {
+            pc,
+            ctx,
+            balancer: peer,
+            names,
+        } = unsafe { peer_data(pc, data) };
         pc.set_cached(0);
         pc.connection = std::ptr::null_mut();
         if ctx.outcome != Outcome::Hit {
@@ -180,18 +192,23 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         }
         let now = health::now();
         let set = &mut ctx.set;
-        let Some(i) = choose(set, peer.params, now) else {
-            if set.members().iter().all(|m| m.addr.is_none()) {
+        let chosen = choose(set, peer.params, now);
+        let Some((i, name, addr)) = chosen.and_then(|i| {
+            let m = set.member(i)?;
+            Some((i, name_of(&m), m.addr()?))
+        }) else {
+            let names_only =
+                (0..set.len).all(|i| set.member(i).is_some_and(|m| m.addr().is_none()));
+            if let Some(first) = set.member(0).filter(|_| names_only) {
                 // A set of host names: say so once, for its first member.
-                if let Some(m) = set.member_mut(0) {
-                    pc.name = &mut m.name;
-                    let name = m.name;
-                    return unroutable(
-                        pc,
-                        &name,
-                        "is a host name: upstream mode connects to IP addresses only",
-                    );
-                }
+                let name = names[0].write(name_of(&first));
+                pc.name = name;
+                let name = *name;
+                return unroutable(
+                    pc,
+                    &name,
+                    "is a host name: upstream mode connects to IP addresses only",
+                );
             }
             // Every member was tried (only once `tries` allowed more than the set's size).
             pc.name = &mut peer.upstream;
@@ -199,15 +216,11 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         };
         set.tried |= 1 << i;
         set.current = i;
-        let multi = set.len > 1;
-        let Some(m) = set.member_mut(i) else {
+        let Some(slot) = names.get_mut(i) else {
             return Status::NGX_ERROR.into();
         };
-        let Some(addr) = m.addr else {
-            return Status::NGX_ERROR.into();
-        };
-        pc.name = &mut m.name;
-        if multi {
+        pc.name = slot.write(name);
+        if set.len > 1 {
             health::chosen(&addr, peer.params, now);
         }
         let mut socklen = set_sockaddr(&mut peer.sockaddr, addr);
@@ -243,30 +256,48 @@ fn unroutable(pc: &mut ngx_peer_connection_t, name: &ngx_str_t, what: &str) -> n
 /// The member to try next (see the file's header), or `None` when every member with an
 /// address has been tried.
 fn choose(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
-    let members = set.members();
-    let open = |i: usize| set.tried & (1 << i) == 0 && members[i].addr.is_some();
-    if members.len() == 1 {
-        return open(0).then_some(0);
+    if set.len <= 1 {
+        let open = set.tried & 1 == 0 && set.member(0)?.addr().is_some();
+        return open.then_some(0);
     }
-    // Where nothing failed (the usual case) no member is down, and the passes that take the
-    // failed ones anyway would repeat the first two.
-    let quiet = !health::any_failed();
-    let r = random::next();
-    // Primaries, then backups; first those not marked failed, then those anyway.
-    for (backup, anyway) in [(false, false), (true, false), (false, true), (true, true)] {
-        if anyway && quiet {
-            break;
-        }
-        let mut weights = [0u64; MAX_MEMBERS];
-        for ((i, m), w) in members.iter().enumerate().zip(&mut weights) {
-            let usable = open(i)
-                && m.backup == backup
-                && (quiet || anyway || !m.addr.is_some_and(|a| health::is_down(&a, p, now)));
-            if usable {
-                *w = u64::from(m.weight);
+    if health::any_failed() {
+        return choose_among_failed(set, p, now);
+    }
+    // Nothing failed in this worker (the usual case): a primary by weight among those not
+    // tried, else a backup likewise.
+    let mut weights = [[0u64; MAX_MEMBERS]; 2];
+    for (i, m) in (0..set.len).map_while(|i| Some((i, set.member(i)?))) {
+        if set.tried & (1 << i) == 0 && m.addr().is_some() {
+            if let Some(w) = weights[usize::from(m.backup())].get_mut(i) {
+                *w = u64::from(m.weight());
             }
         }
-        if let Some(i) = shm_layout::pick_weighted(members.len(), r, |i| weights[i]) {
+    }
+    let r = random::next();
+    weights
+        .iter()
+        .find_map(|w| shm_layout::pick_weighted(set.len, r, |i| w[i]))
+}
+
+/// [`choose`] in a worker where some backend failed recently: primaries, then backups; first
+/// those not marked failed, then those anyway.
+#[inline(never)]
+fn choose_among_failed(set: &Set, p: Params, now: ngx::ffi::ngx_msec_t) -> Option<usize> {
+    let r = random::next();
+    for (backup, anyway) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut weights = [0u64; MAX_MEMBERS];
+        for (i, w) in weights.iter_mut().enumerate().take(set.len) {
+            let Some(m) = set.member(i).filter(|_| set.tried & (1 << i) == 0) else {
+                continue;
+            };
+            let usable = m.backup() == backup
+                && m.addr()
+                    .is_some_and(|a| anyway || !health::is_down(&a, p, now));
+            if usable {
+                *w = u64::from(m.weight());
+            }
+        }
+        if let Some(i) = shm_layout::pick_weighted(set.len, r, |i| weights[i]) {
             return Some(i);
         }
     }
@@ -304,11 +335,16 @@ unsafe extern "C" fn free_peer(
 ) {
     guard((), || {
         // SAFETY: nginx passes the request's peer connection and the data `init_peer` set.
-        let (pc, ctx, peer) = unsafe { peer_data(pc, data) };
+        let Peer {
+            pc,
+            ctx,
+            balancer: peer,
+            ..
+        } = unsafe { peer_data(pc, data) };
         pc.tries = pc.tries.saturating_sub(1);
         let set = &mut ctx.set;
         let i = set.current;
-        let Some(addr) = set.members().get(i).and_then(|m| m.addr) else {
+        let Some(addr) = set.member(i).and_then(|m| m.addr()) else {
             return;
         };
         if state & NGX_PEER_FAILED as ngx_uint_t == 0 {

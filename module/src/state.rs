@@ -2,7 +2,7 @@
 //! the memory that holds them.
 //!
 //! nginx modules usually keep their `*_ctx_t` in the request pool. This one needs a few KB per
-//! request (the context, the entry as the lookup copies it out of the table, the members
+//! request (the context, the entry as the lookup copies it out of the table, the names
 //! pointing into it, the balancer's address), and a request pool is 4 KiB blocks: on a proxied
 //! request nginx's own allocations nearly fill two, so even a few hundred bytes cost a third
 //! block, a `posix_memalign` and a `free` per request (callgrind: ≈ 600 instructions, 3% of a
@@ -11,14 +11,13 @@
 //! worker makes [`KEEP`] states at its first request and recycles them: nothing is allocated
 //! per request.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 
 use ngx::ffi::{ngx_http_request_t, ngx_pool_cleanup_add, ngx_pool_t, ngx_sockaddr_t, ngx_str_t};
 
-use shm_layout::Value;
+use shm_layout::{Member, Value};
 
 use crate::health::Params;
 
@@ -60,11 +59,12 @@ pub struct Ctx {
 /// The most members a set has (the table's limit).
 pub const MAX_MEMBERS: usize = shm_layout::MAX_MEMBERS;
 
-/// The request's backend set, copied out of the table, and the balancer's progress through it.
+/// The request's backend set, as the lookup copied it out of the table into the request's
+/// `State`, and the balancer's progress through it.
 #[derive(Clone, Copy)]
 pub struct Set {
-    /// `len` members: the primaries, then the backups.
-    pub members: *mut Member,
+    /// The entry (`State::value`): `len` members, the primaries, then the backups.
+    value: *const Value,
     pub len: usize,
     /// Bit `i` set: member `i` has been tried for this request.
     pub tried: u8,
@@ -76,45 +76,39 @@ const _: () = assert!(MAX_MEMBERS <= u8::BITS as usize);
 
 impl Set {
     pub const EMPTY: Set = Set {
-        members: std::ptr::null_mut(),
+        value: std::ptr::null(),
         len: 0,
         tried: 0,
         current: 0,
     };
 
-    /// The members.
-    pub fn members(&self) -> &[Member] {
-        if self.members.is_null() {
-            return &[];
+    /// The set of `value`, a request's `State::value` holding a hit.
+    pub fn of(value: &Value) -> Set {
+        Set {
+            value,
+            len: value.members(),
+            ..Set::EMPTY
         }
-        // SAFETY: `members` points to `len` initialized members in the request's `State`, which
-        // lives until the request pool's cleanup gives it back, after every user of the
-        // request's context.
-        unsafe { std::slice::from_raw_parts(self.members, self.len) }
     }
 
-    /// Member `i`, mutable (for nginx's pointer to its name).
-    pub fn member_mut(&mut self, i: usize) -> Option<&mut Member> {
-        if self.members.is_null() || i >= self.len {
-            return None;
-        }
-        // SAFETY: as in `members`; `i` is in bounds, and nothing else holds a reference into
-        // the array while the balancer, on the worker's one thread, holds this one.
-        Some(unsafe { &mut *self.members.add(i) })
+    /// Member `i`: its name, address, weight and backup flag, as the table holds them.
+    #[inline]
+    pub fn member(&self, i: usize) -> Option<Member<'_>> {
+        // SAFETY: `value` is null or the request's `State::value`, written by the lookup and
+        // not written again while the request lives; the state lives until the request pool's
+        // cleanup gives it back, after every user of the request's context.
+        unsafe { self.value.as_ref() }?.member(i)
     }
 }
 
-/// One backend of the request's set.
-#[derive(Clone, Copy)]
-pub struct Member {
-    /// The backend as stored (a copy): nginx's peer name (`$upstream_addr`).
-    pub name: ngx_str_t,
-    /// Its address, pre-parsed by the writer, when it is an IP literal.
-    pub addr: Option<SocketAddr>,
-    /// 1 to 100.
-    pub weight: u8,
-    /// Used only when no primary can be.
-    pub backup: bool,
+/// A member's text as nginx's string (read-only: nginx never writes through a peer's name or a
+/// variable's value, it copies them).
+pub fn name_of(m: &Member<'_>) -> ngx_str_t {
+    let name = m.as_bytes();
+    ngx_str_t {
+        len: name.len(),
+        data: name.as_ptr().cast_mut(),
+    }
 }
 
 /// Upstream mode's per-request balancer data (`peer.rs`).
@@ -144,65 +138,89 @@ pub const MATCHED: usize = shm_layout::MAX_HOST_LEN + 1;
 pub struct State {
     pub ctx: Ctx,
     pub balancer: Balancer,
-    /// Room for the set's members (`ctx.set.members` points here).
-    pub members: [MaybeUninit<Member>; MAX_MEMBERS],
-    /// Where the lookup copies the host's entry out of the table; the members' names point
-    /// into it.
+    /// The names of the members tried, for nginx's `$upstream_addr` (`names[i]` is written when
+    /// member `i` is chosen); they point into `value`.
+    pub names: [MaybeUninit<ngx_str_t>; MAX_MEMBERS],
+    /// Where the lookup copies the host's entry out of the table (`ctx.set` reads it).
     pub value: Value,
     /// Room for a wildcard hit's `*.suffix`.
     pub matched: [MaybeUninit<u8>; MATCHED],
+    /// The next state of the worker's free list, while this one is on it.
+    next: *mut State,
 }
 
-/// How many states a worker makes for its requests (3.4 MB of address space, in one block, of
+/// How many states a worker makes for its requests (3.1 MB of address space, in one block, of
 /// which only the pages of states in use are touched): more requests in flight than this
 /// allocate and free their own.
 pub const KEEP: usize = 1024;
-const _: () = assert!(std::mem::size_of::<State>() <= 3584);
+const _: () = assert!(std::mem::size_of::<State>() <= 3072);
 
 /// A worker's states: one block of [`KEEP`], made at its first request and never freed (a
 /// block this size is one `mmap`, apart from the heap that request pools come from), and the
-/// ones of the block not in use.
+/// ones of the block not in use, linked through their `next`. Plain cells: a worker is one
+/// thread, and nothing here calls out while a cell is being changed.
 struct Supply {
-    /// The block's range, to tell its states from the ones allocated apart.
-    block: std::ops::Range<*mut State>,
+    /// The block's first state, null until the first request.
+    start: Cell<*mut State>,
     /// States of the block not handed out yet start here (their `value` is not initialized).
-    fresh: *mut State,
-    /// States of the block given back, for the next requests.
-    free: Vec<*mut State>,
+    fresh: Cell<*mut State>,
+    /// The block's end.
+    end: Cell<*mut State>,
+    /// States of the block given back, for the next requests: a stack linked through `next`.
+    free: Cell<*mut State>,
 }
 
 thread_local! {
-    static SUPPLY: RefCell<Option<Supply>> = const { RefCell::new(None) };
+    static SUPPLY: Supply = const {
+        Supply {
+            start: Cell::new(std::ptr::null_mut()),
+            fresh: Cell::new(std::ptr::null_mut()),
+            end: Cell::new(std::ptr::null_mut()),
+            free: Cell::new(std::ptr::null_mut()),
+        }
+    };
 }
 
 impl Supply {
-    fn new() -> Supply {
-        let block: &'static mut [MaybeUninit<State>] = Box::leak(Box::new_uninit_slice(KEEP));
-        let range = block.as_mut_ptr_range();
-        let block = range.start.cast::<State>()..range.end.cast::<State>();
-        Supply {
-            fresh: block.start,
-            block,
-            free: Vec::with_capacity(KEEP),
-        }
-    }
-
     /// A state not in use, its `value` initialized.
-    fn take(&mut self) -> *mut State {
-        if let Some(state) = self.free.pop() {
+    fn take(&self) -> *mut State {
+        let state = self.free.get();
+        if !state.is_null() {
+            // SAFETY: a state on the free list is in the block, which is never freed, and no
+            // request refers to it; `next` was written when it was given back.
+            self.free.set(unsafe { (*state).next });
             return state;
         }
-        if self.fresh < self.block.end {
-            let state = self.fresh;
+        if self.start.get().is_null() {
+            let block: &'static mut [MaybeUninit<State>] = Box::leak(Box::new_uninit_slice(KEEP));
+            let range = block.as_mut_ptr_range();
+            self.start.set(range.start.cast());
+            self.fresh.set(range.start.cast());
+            self.end.set(range.end.cast());
+        }
+        let state = self.fresh.get();
+        if state < self.end.get() {
             // SAFETY: `fresh` is inside the block (checked above), which is never freed; the
             // state was never handed out, so nothing refers to it.
             unsafe {
                 std::ptr::addr_of_mut!((*state).value).write(Value::empty());
-                self.fresh = state.add(1);
+                self.fresh.set(state.add(1));
             }
             return state;
         }
         apart()
+    }
+
+    /// Takes `state` back if it is one of the block's; false for one allocated apart.
+    fn give_back(&self, state: *mut State) -> bool {
+        if !(self.start.get()..self.end.get()).contains(&state) {
+            return false;
+        }
+        // SAFETY: a state of the block, which is never freed; its request is gone, so nothing
+        // else refers to it.
+        unsafe { std::ptr::addr_of_mut!((*state).next).write(self.free.get()) };
+        self.free.set(state);
+        true
     }
 }
 
@@ -220,14 +238,7 @@ fn apart() -> *mut State {
 pub fn take(pool: *mut ngx_pool_t) -> Option<*mut State> {
     // SAFETY: `pool` is the request's pool; a cleanup with no data of its own is 24 bytes.
     let cleanup = unsafe { ngx_pool_cleanup_add(pool, 0).as_mut() }?;
-    let state = SUPPLY
-        .try_with(|s| {
-            let mut s = s.try_borrow_mut().ok()?;
-            Some(s.get_or_insert_with(Supply::new).take())
-        })
-        .ok()
-        .flatten()
-        .unwrap_or_else(apart);
+    let state = SUPPLY.try_with(Supply::take).unwrap_or_else(|_| apart());
     cleanup.handler = Some(give_back);
     cleanup.data = state.cast::<c_void>();
     Some(state)
@@ -236,19 +247,9 @@ pub fn take(pool: *mut ngx_pool_t) -> Option<*mut State> {
 /// The pool cleanup: the request is gone, and with it every pointer into its state.
 unsafe extern "C" fn give_back(data: *mut c_void) {
     let state = data.cast::<State>();
-    // A state of the block goes back to the free list; one allocated apart is freed. At worker
-    // exit, when the supply may be gone, a state stays where it is.
-    let apart = SUPPLY
-        .try_with(|s| match s.try_borrow_mut().as_deref_mut() {
-            Ok(Some(s)) if s.block.contains(&state) => {
-                s.free.push(state);
-                false
-            }
-            Ok(Some(_) | None) => true,
-            Err(_) => false,
-        })
-        .unwrap_or(false);
-    if apart {
+    // A state of the block goes back to the free list; one allocated apart is freed.
+    let kept = SUPPLY.try_with(|s| s.give_back(state)).unwrap_or(true);
+    if !kept {
         // SAFETY: a state outside the block was allocated by `apart` with `Box::into_raw`, and
         // is given back once: nginx runs a pool's cleanups once, when it destroys the pool.
         // `MaybeUninit`: only its `value` is initialized, and a `Value` needs no drop.
