@@ -129,7 +129,9 @@ pub fn state(r: &mut Request) -> Option<*mut State> {
         set: Set::EMPTY,
     };
     if outcome == Outcome::Hit {
-        ctx.set = Set::of(value);
+        // SAFETY: `value` is the state's, which holds the context the set goes into; the next
+        // write to it is the lookup of the state's next request.
+        ctx.set = unsafe { Set::of(value) };
         ctx.matched = match value.matched() {
             Match::Exact => host,
             Match::Wildcard { dot } => wildcard(room, host.as_bytes().get(dot..).unwrap_or(&[])),

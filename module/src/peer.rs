@@ -45,7 +45,6 @@
 //! table is the worker's, allocated when it started.
 
 use std::ffi::c_void;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 
 use ngx::core::Status;
@@ -114,9 +113,8 @@ unsafe extern "C" fn init_peer(
         };
         let params = Module::server_conf(us).map_or(health::DEFAULT, |s| s.params);
         // SAFETY: `state` is the request's, valid for the request's life; its context is
-        // initialized, its balancer data is written here before any use. The address is
-        // written by each try (`ngx_sockaddr_t` is a union of plain C structs: whatever it
-        // holds until then is a valid value).
+        // initialized, its balancer data is written here before any use, but for the address,
+        // which each try writes (and `state::take` initialized).
         let members = unsafe {
             let b = std::ptr::addr_of_mut!((*state).balancer);
             std::ptr::addr_of_mut!((*b).request).write(r);
@@ -147,7 +145,9 @@ struct Peer<'a> {
     pc: &'a mut ngx_peer_connection_t,
     ctx: &'a mut Ctx,
     balancer: &'a mut Balancer,
-    names: &'a mut [MaybeUninit<ngx_str_t>; MAX_MEMBERS],
+    /// `State::names`, `MAX_MEMBERS` slots: a raw pointer, so that no hook re-borrows the
+    /// names nginx keeps pointers to (`pc.name`, `$upstream_addr`) across the request.
+    names: *mut ngx_str_t,
 }
 
 /// The [`Peer`] of a hook's arguments.
@@ -158,14 +158,14 @@ struct Peer<'a> {
 /// initialized, valid for the request's life.
 unsafe fn peer_data<'a>(pc: *mut ngx_peer_connection_t, data: *mut c_void) -> Peer<'a> {
     let state = data.cast::<State>();
-    // SAFETY: the caller's contract. Only the context, the balancer data and the names,
-    // disjoint fields, are borrowed: the value the set reads and the names point into is not.
+    // SAFETY: the caller's contract. Only the context and the balancer data, disjoint fields,
+    // are borrowed: the value the set reads and the names point into is not, nor the names.
     unsafe {
         Peer {
             pc: &mut *pc,
             ctx: &mut *std::ptr::addr_of_mut!((*state).ctx),
             balancer: &mut *std::ptr::addr_of_mut!((*state).balancer),
-            names: &mut *std::ptr::addr_of_mut!((*state).names),
+            names: std::ptr::addr_of_mut!((*state).names).cast::<ngx_str_t>(),
         }
     }
 }
@@ -201,9 +201,10 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
                 (0..set.len).all(|i| set.member(i).is_some_and(|m| m.addr().is_none()));
             if let Some(first) = set.member(0).filter(|_| names_only) {
                 // A set of host names: say so once, for its first member.
-                let name = names[0].write(name_of(&first));
-                pc.name = name;
-                let name = *name;
+                let name = name_of(&first);
+                // SAFETY: slot 0 of the state's names, which nothing borrows.
+                unsafe { names.write(name) };
+                pc.name = names;
                 return unroutable(
                     pc,
                     &name,
@@ -216,10 +217,15 @@ unsafe extern "C" fn get_peer(pc: *mut ngx_peer_connection_t, data: *mut c_void)
         };
         set.tried |= 1 << i;
         set.current = i;
-        let Some(slot) = names.get_mut(i) else {
+        if i >= MAX_MEMBERS {
             return Status::NGX_ERROR.into();
-        };
-        pc.name = slot.write(name);
+        }
+        // SAFETY: slot `i` (below `MAX_MEMBERS`, checked) of the state's names, which nothing
+        // borrows; nginx keeps the pointer for the rest of the request.
+        let slot = unsafe { names.add(i) };
+        // SAFETY: as above.
+        unsafe { slot.write(name) };
+        pc.name = slot;
         if set.len > 1 {
             health::chosen(&addr, peer.params, now);
         }
@@ -420,7 +426,8 @@ fn name_key(out: &mut ngx_sockaddr_t, len: socklen_t, name: &[u8]) -> socklen_t 
     SIZE as socklen_t
 }
 
-/// Writes `addr` as a `sockaddr_in` or `sockaddr_in6` into zeroed memory; returns its length.
+/// Writes `addr` as a whole `sockaddr_in` or `sockaddr_in6` at the start of `out`; returns its
+/// length.
 fn set_sockaddr(out: &mut ngx_sockaddr_t, addr: SocketAddr) -> socklen_t {
     match addr {
         SocketAddr::V4(a) => {

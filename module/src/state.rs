@@ -83,7 +83,11 @@ impl Set {
     };
 
     /// The set of `value`, a request's `State::value` holding a hit.
-    pub fn of(value: &Value) -> Set {
+    ///
+    /// # Safety
+    /// `value` outlives every copy of the set and is not written while one is in use: it is the
+    /// `value` of the request's state, which the request's context (holding the set) lives in.
+    pub unsafe fn of(value: &Value) -> Set {
         Set {
             value,
             len: value.members(),
@@ -132,8 +136,9 @@ pub const MATCHED: usize = shm_layout::MAX_HOST_LEN + 1;
 /// A request's context and what it points to, outside the request pool. `ctx` comes first: the
 /// request's module context pointer points to the `State` and reads it as a `Ctx`.
 ///
-/// Only `value` is initialized while a state is not in use (a `Value` holds `bool`s, so it
-/// cannot be left uninitialized); the rest is written by the request that takes it.
+/// Only `value` (a `Value` holds `bool`s, so it cannot be left uninitialized) and the balancer's
+/// address are initialized while a state is not in use (`prepare`); the rest is written by the
+/// request that takes it.
 #[repr(C)]
 pub struct State {
     pub ctx: Ctx,
@@ -182,7 +187,7 @@ thread_local! {
 }
 
 impl Supply {
-    /// A state not in use, its `value` initialized.
+    /// A state not in use, prepared.
     fn take(&self) -> *mut State {
         let state = self.free.get();
         if !state.is_null() {
@@ -203,7 +208,7 @@ impl Supply {
             // SAFETY: `fresh` is inside the block (checked above), which is never freed; the
             // state was never handed out, so nothing refers to it.
             unsafe {
-                std::ptr::addr_of_mut!((*state).value).write(Value::empty());
+                prepare(state);
                 self.fresh.set(state.add(1));
             }
             return state;
@@ -224,16 +229,30 @@ impl Supply {
     }
 }
 
-/// A state allocated on its own, its `value` initialized.
+/// A state allocated on its own, prepared.
 fn apart() -> *mut State {
     let state = Box::into_raw(Box::<State>::new_uninit()).cast::<State>();
     // SAFETY: a fresh allocation for a `State`, referred to by nothing else.
-    unsafe { std::ptr::addr_of_mut!((*state).value).write(Value::empty()) };
+    unsafe { prepare(state) };
     state
 }
 
-/// A state for a request whose pool is `pool`, given back when the pool is destroyed; its
-/// `value` is initialized, its other fields are not. `None` when the pool cannot take the
+/// Initializes what a state keeps from one request to the next: its `value`, and its
+/// balancer's address, whose bytes past the address a try writes are never written otherwise.
+///
+/// # Safety
+/// `state` is valid for writes and nothing refers to it.
+unsafe fn prepare(state: *mut State) {
+    // SAFETY: the caller's contract; all-zero is a valid `ngx_sockaddr_t` (a union of plain C
+    // structs).
+    unsafe {
+        std::ptr::addr_of_mut!((*state).value).write(Value::empty());
+        std::ptr::addr_of_mut!((*state).balancer.sockaddr).write(std::mem::zeroed());
+    }
+}
+
+/// A state for a request whose pool is `pool`, given back when the pool is destroyed; prepared
+/// (`value` and the balancer's address initialized), its other fields not. `None` when the pool cannot take the
 /// cleanup handler.
 pub fn take(pool: *mut ngx_pool_t) -> Option<*mut State> {
     // SAFETY: `pool` is the request's pool; a cleanup with no data of its own is 24 bytes.
@@ -252,7 +271,7 @@ unsafe extern "C" fn give_back(data: *mut c_void) {
     if !kept {
         // SAFETY: a state outside the block was allocated by `apart` with `Box::into_raw`, and
         // is given back once: nginx runs a pool's cleanups once, when it destroys the pool.
-        // `MaybeUninit`: only its `value` is initialized, and a `Value` needs no drop.
+        // `MaybeUninit`: only part of it is initialized, and nothing in it needs a drop.
         drop(unsafe { Box::from_raw(state.cast::<MaybeUninit<State>>()) });
     }
 }
