@@ -121,33 +121,28 @@ impl MemberShape {
             addr_words: addr_words(kind as u8),
         })
     }
+
+    /// Words the member takes: its descriptor, its value, its address.
+    fn words(&self) -> usize {
+        1 + self.val_words + self.addr_words
+    }
 }
 
-/// Walks the part of a set's record after its first member (`words`, from the set word on) for
-/// a set of `members`, calling `each(i, shape, value words, address words)` for every further
-/// member; `None` if the words do not hold such a set (a field out of range, a member past the
-/// end, or `each` refusing one). Returns the words the part takes. Nothing for a set of one.
-fn walk_set(
-    words: &[AtomicU64],
-    members: usize,
-    mut each: impl FnMut(usize, &MemberShape, &[AtomicU64], &[AtomicU64]) -> bool,
-    mut first_weight: impl FnMut(u8),
-) -> Option<usize> {
+/// The words the part of a set's record after its first member takes (`words`, from the set
+/// word on), for a set of `members`; `None` if the words do not hold such a set (a field out
+/// of range, a member past the end). Nothing for a set of one. [`copy_set`] checks the same
+/// while it copies.
+fn set_words(words: &[AtomicU64], members: usize) -> Option<usize> {
     if members <= 1 {
         return Some(0);
     }
-    first_weight(set_weight(word(words.first()?))?);
+    set_weight(word(words.first()?))?;
     let mut at = 1;
-    for i in 1..members.min(MAX_MEMBERS) {
-        let m = MemberShape::of(word(words.get(at)?))?;
-        let value_at = at + 1;
-        let addr_at = value_at + m.val_words;
-        let end = addr_at + m.addr_words;
-        let (value, addr) = (words.get(value_at..addr_at)?, words.get(addr_at..end)?);
-        if !each(i, &m, value, addr) {
+    for _ in 1..members.min(MAX_MEMBERS) {
+        at += MemberShape::of(word(words.get(at)?))?.words();
+        if at > words.len() {
             return None;
         }
-        at = end;
     }
     Some(at)
 }
@@ -181,7 +176,7 @@ impl Meta {
         let key_at = rec.checked_add(RECORD_FIXED_WORDS)?;
         let first_end = key_at + l.body_words();
         let set = arena.get(first_end..).unwrap_or(&[]);
-        let end = first_end + walk_set(set, l.members, |_, _, _, _| true, |_| {})?;
+        let end = first_end + set_words(set, l.members)?;
         if end > arena.len() {
             return None;
         }
@@ -485,7 +480,7 @@ pub(crate) fn match_body(meta: u64, body: &[AtomicU64], key: &[u8], out: &mut Va
 
 /// Copies the further members of a set of `members` (`words`: the record from its set word on)
 /// into `out`, checking each value's bytes; false if the words do not hold such a set. Checks
-/// what [`walk_set`] checks (keep the two in step). Nothing for a set of one.
+/// what [`set_words`] checks (keep the two in step). Nothing for a set of one.
 #[inline(never)]
 fn copy_set(words: &[AtomicU64], members: usize, out: &mut Value) -> bool {
     if members <= 1 {
@@ -518,7 +513,7 @@ const MEMBER_WINDOW: usize = 1 + SHORT_WORDS + 2;
 fn copy_member(words: &[AtomicU64], slot: &mut Slot) -> Option<usize> {
     let m = MemberShape::of(word(words.first()?))?;
     let addr_at = 1 + m.val_words;
-    let len = addr_at + m.addr_words;
+    let len = m.words();
     let (copied, addr) = match words.first_chunk::<MEMBER_WINDOW>() {
         Some(w) if m.val_len <= SHORT_WORDS * 8 => {
             let (_, value) = w.split_first()?;
@@ -534,9 +529,7 @@ fn copy_member(words: &[AtomicU64], slot: &mut Slot) -> Option<usize> {
     if !copied {
         return None;
     }
-    for (dst, w) in slot.ip.chunks_exact_mut(8).zip(addr) {
-        dst.copy_from_slice(&word(w).to_le_bytes());
-    }
+    copy_addr(addr, &mut slot.ip);
     slot.len = m.val_len as u16;
     slot.addr_kind = m.addr_kind;
     slot.port = m.port;
@@ -570,15 +563,21 @@ fn copy_short(words: &[AtomicU64; SHORT_WORDS], len: usize, out: &mut [u8; VALUE
 #[inline(always)]
 fn fill_exact(out: &mut Value, l: &Shape, addr: &[AtomicU64]) {
     let head = &mut out.head;
-    for (dst, w) in head.ip.chunks_exact_mut(8).zip(addr) {
-        dst.copy_from_slice(&word(w).to_le_bytes());
-    }
+    copy_addr(addr, &mut head.ip);
     head.len = l.val_len as u16;
     head.addr_kind = l.addr_kind;
     head.port = l.port;
     head.weight = 1;
     out.members = 1;
     out.matched = MATCH_EXACT;
+}
+
+/// Copies a member's address words (none, one for IPv4, two for IPv6) into its octets.
+#[inline(always)]
+fn copy_addr(words: &[AtomicU64], ip: &mut [u8; 16]) {
+    for (dst, w) in ip.chunks_exact_mut(8).zip(words) {
+        dst.copy_from_slice(&word(w).to_le_bytes());
+    }
 }
 
 /// Copies the `len`-byte value held in `words` into `out`, 16 bytes at a time, checking its
